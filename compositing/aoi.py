@@ -1,0 +1,157 @@
+"""Area of interest and season: parsing the ``aoi`` parameter and the hemisphere's leaf-on window.
+
+``aoi`` is a lon/lat bbox ``[minx, miny, maxx, maxy]``, a GeoJSON geometry / Feature /
+FeatureCollection (dict or JSON string), or a path to a GeoJSON file. Everything is EPSG:4326.
+
+Default leaf-on season (documented in README): northern hemisphere (AOI centroid latitude >= 0)
+June 1 - September 30 of ``year``; southern hemisphere December 1 of ``year - 1`` - March 31 of ``year``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
+
+
+class AoiError(ValueError):
+    """An ``aoi`` or ``season`` parameter that cannot be interpreted."""
+
+
+def parse_aoi(aoi: Any) -> BaseGeometry:
+    """The AOI as a shapely (Multi)Polygon in lon/lat (EPSG:4326)."""
+    if isinstance(aoi, BaseGeometry):
+        geom = aoi
+    elif isinstance(aoi, (list, tuple)):
+        if len(aoi) != 4 or not all(isinstance(v, (int, float)) for v in aoi):
+            raise AoiError(f"aoi bbox must be [minx, miny, maxx, maxy] in degrees, got {aoi!r}")
+        minx, miny, maxx, maxy = (float(v) for v in aoi)
+        if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
+            raise AoiError(f"aoi bbox {aoi!r} is not a valid lon/lat box (minx < maxx, miny < maxy, degrees)")
+        geom = box(minx, miny, maxx, maxy)
+    elif isinstance(aoi, dict):
+        geom = _geojson_to_geom(aoi, "aoi")
+    elif isinstance(aoi, (str, Path)):
+        text = str(aoi).strip()
+        if text.startswith("{"):
+            try:
+                geom = _geojson_to_geom(json.loads(text), "aoi")
+            except json.JSONDecodeError as exc:
+                raise AoiError(f"aoi is not valid GeoJSON text: {exc}") from exc
+        else:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise AoiError(f"aoi file not found: {path}")
+            try:
+                geom = _geojson_to_geom(json.loads(path.read_text()), str(path))
+            except json.JSONDecodeError as exc:
+                raise AoiError(f"{path}: not valid GeoJSON: {exc}") from exc
+    else:
+        raise AoiError(f"aoi must be a bbox list, GeoJSON or a file path, got {type(aoi).__name__}")
+    if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        raise AoiError(f"aoi must be a non-empty (Multi)Polygon, got {geom.geom_type}")
+    minx, miny, maxx, maxy = geom.bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise AoiError(f"aoi bounds {geom.bounds} are outside lon/lat range (is it projected?)")
+    return geom
+
+
+def _geojson_to_geom(obj: dict[str, Any], where: str) -> BaseGeometry:
+    kind = obj.get("type")
+    try:
+        if kind == "FeatureCollection":
+            geoms = [shape(f["geometry"]) for f in obj.get("features", []) if f.get("geometry")]
+            if not geoms:
+                raise AoiError(f"{where}: FeatureCollection has no geometry")
+            return unary_union(geoms)
+        if kind == "Feature":
+            if not obj.get("geometry"):
+                raise AoiError(f"{where}: Feature has no geometry")
+            return shape(obj["geometry"])
+        return shape(obj)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, AoiError):
+            raise
+        raise AoiError(f"{where}: not a GeoJSON geometry: {exc}") from exc
+
+
+def aoi_bbox(aoi: Any) -> tuple[float, float, float, float]:
+    """Lon/lat bounds of an AOI parameter."""
+    return tuple(parse_aoi(aoi).bounds)  # type: ignore[return-value]
+
+
+def aoi_geojson(aoi: Any) -> dict[str, Any]:
+    """The AOI as a GeoJSON geometry dict (for STAC ``intersects``)."""
+    return mapping(parse_aoi(aoi))
+
+
+@dataclass(frozen=True)
+class Season:
+    """An inclusive date window ``start`` .. ``end``."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise AoiError(f"season end {self.end} is before start {self.start}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.start.isoformat()}_{self.end.isoformat()}"
+
+    @property
+    def datetime_range(self) -> str:
+        """STAC ``datetime`` interval covering whole days (UTC)."""
+        return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_any(cls, value: Any) -> Season:
+        """From a Season, ``{"start": .., "end": ..}``, ``[start, end]`` or ``"start/end"``."""
+        if isinstance(value, Season):
+            return value
+        if isinstance(value, dict):
+            start, end = value.get("start"), value.get("end")
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            start, end = value
+        elif isinstance(value, str) and ("/" in value or "_" in value):
+            start, end = value.replace("_", "/").split("/", 1)
+        else:
+            raise AoiError(f"season must be {{'start': 'YYYY-MM-DD', 'end': 'YYYY-MM-DD'}}, got {value!r}")
+        try:
+            return cls(_to_date(start), _to_date(end))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, AoiError):
+                raise
+            raise AoiError(f"season dates must be YYYY-MM-DD, got {value!r}: {exc}") from exc
+
+
+def _to_date(v: Any) -> date:
+    if isinstance(v, date):
+        return v
+    return date.fromisoformat(str(v)[:10])
+
+
+def default_season(geom: BaseGeometry, year: int) -> Season:
+    """Leaf-on window of the AOI's hemisphere (by centroid latitude)."""
+    if geom.centroid.y >= 0:
+        return Season(date(year, 6, 1), date(year, 9, 30))
+    return Season(date(year - 1, 12, 1), date(year, 3, 31))
+
+
+def resolve_season(aoi: Any, year: int | None, season: Any = None) -> Season:
+    """``season`` if given, else the default leaf-on season of ``year`` for the AOI's hemisphere."""
+    if season:
+        return Season.from_any(season)
+    if year is None:
+        raise AoiError("give either `year` or `season`")
+    return default_season(parse_aoi(aoi), int(year))

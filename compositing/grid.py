@@ -1,0 +1,210 @@
+"""The one grid value shared by composites, labels and chips.
+
+A :class:`Grid` is a CRS, an affine transform and a shape. Compositing produces it (one per MGRS tile,
+on that tile's real 30 m HLS grid, clipped to the area and snapped to the tile's pixel edges); labels and
+chips consume it. It round-trips through JSON (``to_dict``/``from_dict``) and through any raster written
+on it (``from_raster``), so tasks pass paths, never arrays.
+
+MGRS / Sentinel-2 tiling (HLS uses it): a tile is the 100 km MGRS square of its id, extended to
+109.8 km; the upper-left corner is the square's west easting rounded down to a multiple of 60 m and its
+north edge (south edge + 100 km) rounded up to a multiple of 60 m. Checked against the real tiles
+T06WVS (../shared/realdata) and T10TEK. Southern-hemisphere L30 tiles are written in the northern UTM zone
+(EPSG:326NN) with negative northings, as HLS does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from affine import Affine
+
+TILE_SIZE_M = 109_800.0
+HLS_RESOLUTION_M = 30.0
+HLS_TILE_PIXELS = 3660
+
+_MGRS_RE = re.compile(r"^T?(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z])([A-HJ-NP-V])$")
+_COL_SETS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
+_ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
+# Minimum northing (m, northern-hemisphere false origin; south with 10,000 km false northing) of each
+# latitude band, as in NGA GeoTrans; resolves the 2,000 km ambiguity of the row letter.
+_BAND_MIN_NORTHING = {
+    "C": 1_100_000, "D": 2_000_000, "E": 2_800_000, "F": 3_700_000, "G": 4_600_000, "H": 5_500_000,
+    "J": 6_400_000, "K": 7_300_000, "L": 8_200_000, "M": 9_100_000, "N": 0, "P": 800_000,
+    "Q": 1_700_000, "R": 2_600_000, "S": 3_500_000, "T": 4_400_000, "U": 5_300_000, "V": 6_200_000,
+    "W": 7_000_000, "X": 7_900_000,
+}
+
+
+class GridError(ValueError):
+    """A grid or MGRS tile id that cannot be interpreted."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid.
+
+    ``crs`` is an ``EPSG:NNNNN`` string; ``transform`` the 6 GDAL/affine coefficients
+    ``(a, b, c, d, e, f)`` (pixel size ``a`` and ``e`` in metres, ``c``/``f`` the upper-left corner);
+    ``width``/``height`` in pixels. ``tile`` is the MGRS tile id the grid belongs to (may be empty).
+    """
+
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+    tile: str = ""
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise GridError(f"grid shape must be positive, got {self.height} x {self.width}")
+        if len(self.transform) != 6:
+            raise GridError(f"transform needs 6 coefficients, got {self.transform!r}")
+        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def resolution(self) -> float:
+        return abs(self.transform[0])
+
+    @property
+    def epsg(self) -> int:
+        return int(self.crs.split(":")[1])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in the grid CRS, metres."""
+        a, _, c, _, e, f = self.transform
+        x0, x1 = c, c + a * self.width
+        y0, y1 = f, f + e * self.height
+        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"crs": self.crs, "transform": list(self.transform), "width": self.width,
+                "height": self.height, "tile": self.tile}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Grid:
+        return cls(crs=d["crs"], transform=tuple(d["transform"]), width=int(d["width"]),
+                   height=int(d["height"]), tile=d.get("tile", ""))
+
+    @classmethod
+    def from_raster(cls, path: str, tile: str = "") -> Grid:
+        """The grid of an existing raster (its CRS must have an EPSG equivalent)."""
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            epsg = epsg_of(ds.crs)
+            if epsg is None:
+                raise GridError(f"{path}: CRS has no EPSG equivalent: {ds.crs.to_wkt()[:120]}")
+            tag_tile = ds.tags().get("MGRS_TILE", "")
+            return cls(crs=f"EPSG:{epsg}", transform=tuple(ds.transform)[:6], width=ds.width,
+                       height=ds.height, tile=tile or tag_tile)
+
+    def window_bounds(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
+        """The sub-grid of a pixel window (rows/cols relative to this grid)."""
+        a, b, c, d, e, f = self.transform
+        return Grid(self.crs, (a, b, c + a * col_off, d, e, f + e * row_off), width, height, self.tile)
+
+    def offset_in(self, outer: Grid) -> tuple[int, int]:
+        """(row, col) of this grid's upper-left pixel inside ``outer``; both must share pixel edges."""
+        if self.crs != outer.crs or self.transform[0] != outer.transform[0] or self.transform[4] != outer.transform[4]:
+            raise GridError(f"grids differ in CRS or resolution: {self} vs {outer}")
+        col = (self.transform[2] - outer.transform[2]) / outer.transform[0]
+        row = (self.transform[5] - outer.transform[5]) / outer.transform[4]
+        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            raise GridError(f"grids are not pixel-aligned: offset ({row}, {col}) px")
+        return int(round(row)), int(round(col))
+
+    def clip(self, bounds: tuple[float, float, float, float]) -> Grid:
+        """This grid cut to ``bounds`` (grid CRS), snapped outwards to whole pixels."""
+        a, _, c, _, e, f = self.transform
+        minx, miny, maxx, maxy = bounds
+        col0 = max(0, math.floor((minx - c) / a + 1e-9))
+        col1 = min(self.width, math.ceil((maxx - c) / a - 1e-9))
+        row0 = max(0, math.floor((maxy - f) / e + 1e-9))
+        row1 = min(self.height, math.ceil((miny - f) / e - 1e-9))
+        if col1 <= col0 or row1 <= row0:
+            raise GridError(f"bounds {bounds} do not intersect grid {self.bounds} ({self.tile or self.crs})")
+        return self.window_bounds(row0, col0, row1 - row0, col1 - col0)
+
+
+def epsg_of(crs: Any) -> int | None:
+    """EPSG code of a rasterio/pyproj CRS, also for HLS's authority-less "UTM Zone N" WKT."""
+    from pyproj import CRS
+
+    c = CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
+    code = c.to_epsg(min_confidence=20)
+    if code is not None:
+        return int(code)
+    # HLS WKT: "UTM Zone 19, Northern Hemisphere" with transverse-Mercator parameters but no authority.
+    m = re.search(r"UTM[ _]Zone[ _](\d{1,2})", c.to_wkt(), re.IGNORECASE)
+    if m and c.is_projected:
+        candidate = CRS.from_epsg(32600 + int(m.group(1)))
+        if c.equals(candidate, ignore_axis_order=True) or _same_utm(c, candidate):
+            return 32600 + int(m.group(1))
+    return None
+
+
+def _same_utm(a: Any, b: Any) -> bool:
+    pa = a.to_dict()
+    pb = b.to_dict()
+    keys = ("proj", "lon_0", "k", "x_0", "y_0")
+    return all(abs(float(pa.get(k, 0) if k != "proj" else 0) - float(pb.get(k, 0) if k != "proj" else 0)) < 1e-6
+               for k in keys) and pa.get("proj") == pb.get("proj") == "tmerc"
+
+
+def parse_mgrs_tile(tile: str) -> tuple[int, str, str, str]:
+    """Split ``"10TEK"`` / ``"T10TEK"`` into (zone, band, column letter, row letter)."""
+    m = _MGRS_RE.match(tile.upper())
+    if not m:
+        raise GridError(f"not an MGRS tile id: {tile!r}")
+    zone = int(m.group(1))
+    if not 1 <= zone <= 60:
+        raise GridError(f"MGRS zone out of range in {tile!r}")
+    return zone, m.group(2), m.group(3), m.group(4)
+
+
+def mgrs_square_origin(tile: str) -> tuple[float, float]:
+    """South-west corner (easting, northing) of the 100 km MGRS square, in EPSG:326NN (south negative)."""
+    zone, band, col, row = parse_mgrs_tile(tile)
+    col_set = _COL_SETS[(zone - 1) % 3]
+    if col not in col_set:
+        raise GridError(f"column letter {col!r} is not used in zone {zone} ({tile!r})")
+    easting = (col_set.index(col) + 1) * 100_000.0
+    row_offset = 5 if zone % 2 == 0 else 0  # even zones start the row letters at F
+    northing = ((_ROW_LETTERS.index(row) - row_offset) % 20) * 100_000.0
+    min_n = _BAND_MIN_NORTHING[band]
+    while northing < min_n:
+        northing += 2_000_000.0
+    if band < "N":  # southern hemisphere: HLS keeps the northern zone, northings negative
+        northing -= 10_000_000.0
+    return easting, northing
+
+
+def mgrs_tile_grid(tile: str, resolution: float = HLS_RESOLUTION_M) -> Grid:
+    """The full HLS grid of an MGRS tile (3660 x 3660 at 30 m), EPSG:326NN."""
+    zone, *_ = parse_mgrs_tile(tile)
+    e0, n0 = mgrs_square_origin(tile)
+    ulx = math.floor(e0 / 60.0) * 60.0
+    uly = math.ceil((n0 + 100_000.0) / 60.0) * 60.0
+    n = int(round(TILE_SIZE_M / resolution))
+    tid = tile.upper().lstrip("T") if len(tile) == 6 and tile[0].upper() == "T" else tile.upper()
+    return Grid(f"EPSG:{32600 + zone}", (resolution, 0.0, ulx, 0.0, -resolution, uly), n, n, tid)
+
+
+def tile_of_item_id(item_id: str) -> str:
+    """MGRS tile of an HLS item id or file name (``HLS.L30.T10TEK.2021128T184447.v2.0`` -> ``10TEK``)."""
+    m = re.search(r"\.T(\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2})\.", item_id)
+    if not m:
+        raise GridError(f"no MGRS tile in HLS id {item_id!r}")
+    return m.group(1)

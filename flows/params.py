@@ -1,0 +1,184 @@
+"""Flow parameters as pydantic models: defaults, descriptions and validation the Prefect UI renders as forms.
+
+Stage flows take flat models whose field names are the ones the issues give; ``biomass-pipeline`` takes one
+model nested per stage. ``aoi`` accepts a lon/lat bbox, a GeoJSON geometry/Feature/FeatureCollection or a
+path to a GeoJSON file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+HLS_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
+HLS_COLLECTION = "HLSL30_2.0"
+GEDI_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
+GEDI_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"
+
+AoiType = list[float] | dict[str, Any] | str
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SeasonParam(_Model):
+    start: str = Field(description="First day, YYYY-MM-DD (inclusive).", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    end: str = Field(description="Last day, YYYY-MM-DD (inclusive).", pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeasonParam:
+        if self.end < self.start:
+            raise ValueError(f"season end {self.end} is before start {self.start}")
+        return self
+
+
+def _check_aoi(v: Any) -> Any:
+    from compositing.aoi import parse_aoi
+
+    if isinstance(v, dict | list | tuple) or (isinstance(v, str) and v.strip().startswith("{")):
+        parse_aoi(v)  # raises a clear AoiError (a ValueError) for a bad bbox/geometry
+    return list(v) if isinstance(v, tuple) else v
+
+
+class _AreaYear(_Model):
+    aoi: AoiType = Field(description="Area: lon/lat bbox [minx, miny, maxx, maxy], a GeoJSON geometry, or a path "
+                         "to a GeoJSON file.")
+    year: int | None = Field(None, ge=1984, le=2100, description="Year; the default season is the leaf-on window "
+                             "of the area's hemisphere (north Jun 1-Sep 30; south Dec 1 of year-1 - Mar 31).")
+    season: SeasonParam | None = Field(None, description="Explicit date window overriding the default season.")
+
+    _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: _check_aoi(v)))
+
+    @model_validator(mode="after")
+    def _year_or_season(self) -> _AreaYear:
+        if self.year is None and self.season is None:
+            raise ValueError("give `year` or `season`")
+        return self
+
+
+class HlsOptions(_Model):
+    stac_url: str = Field(HLS_STAC_URL, description="STAC API root (NASA CMR-STAC LPCLOUD by default).")
+    collection: str = Field(HLS_COLLECTION, description="HLS L30 v2.0 collection id.")
+    max_cloud_cover: float | None = Field(None, ge=0, le=100, description="Keep scenes with eo:cloud_cover <= this (%).")
+    mask_snow: bool = Field(False, description="Also mask Fmask bit 4 (snow/ice).")
+    mask_water: bool = Field(False, description="Also mask Fmask bit 5 (water).")
+    mask_high_aerosol: bool = Field(False, description="Also mask high aerosol (Fmask bits 6-7 == 3).")
+    min_observations: int = Field(1, ge=1, description="Pixels with fewer valid observations become nodata (-9999).")
+    on_read_error: Literal["skip", "fail"] = Field("skip", description="Unreadable scene: skip and record, or fail.")
+
+
+class HlsCompositeParams(_AreaYear, HlsOptions):
+    output_dir: str = Field(description="Folder for search results and composites/<TILE>/<SEASON>.tif.")
+    dask_address: str | None = Field(None, description="Dask scheduler address (tcp://host:8786); default: local.")
+    force: bool = Field(False, description="Re-run even when a result for the same inputs exists.")
+
+
+class GediOptions(_Model):
+    stac_url: str = Field(GEDI_STAC_URL, description="STAC API root for GEDI L4A (CMR-STAC ORNL_CLOUD by default).")
+    collection: str = Field(GEDI_COLLECTION, description="GEDI L4A v2.1 collection id.")
+    granules: list[str] | None = Field(None, description="Local paths or URLs of L4A granules (skips the search).")
+    require_l4_quality: bool = Field(True, description="Keep only l4_quality_flag == 1.")
+    drop_degraded: bool = Field(True, description="Keep only degrade_flag == 0.")
+    min_sensitivity: float | None = Field(None, ge=0, le=1, description="Minimum beam sensitivity (e.g. 0.9).")
+    leaf_on_only: bool = Field(False, description="Keep only leaf_off_flag == 0.")
+    pft_classes: list[int] | None = Field(None, description="Keep only these plant functional types (default all).")
+    nodata: float = Field(-9999.0, description="Label nodata: -9999 (default) or -1 (granite/TerraTorch style).")
+    on_read_error: Literal["skip", "fail"] = Field("skip", description="Unreadable granule: skip and record, or fail.")
+
+
+class GediLabelsParams(_AreaYear, GediOptions):
+    composites: list[str] | str | None = Field(None, description="Composite COGs whose grids to use, or the "
+                                               "output_dir of hls-composite. Without it only GeoParquet is written.")
+    output_dir: str = Field(description="Folder for labels/gedi_shots.parquet and labels/<TILE>/<SEASON>.tif.")
+    dask_address: str | None = Field(None, description="Dask scheduler address; default: local.")
+    force: bool = False
+
+
+class ChipOptions(_Model):
+    chip_size: int = Field(224, ge=16, le=2048, description="Chip size in pixels.")
+    stride: int | None = Field(None, ge=1, description="Stride in pixels (default chip_size: no overlap).")
+    min_labeled_pixels: int = Field(1, ge=0, description="Keep chips with at least this many labelled pixels.")
+    max_nodata_fraction: float = Field(0.5, ge=0, le=1, description="Keep chips with at most this image nodata.")
+    split_fractions: list[float] = Field([0.7, 0.15, 0.15], description="train/val/test fractions (by spatial block).")
+    seed: int = Field(0, description="Seed of the spatial-block split.")
+
+
+class ExportChipsParams(ChipOptions):
+    composites: list[str] | str = Field(description="Composite COGs (paired with labels by tile) or an output_dir.")
+    labels: list[str] | str = Field(description="Label COGs or the output_dir of gedi-labels.")
+    output_dir: str = Field(description="Export folder (Esri Export Tiles + TerraTorch layouts).")
+    force: bool = False
+
+
+class TrainOptions(_Model):
+    model: Literal["tiny", "swin_t", "swin_b"] = Field("tiny", description="Model preset (swin_b = granite).")
+    epochs: int = Field(10, ge=1, description="Maximum epochs (early stopping on validation loss).")
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3.1e-4, gt=0, description="AdamW learning rate (granite: 3.1e-4).")
+    init_checkpoint: str | None = Field(None, description="Local checkpoint to start from (never downloaded).")
+    freeze_backbone: bool = Field(False, description="Train the decoder/head only (granite frozen-encoder).")
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+
+
+class TrainModelParams(TrainOptions):
+    export: str = Field(description="Chips export folder (from export-chips).")
+    output_dir: str = Field(description="Folder for checkpoints and training history.")
+    force: bool = False
+
+
+class EvaluateModelParams(_Model):
+    checkpoint: str = Field(description="Checkpoint file.")
+    model: str | None = Field(None, description="Model preset when the checkpoint does not name one.")
+    export: str = Field(description="Chips export folder.")
+    split: Literal["train", "val", "test"] = "test"
+    output_dir: str = Field(description="Folder for metrics.json and plots.")
+    force: bool = False
+
+
+class PredictMapParams(_Model):
+    checkpoint: str = Field(description="Checkpoint file.")
+    composite: str = Field(description="Composite COG to map.")
+    output_dir: str | None = Field(None, description="Folder for the biomass COG (default: beside the composite).")
+    force: bool = False
+
+
+class SampleWorldParams(_Model):
+    output_dir: str = Field(description="Folder for the generated world.")
+    size: Literal["small", "demo", "benchmark"] = "demo"
+    seed: int = 0
+
+
+class SampleWorldOption(_Model):
+    size: Literal["small", "demo", "benchmark"] = "demo"
+    seed: int = 0
+    output_dir: str | None = Field(None, description="Where to write it (default <output_dir>/world).")
+
+
+class PipelineTraining(TrainOptions):
+    eval_split: Literal["val", "test"] = "test"
+
+
+class BiomassPipelineParams(_Model):
+    aoi: AoiType | None = Field(None, description="Area (bbox, GeoJSON or file). Taken from the sample world if unset.")
+    year: int | None = Field(None, ge=1984, le=2100, description="Year (default leaf-on season of the hemisphere).")
+    season: SeasonParam | None = None
+    output_dir: str = Field(description="Root folder of every output of the run.")
+    dask_address: str | None = Field(None, description="Dask scheduler for composites and labels; default local.")
+    force: bool = Field(False, description="Re-run every stage even when cached results exist.")
+    sample_world: SampleWorldOption | None = Field(None, description="Run on the embedded sample world served by a "
+                                                   "loopback STAC API (no network, no credentials).")
+    hls: HlsOptions = Field(default_factory=HlsOptions)
+    gedi: GediOptions = Field(default_factory=GediOptions)
+    chips: ChipOptions = Field(default_factory=ChipOptions)
+    training: PipelineTraining = Field(default_factory=PipelineTraining)
+
+    _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: v if v is None else _check_aoi(v)))
+
+    @model_validator(mode="after")
+    def _area(self) -> BiomassPipelineParams:
+        if self.sample_world is None and (self.aoi is None or (self.year is None and self.season is None)):
+            raise ValueError("give `aoi` and `year` (or `season`), or `sample_world`")
+        return self

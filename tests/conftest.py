@@ -1,0 +1,57 @@
+"""Session fixtures shared by the whole suite: the small sample world, its loopback STAC API, and one
+Prefect test harness. The network is blocked except loopback (pytest-socket, see pyproject addopts)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """../shared/realdata, or skip when it is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real sample files not present at {REALDATA}")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Manifest of the small sample world (generated once per session)."""
+    from sampleworld import generate_world
+
+    return generate_world(str(tmp_path_factory.mktemp("world")), size="small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def world_dir(small_world: dict[str, Any]) -> Path:
+    return Path(small_world["hls"]["items_json"]).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def stac_url(small_world: dict[str, Any], world_dir: Path) -> Iterator[str]:
+    """Root URL of a real STAC API (rustac) serving the small world on 127.0.0.1."""
+    from sampleworld.stac_server import serve_stac
+
+    with serve_stac(str(world_dir)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (temporary database, ephemeral API) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
