@@ -1,0 +1,93 @@
+"""Earthdata credentials (never shown), atomic writes, and the flows' stage cache."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from compositing.earthdata import earthdata_credentials, gdal_env_options, requests_session
+from compositing.io_utils import atomic_path, read_json, write_json_atomic
+from flows.cache import load_cached, stage_key, store
+
+
+@pytest.fixture
+def no_env(monkeypatch, tmp_path):
+    for k in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_credentials_order_and_redaction(no_env, monkeypatch, caplog) -> None:
+    assert earthdata_credentials() is None
+    netrc = no_env / ".netrc"
+    netrc.write_text("machine urs.earthdata.nasa.gov login alice password s3cret-pw\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    c = earthdata_credentials()
+    assert c.username == "alice" and c.password == "s3cret-pw" and c.source == f"netrc:{netrc}"
+    monkeypatch.setenv("EARTHDATA_USERNAME", "bob")
+    monkeypatch.setenv("EARTHDATA_PASSWORD", "pw-from-env")
+    assert earthdata_credentials().username == "bob"
+    monkeypatch.setenv("EARTHDATA_TOKEN", "tok-123")
+    c = earthdata_credentials()
+    assert c.token == "tok-123"
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("t").info("using %s / %r", c, c)
+    for secret in ("tok-123", "pw-from-env", "s3cret-pw"):
+        assert secret not in caplog.text and secret not in repr(c) and secret not in str(c)
+
+
+def test_gdal_and_requests_auth(no_env) -> None:
+    from compositing.earthdata import Credentials
+
+    tok = gdal_env_options(Credentials(token="abc", source="env"))
+    assert tok["GDAL_HTTP_HEADERS"] == "Authorization: Bearer abc"
+    pw = gdal_env_options(Credentials(username="u", password="p", source="env:EARTHDATA_USERNAME"), for_read=True)
+    assert pw["GDAL_HTTP_NETRC"] == "YES" and pw["GDAL_HTTP_MULTIRANGE"] == "YES"
+    netrc_text = open(pw["GDAL_HTTP_NETRC_FILE"]).read()
+    assert "login u password p" in netrc_text
+    import os
+    import stat
+
+    assert stat.S_IMODE(os.stat(pw["GDAL_HTTP_NETRC_FILE"]).st_mode) == 0o600
+    assert "GDAL_HTTP_HEADERS" not in gdal_env_options(None)
+    s = requests_session(Credentials(token="abc", source="env"))
+    assert s.headers["Authorization"] == "Bearer abc"
+
+
+def test_atomic_path_success_and_failure(tmp_path) -> None:
+    final = tmp_path / "sub" / "out.txt"
+    with atomic_path(final) as tmp:
+        tmp.write_text("new")
+        assert not final.exists()
+    assert final.read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        tmp.write_text("half-written")
+        raise RuntimeError("boom")
+    assert final.read_text() == "new"  # the old output is untouched
+    assert [p.name for p in final.parent.iterdir()] == ["out.txt"]  # no temp left behind
+
+
+def test_json_roundtrip_and_bad_json(tmp_path) -> None:
+    write_json_atomic(tmp_path / "a.json", {"x": [1, 2]})
+    assert read_json(tmp_path / "a.json") == {"x": [1, 2]}
+    (tmp_path / "b.json").write_text("{not json")
+    with pytest.raises(ValueError, match="b.json: not valid JSON"):
+        read_json(tmp_path / "b.json")
+
+
+def test_stage_cache(tmp_path) -> None:
+    params = {"aoi": [0, 0, 1, 1], "stac_url": "http://127.0.0.1:4321/", "force": False}
+    key = stage_key("s", params)
+    assert key == stage_key("s", {**params, "force": True, "stac_url": "http://127.0.0.1:9999/"})
+    assert key != stage_key("s", {**params, "aoi": [0, 0, 2, 2]})
+    assert key != stage_key("other", params)
+    out = tmp_path / "result.tif"
+    out.write_text("x")
+    store(str(tmp_path), "s", key, {"path": str(out), "n": 3})
+    assert load_cached(str(tmp_path), "s", key) == {"path": str(out), "n": 3}
+    out.unlink()
+    assert load_cached(str(tmp_path), "s", key) is None  # an output went missing: re-run
