@@ -39,7 +39,7 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
     print(f"GEDI shots         {res.get('shots')}")
     print(f"chips export       {res['chips'].get('export')}  {res['chips'].get('counts', '')}")
     print(f"checkpoint         {res['checkpoint']}")
-    print(f"metrics            {res['evaluation'].get('metrics_json', '')}")
+    print(f"metrics            {res['evaluation'].get('metrics_path', '')}")
     for tile, p in res["maps"].items():
         print(f"biomass map {tile}  {p}")
     print("\nEvaluation on the test split (Mg/ha, labelled pixels):")

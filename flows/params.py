@@ -7,6 +7,8 @@ path to a GeoJSON file.
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +19,21 @@ GEDI_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
 GEDI_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"
 
 AoiType = list[float] | dict[str, Any] | str
+DASK_ADDRESS_ENV = "AGB_DASK_ADDRESS"
+
+
+def env_dask_address() -> str | None:
+    """Default Dask scheduler: ``$AGB_DASK_ADDRESS`` of the process running the flow (a worker's env)."""
+    return os.environ.get(DASK_ADDRESS_ENV) or None
+
+
+def last_finished_season_year(aoi: Any, today: date | None = None) -> int:
+    """Year of the AOI hemisphere's most recent leaf-on season that has ended by ``today`` (UTC)."""
+    from compositing.aoi import default_season, parse_aoi
+
+    today = today or datetime.now(UTC).date()
+    geom = parse_aoi(aoi)
+    return today.year if default_season(geom, today.year).end < today else today.year - 1
 
 
 class _Model(BaseModel):
@@ -71,8 +88,11 @@ class HlsOptions(_Model):
 
 class HlsCompositeParams(_AreaYear, HlsOptions):
     output_dir: str = Field(description="Folder for search results and composites/<TILE>/<SEASON>.tif.")
-    dask_address: str | None = Field(None, description="Dask scheduler address (tcp://host:8786); default: local.")
+    dask_address: str | None = Field(None, validate_default=True, description="Dask scheduler address "
+                                     "(tcp://host:8786); unset: $AGB_DASK_ADDRESS, else local.")
     force: bool = Field(False, description="Re-run even when a result for the same inputs exists.")
+
+    _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
 
 
 class GediOptions(_Model):
@@ -92,8 +112,11 @@ class GediLabelsParams(_AreaYear, GediOptions):
     composites: list[str] | str | None = Field(None, description="Composite COGs whose grids to use, or the "
                                                "output_dir of hls-composite. Without it only GeoParquet is written.")
     output_dir: str = Field(description="Folder for labels/gedi_shots.parquet and labels/<TILE>/<SEASON>.tif.")
-    dask_address: str | None = Field(None, description="Dask scheduler address; default: local.")
+    dask_address: str | None = Field(None, validate_default=True, description="Dask scheduler address; "
+                                     "unset: $AGB_DASK_ADDRESS, else local.")
     force: bool = False
+
+    _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
 
 
 class ChipOptions(_Model):
@@ -102,6 +125,8 @@ class ChipOptions(_Model):
     min_labeled_pixels: int = Field(1, ge=0, description="Keep chips with at least this many labelled pixels.")
     max_nodata_fraction: float = Field(0.5, ge=0, le=1, description="Keep chips with at most this image nodata.")
     split_fractions: list[float] = Field([0.7, 0.15, 0.15], description="train/val/test fractions (by spatial block).")
+    split_block_chips: int = Field(4, ge=1, description="Spatial split blocks are this many chips square; chips "
+                                   "touching a chip of another split are dropped.")
     seed: int = Field(0, description="Seed of the spatial-block split.")
 
 
@@ -163,10 +188,12 @@ class PipelineTraining(TrainOptions):
 
 class BiomassPipelineParams(_Model):
     aoi: AoiType | None = Field(None, description="Area (bbox, GeoJSON or file). Taken from the sample world if unset.")
-    year: int | None = Field(None, ge=1984, le=2100, description="Year (default leaf-on season of the hemisphere).")
+    year: int | None = Field(None, ge=1984, le=2100, description="Year of the hemisphere's leaf-on season; "
+                             "unset: the last season that has ended (scheduled yearly runs).")
     season: SeasonParam | None = None
-    output_dir: str = Field(description="Root folder of every output of the run.")
-    dask_address: str | None = Field(None, description="Dask scheduler for composites and labels; default local.")
+    output_dir: str = Field(description="Root folder of every output of the run ('{year}' is replaced by the year).")
+    dask_address: str | None = Field(None, validate_default=True, description="Dask scheduler (tcp://host:8786) "
+                                     "for composites and labels; unset: $AGB_DASK_ADDRESS of the worker, else local.")
     force: bool = Field(False, description="Re-run every stage even when cached results exist.")
     sample_world: SampleWorldOption | None = Field(None, description="Run on the embedded sample world served by a "
                                                    "loopback STAC API (no network, no credentials).")
@@ -176,9 +203,14 @@ class BiomassPipelineParams(_Model):
     training: PipelineTraining = Field(default_factory=PipelineTraining)
 
     _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: v if v is None else _check_aoi(v)))
+    _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
 
     @model_validator(mode="after")
     def _area(self) -> BiomassPipelineParams:
-        if self.sample_world is None and (self.aoi is None or (self.year is None and self.season is None)):
-            raise ValueError("give `aoi` and `year` (or `season`), or `sample_world`")
+        if self.sample_world is None and self.aoi is None:
+            raise ValueError("give `aoi` (and `year` or `season`), or `sample_world`")
+        if self.sample_world is None and self.year is None and self.season is None:
+            self.year = last_finished_season_year(self.aoi)  # yearly schedules run after the season ends
+        if self.year is not None and "{year}" in self.output_dir:
+            self.output_dir = self.output_dir.replace("{year}", str(self.year))
         return self

@@ -71,7 +71,7 @@ def biomass_pipeline(params: BiomassPipelineParams) -> dict[str, Any]:
         world = area["world"]
     label_paths = list(lab["labels"].values())
     chips = S.export_chips(ExportChipsParams(composites=composites, labels=label_paths,
-                                             output_dir=str(out / "chips"), force=params.force,
+                                             output_dir=str(out), force=params.force,
                                              **params.chips.model_dump()))
     tr = params.training.model_dump()
     eval_split = tr.pop("eval_split")
@@ -102,7 +102,7 @@ def _summary(res: dict[str, Any]) -> None:
     rows = [("composites", ", ".join(t["path"] for t in res["composites"].values())),
             ("labels", ", ".join(res["labels"].values())), ("shots", res.get("shots")),
             ("chips", res["chips"].get("export")), ("checkpoint", res["checkpoint"]),
-            ("metrics", res["evaluation"].get("metrics_json", "")), ("maps", ", ".join(res["maps"].values()))]
+            ("metrics", res["evaluation"].get("metrics_path", "")), ("maps", ", ".join(res["maps"].values()))]
     truth = res.get("map_vs_truth") or {}
     text = ("# Biomass pipeline\n\n## Outputs\n\n" + art.table_md(["output", "path"], rows)
             + "\n\n## Evaluation (test split, Mg/ha)\n\n" + art.table_md(S.METRIC_HEADERS, S.metrics_rows(res["evaluation"]))

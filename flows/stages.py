@@ -203,14 +203,17 @@ def chips_task(**kwargs: Any) -> dict[str, Any]:
 
 @flow(name="export-chips", log_prints=True)
 def export_chips(params: ExportChipsParams) -> dict[str, Any]:
-    """Cut training chips (Esri Export Tiles + TerraTorch layouts) from composites and label rasters."""
+    """Cut training chips (Esri Export Tiles + TerraTorch layouts) from composites and label rasters.
+
+    The export is written to ``<output_dir>/chips/``."""
     p = params.model_dump(mode="json")
     out = str(Path(params.output_dir).resolve())
 
     def body() -> dict[str, Any]:
         kw = {k: v for k, v in p.items() if k != "force"}
         kw["split_fractions"] = tuple(kw["split_fractions"])
-        return chips_task(**{**kw, "output_dir": out})
+        res = chips_task(**{**kw, "output_dir": out})
+        return {"export": res["export_dir"], "counts": res["splits"], **res}
 
     return cached_stage("export-chips", p, out, params.force, body, _summarize_chips)
 

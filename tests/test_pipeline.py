@@ -1,0 +1,74 @@
+"""The whole biomass-pipeline on the small sample world through Prefect (shared test harness)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import rasterio
+
+from compositing.grid import Grid
+from flows.params import BiomassPipelineParams
+from flows.pipeline import biomass_pipeline
+
+STAGES = {"hls-composite", "gedi-labels", "export-chips", "train-model", "evaluate-model"}
+
+
+def _artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> set[str]:
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts() if a.key}
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(prefect_harness, small_world, world_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    params = BiomassPipelineParams.model_validate({
+        "output_dir": str(out),
+        "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)},
+        "gedi": {"nodata": -1.0},
+        "chips": {"chip_size": 48, "split_block_chips": 2, "split_fractions": [0.6, 0.2, 0.2]},
+        "training": {"model": "tiny", "epochs": 1, "batch_size": 4, "device": "cpu"},
+    })
+    return params, biomass_pipeline(params)
+
+
+def test_pipeline_outputs(pipeline_run, small_world) -> None:
+    _, res = pipeline_run
+    assert set(res["composites"]) == set(small_world["tiles"]) == {"10TEK", "10TFK"}
+    for tile, comp in res["composites"].items():
+        grid = Grid.from_raster(comp["path"])
+        assert grid.to_dict()["transform"] == comp["grid"]["transform"]
+        label = Grid.from_raster(res["labels"][tile])
+        assert (label.crs, label.transform, label.shape) == (grid.crs, grid.transform, grid.shape)
+        with rasterio.open(res["maps"][tile]) as m:
+            assert (m.crs.to_epsg(), tuple(m.transform)[:6], m.shape) == (grid.epsg, grid.transform, grid.shape)
+    assert Path(res["shots"]).is_file()
+    assert res["filter_counts"]["total"]["kept"] > 0
+    counts = res["chips"]["counts"]
+    assert all(counts[s] > 0 for s in ("train", "val", "test")), counts
+    assert Path(res["checkpoint"]).is_file()
+    metrics = json.loads(Path(res["evaluation"]["metrics_path"]).read_text())
+    assert {"model", "baseline_mean", "baseline_ridge"} <= set(metrics["metrics"] if "metrics" in metrics else metrics)
+    assert res["cached_stages"] == []
+    assert all(v["n"] > 0 for v in res["map_vs_truth"].values())
+
+
+def test_pipeline_artifacts(pipeline_run) -> None:
+    keys = _artifact_keys()
+    assert {"hls-composite-summary", "gedi-labels-summary", "export-chips-summary", "train-model-summary",
+            "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary"} <= keys
+
+
+def test_pipeline_rerun_skips_finished_stages(pipeline_run) -> None:
+    params, first = pipeline_run
+    again = biomass_pipeline(params)
+    assert set(again["cached_stages"]) == STAGES
+    assert again["checkpoint"] == first["checkpoint"]
+    assert again["evaluation"]["metrics"] == first["evaluation"]["metrics"]
