@@ -1,6 +1,7 @@
 """Stage result cache keyed by the stage's inputs.
 
-The key is the SHA-256 of the stage name and its resolved parameters (``force`` excluded). A finished stage
+The key is the SHA-256 of the stage name and its resolved parameters (``force`` and ``dask_address``
+excluded). A finished stage
 stores its JSON result under ``<output_dir>/.cache/<stage>/<key>.json`` together with the output files it
 produced; a re-run with the same key skips the stage while every recorded output still exists.
 ``force=True`` re-runs it. The engines themselves also skip finished files, so a forced or partially
@@ -17,7 +18,7 @@ from typing import Any
 
 from compositing.io_utils import write_json_atomic
 
-IGNORED_KEYS = ("force",)
+IGNORED_KEYS = ("force", "dask_address")  # where it runs does not change what it computes
 
 
 _LOOPBACK = re.compile(r"^https?://(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+")

@@ -288,9 +288,9 @@ def metrics_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
     for name in ("model", "baseline_mean", "baseline_ridge"):
         m = metrics.get(name)
         if isinstance(m, dict):
-            binned = m.get("rmse_binned", {})
+            binned = m.get("binned_rmse", {})
             rows.append((name, m.get("rmse"), m.get("mae"), m.get("bias"), m.get("r2"),
-                         binned.get("0-100"), binned.get("100-200"), binned.get("200-300"), binned.get("0-300")))
+                         *((binned.get(b) or {}).get("rmse") for b in ("0-100", "100-200", "200-300", "0-300"))))
     return rows
 
 
