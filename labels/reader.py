@@ -1,0 +1,265 @@
+"""Read the shots of one GEDI L4A granule that fall in an area, without reading the whole granule.
+
+Per beam: read ``lat_lowestmode``/``lon_lowestmode``, select the shots inside the area, group the
+selected indices into contiguous runs (runs closer than one HDF5 chunk are merged), and read only those
+slices of the other datasets. Then the filters of :mod:`labels.filters` run on the selection.
+A source with a ``prefetch`` method (HTTP) is first told the byte ranges of the chunks those reads will
+touch (from the HDF5 chunk index), so it can fetch them in a few merged range requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from labels.filters import (
+    OPTIONAL_DATASETS,
+    ShotFilters,
+    add_counts,
+    apply_filters,
+    empty_counts,
+)
+from labels.granule import (
+    GediReadError,
+    GranuleName,
+    basename_of,
+    check_l4a_structure,
+    metadata_file_name,
+    parse_granule_name,
+    product_of,
+)
+from labels.sources import open_source
+
+UINT8_NA = 255
+
+
+@dataclass
+class GranuleShots:
+    """The kept shots of one granule (``columns``: equal-length arrays) and what happened to the rest.
+
+    ``counts``: ``input`` (all shots of all beams), one removed-count per filter, ``kept``.
+    ``bytes_read``: bytes fetched from the file/server; ``file_size``: the whole file, bytes.
+    """
+
+    granule_id: str
+    href: str
+    production_version: str
+    columns: dict[str, np.ndarray]
+    counts: dict[str, int]
+    per_beam: dict[str, dict[str, int]]
+    warnings: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    file_size: int = 0
+
+
+def area_mask(geom: BaseGeometry, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """True for finite lon/lat points inside or on the boundary of ``geom`` (EPSG:4326)."""
+    minx, miny, maxx, maxy = geom.bounds
+    mask = (lon >= minx) & (lon <= maxx) & (lat >= miny) & (lat <= maxy)  # NaN compares False
+    if mask.any() and not _is_box(geom):
+        idx = np.flatnonzero(mask)
+        mask[idx] = shapely.intersects_xy(geom, lon[idx], lat[idx])
+    return mask
+
+
+def _is_box(geom: BaseGeometry) -> bool:
+    return geom.geom_type == "Polygon" and abs(geom.area - shapely.box(*geom.bounds).area) <= 1e-12 * max(
+        1.0, geom.area) and len(geom.exterior.coords) == 5 and not geom.interiors
+
+
+def index_runs(idx: np.ndarray, merge_gap: int = 0) -> list[tuple[int, int]]:
+    """Half-open ``(start, stop)`` ranges covering the sorted indices ``idx``.
+
+    Runs separated by at most ``merge_gap`` unselected indices are merged into one range.
+    """
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > merge_gap + 1)
+    starts = np.concatenate([idx[:1], idx[breaks + 1]])
+    stops = np.concatenate([idx[breaks] + 1, idx[-1:] + 1])
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+Prefetch = Callable[[list[tuple[int, int]]], None]
+
+
+def chunk_byte_ranges(ds: h5py.Dataset, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(file offset, length) of the stored bytes holding index ranges ``runs`` of a 1-D dataset.
+
+    Chunked: every chunk a run touches; contiguous: the runs' own bytes. Empty when unknown.
+    """
+    if ds.chunks is None:
+        off = ds.id.get_offset()
+        item = ds.dtype.itemsize
+        return [] if off is None else [(off + a * item, (b - a) * item) for a, b in runs]
+    c = ds.chunks[0]
+    out = []
+    for k in sorted({k for a, b in runs for k in range(a // c, (b - 1) // c + 1)}):
+        info = ds.id.get_chunk_info_by_coord((k * c,))
+        if info.byte_offset is not None:
+            out.append((int(info.byte_offset), int(info.size)))
+    return out
+
+
+def _prefetch(prefetch: Prefetch | None, datasets: list[h5py.Dataset], runs: list[tuple[int, int]]) -> None:
+    """Hand the byte ranges the coming reads need to the source (HTTP: few merged range requests)."""
+    if prefetch is None:
+        return
+    ranges = [r for ds in datasets if ds.dtype.kind != "O" for r in chunk_byte_ranges(ds, runs)]
+    prefetch(ranges)
+
+
+def _read_runs(ds: h5py.Dataset, runs: list[tuple[int, int]], pos: np.ndarray) -> np.ndarray:
+    parts = [ds[a:b] for a, b in runs]
+    data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return data[pos]
+
+
+def _fill_column(name: str, n: int) -> np.ndarray:
+    if name in ("agbd_se", "sensitivity"):
+        return np.full(n, np.nan, dtype=np.float32)
+    return np.full(n, UINT8_NA, dtype=np.uint8)
+
+
+def _read_beam(group: h5py.Group, lat: np.ndarray, lon: np.ndarray, sel: np.ndarray,
+               names: tuple[str, ...], prefetch: Prefetch | None = None) -> dict[str, np.ndarray]:
+    """Columns ``names`` for the selected indices ``sel`` of one beam (missing optional -> fill)."""
+    chunk = group["agbd"].chunks
+    runs = index_runs(sel, merge_gap=int(chunk[0]) if chunk else 0)
+    covered = np.concatenate([np.arange(a, b) for a, b in runs])
+    pos = np.searchsorted(covered, sel)
+    cols: dict[str, np.ndarray] = {"lat_lowestmode": lat[sel], "lon_lowestmode": lon[sel]}
+    _prefetch(prefetch, [group[n] for n in names if n not in cols and n in group], runs)
+    for name in names:
+        if name in cols:
+            continue
+        cols[name] = _read_runs(group[name], runs, pos) if name in group else _fill_column(name, sel.size)
+    return cols
+
+
+def _resolve_name(href: str, h5: h5py.File | None) -> GranuleName:
+    """Parse the file name; if it is not a GEDI name, fall back to the METADATA ``fileName``."""
+    name = basename_of(href)
+    try:
+        return parse_granule_name(name)
+    except GediReadError:
+        if product_of(name) is not None or h5 is None:
+            raise
+        meta = metadata_file_name(h5)
+        if meta is None:
+            raise
+        return parse_granule_name(meta)
+
+
+def read_granule_shots(href: str, geom: BaseGeometry, filters: ShotFilters, *,
+                       session: Any = None) -> GranuleShots:
+    """Kept shots of granule ``href`` (local path or http(s) URL) inside ``geom`` (EPSG:4326 polygon).
+
+    Raises :class:`GediReadError` naming the file for a wrong product, a missing dataset, or a truncated
+    or corrupt file.
+    """
+    name = basename_of(href)
+    if product_of(name) not in (None, "L4A"):
+        _resolve_name(href, None)  # raises: wrong product by file name, nothing is opened
+    try:
+        src = open_source(href, session)
+    except GediReadError:
+        raise
+    except OSError as exc:  # HTTP status errors, unreadable local file
+        raise GediReadError(f"{name}: cannot read: {exc}") from exc
+    except Exception as exc:  # requests' connection errors and the like: name the file, keep the cause
+        if type(exc).__module__.startswith(("requests", "urllib3")):
+            raise GediReadError(f"{name}: cannot read {href}: {type(exc).__name__}: {exc}") from exc
+        raise
+    try:
+        try:
+            h5 = h5py.File(src, "r")
+        except OSError as exc:
+            raise GediReadError(f"{name}: cannot open as HDF5 (truncated or corrupt file?): {exc}") from exc
+        with h5:
+            gname = _resolve_name(href, h5)
+            out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None))
+        out.href, out.bytes_read, out.file_size = href, src.bytes_read, src.size
+        return out
+    finally:
+        src.close()
+
+
+def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: ShotFilters,
+                       geom: BaseGeometry, prefetch: Prefetch | None = None) -> GranuleShots:
+    required = filters.required_datasets()
+    beams = check_l4a_structure(h5, name, required)
+    notes = _version_notes(h5, name, gname)
+    names = tuple(dict.fromkeys(required + OPTIONAL_DATASETS))
+    counts = empty_counts()
+    per_beam: dict[str, dict[str, int]] = {}
+    kept_parts: list[dict[str, np.ndarray]] = []
+    missing_optional: set[str] = set()
+    for beam in beams:
+        group = h5[beam]
+        missing_optional.update(n for n in OPTIONAL_DATASETS if n not in group)
+        try:
+            bc, cols = _beam_shots(group, geom, filters, names, prefetch)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise GediReadError(f"{name}: {beam}: reading failed (corrupt or truncated data?): {exc}") from exc
+        per_beam[beam] = bc
+        add_counts(counts, bc)
+        if cols is not None and len(cols["agbd"]):
+            cols["beam"] = np.full(len(cols["agbd"]), beam)
+            kept_parts.append(cols)
+    if missing_optional:
+        notes.append(f"{name}: optional dataset(s) absent, stored as fill: {', '.join(sorted(missing_optional))}")
+    columns = {k: np.concatenate([p[k] for p in kept_parts]) for k in kept_parts[0]} if kept_parts else {}
+    if gname.production_version == "01" and columns:
+        n10 = int((columns.get("selected_algorithm", np.zeros(0)) == 10).sum())
+        notes.append(f"{name}: {n10} kept shot(s) use selected_algorithm 10 (wrong AGBD in version 01)")
+    return GranuleShots(granule_id=gname.granule_id, href="", production_version=gname.production_version,
+                        columns=columns, counts=counts, per_beam=per_beam, warnings=notes)
+
+
+def _beam_shots(group: h5py.Group, geom: BaseGeometry, filters: ShotFilters, names: tuple[str, ...],
+                prefetch: Prefetch | None = None) -> tuple[dict[str, int], dict[str, np.ndarray] | None]:
+    n = group["lat_lowestmode"].shape[0] if group["lat_lowestmode"].ndim == 1 else 0
+    if n:
+        _prefetch(prefetch, [group["lat_lowestmode"], group["lon_lowestmode"]], [(0, n)])
+    lat = group["lat_lowestmode"][()]
+    lon = group["lon_lowestmode"][()]
+    if lat.shape != lon.shape or lat.ndim != 1:
+        raise ValueError(f"lat/lon shapes differ or are not 1-D: {lat.shape} vs {lon.shape}")
+    counts = empty_counts()
+    counts["input"] = int(lat.size)
+    inside = area_mask(geom, lon, lat)
+    counts["outside_area"] = int(lat.size - inside.sum())
+    if not inside.any():
+        return counts, None
+    cols = _read_beam(group, lat, lon, np.flatnonzero(inside), names, prefetch)
+    keep, removed = apply_filters(cols, filters)
+    counts.update(removed)
+    counts["kept"] = int(keep.sum())
+    return counts, {k: v[keep] for k, v in cols.items()}
+
+
+def _version_notes(h5: h5py.File, name: str, gname: GranuleName) -> list[str]:
+    notes: list[str] = []
+    meta = metadata_file_name(h5)
+    if meta is not None and meta != name:
+        try:
+            mver = parse_granule_name(meta).production_version
+        except GediReadError:
+            mver = None
+        if mver is not None and mver != gname.production_version:
+            notes.append(f"{name}: METADATA fileName {meta} says production version {mver}, "
+                         f"the file name says {gname.production_version}; using the file name")
+    if gname.production_version == "01":
+        notes.append(f"{name}: production version 01 (AGBD wrong for selected_algorithm 10; "
+                     "prefer the 02 reprocessing)")
+    elif gname.production_version != "02":
+        notes.append(f"{name}: unknown production version {gname.production_version}")
+    return notes
+

@@ -1,0 +1,82 @@
+"""Find GEDI L4A granules through a STAC API (NASA CMR-STAC ORNL_CLOUD by default). Network-bound.
+
+GEDI granules are whole sub-orbits, so a bbox search returns every granule whose track passes near the
+area; which shots really fall inside is decided when the granule is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from compositing.aoi import Season, parse_aoi
+from compositing.io_utils import write_json_atomic
+from labels.granule import GediReadError, basename_of, parse_granule_name, product_of
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORNL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
+DEFAULT_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"
+
+
+class GediSearchError(RuntimeError):
+    """A STAC search that failed or returned items without a usable L4A file."""
+
+
+def granule_href(item: dict[str, Any]) -> str:
+    """The L4A ``.h5`` asset href of a STAC item dict (https preferred over s3)."""
+    hrefs = [a.get("href", "") for a in (item.get("assets") or {}).values()]
+    h5 = [h for h in hrefs if h.lower().endswith(".h5") and product_of(basename_of(h)) in (None, "L4A")]
+    if not h5:
+        raise GediSearchError(f"STAC item {item.get('id')!r}: no .h5 asset (assets: "
+                              f"{sorted((item.get('assets') or {}).keys())})")
+    h5.sort(key=lambda h: (h.startswith("s3://"), not basename_of(h).startswith("GEDI04_A"), h))
+    return h5[0]
+
+
+def search_items(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,
+                 collection: str = DEFAULT_COLLECTION, max_items: int | None = None) -> list[dict[str, Any]]:
+    """STAC item dicts of ``collection`` intersecting the AOI bbox within the season (inclusive days).
+
+    Items repeated by buggy cursor paging are dropped (first occurrence kept).
+    """
+    from pystac_client import Client
+
+    geom = parse_aoi(aoi)
+    window = Season.from_any(season)
+    try:
+        client = Client.open(stac_url)
+        search = client.search(collections=[collection], bbox=list(geom.bounds),
+                               datetime=window.datetime_range, limit=100, max_items=max_items)
+        items: dict[str, dict[str, Any]] = {}
+        for item in search.items_as_dicts():
+            items.setdefault(item["id"], item)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the endpoint named
+        raise GediSearchError(f"GEDI STAC search at {stac_url} (collection {collection}) failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return sorted(items.values(), key=lambda it: (it.get("properties", {}).get("datetime") or "", it["id"]))
+
+
+def search_granules(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,
+                    collection: str = DEFAULT_COLLECTION, output_dir: str | None = None,
+                    max_items: int | None = None) -> list[str]:
+    """Hrefs (URLs or local paths) of the L4A granules found; writes ``search/gedi_items.json``.
+
+    ``season``: ``{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}`` (or anything ``Season.from_any`` takes).
+    """
+    items = search_items(aoi=aoi, season=season, stac_url=stac_url, collection=collection,
+                         max_items=max_items)
+    hrefs = []
+    for item in items:
+        href = granule_href(item)
+        try:
+            parse_granule_name(href)
+        except GediReadError as exc:
+            log.warning("STAC item %s: %s (kept; the reader decides)", item.get("id"), exc)
+        hrefs.append(href)
+    if output_dir is not None:
+        write_json_atomic(Path(output_dir) / "search" / "gedi_items.json",
+                          {"type": "FeatureCollection", "features": items})
+    log.info("GEDI search: %d granule(s) in %s", len(hrefs), collection)
+    return hrefs
