@@ -1,0 +1,108 @@
+"""The Esri side files written by the exporter parse with the keys and conventions of a real ArcGIS export.
+
+Compares against ../shared/realdata/esri_export_tiles (skipped when absent): same keys (ours may add
+``AGB_`` keys), same value types and nested keys, CRLF + backslash + trailing-space ``map.txt``, the same
+``stats.txt`` lines, the same JSON formatting (``" : "``, indent 2, LF, no final newline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compositing.grid import mgrs_tile_grid
+from training.chips import export_chips
+from training.chips_synth import write_pair
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "esri_export_tiles"
+PLACEHOLDER = re.compile(r"^e\.g\. ")
+
+
+@pytest.fixture(scope="module")
+def real() -> Path:
+    if not REAL.is_dir():
+        pytest.skip(f"real ArcGIS export metadata not found at {REAL}")
+    return REAL
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("esri")
+    g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 130, 4450000 + 30 * 130))
+    write_pair(root / "in", g, compress=None)
+    res = export_chips(composites=root / "in", labels=root / "in", output_dir=root / "out", chip_size=32,
+                       split_block_chips=1)
+    return Path(res["esri_dir"])
+
+
+def _same_shape(real: Any, ours: Any, path: str) -> None:
+    """Every key of ``real`` exists in ``ours`` with the same JSON type (placeholders: any type)."""
+    if isinstance(real, str) and PLACEHOLDER.match(real):
+        return
+    if isinstance(real, bool) or isinstance(ours, bool):
+        assert type(real) is type(ours), path
+        return
+    if isinstance(real, int | float):
+        assert isinstance(ours, int | float), f"{path}: {ours!r} is not a number"
+        return
+    assert type(real) is type(ours), f"{path}: {type(ours).__name__} != {type(real).__name__}"
+    if isinstance(real, dict):
+        missing = set(real) - set(ours)
+        assert not missing, f"{path}: missing keys {sorted(missing)}"
+        extra = [k for k in set(ours) - set(real) if not k.startswith("AGB_")]
+        assert not extra, f"{path}: keys the real export lacks and without the AGB_ prefix: {extra}"
+        for k in real:
+            _same_shape(real[k], ours[k], f"{path}.{k}")
+    elif isinstance(real, list) and real and ours:
+        _same_shape(real[0], ours[0], f"{path}[0]")
+
+
+@pytest.mark.parametrize("name", ["esri_model_definition.emd", "esri_accumulated_stats.json"])
+def test_json_keys_and_types_match_real_export(real: Path, ours: Path, name: str) -> None:
+    r = json.loads((real / name).read_text())
+    o = json.loads((ours / name).read_text())
+    _same_shape(r, o, name)
+    assert o["MetaDataMode"] == r["MetaDataMode"] == "Export_Tiles"
+    if name.endswith(".emd"):
+        assert o["ImageSpaceUsed"] == r["ImageSpaceUsed"]
+        assert o["CropTileMode"] == r["CropTileMode"]
+        assert set(o["AllTilesStats"][0]) == set(r["AllTilesStats"][0])
+
+
+@pytest.mark.parametrize("name", ["esri_model_definition.emd", "esri_accumulated_stats.json"])
+def test_json_formatting_matches_real_export(real: Path, ours: Path, name: str) -> None:
+    rb, ob = (real / name).read_bytes(), (ours / name).read_bytes()
+    for b in (rb, ob):
+        assert b"\r\n" not in b and not b.endswith(b"\n")
+        assert b'\n  "' in b and b'" : ' in b and b'":' not in b
+
+
+def test_accumulated_stats_consistent(ours: Path) -> None:
+    acc = json.loads((ours / "esri_accumulated_stats.json").read_text())
+    emd = json.loads((ours / "esri_model_definition.emd").read_text())
+    for st, ts in zip(acc["BandStatsState"], emd["AllTilesStats"], strict=True):
+        # ArcGIS: M1 = mean, M2 = sum of squared deviations, StdDev = sqrt(M2 / Num)
+        assert st["M1"] == pytest.approx(ts["Mean"])
+        assert (st["M2"] / st["Num"]) ** 0.5 == pytest.approx(ts["StdDev"])
+    assert acc["NumBands"] == len(acc["BandStatsState"]) == len(emd["InputRastersProps"]["BandNames"])
+
+
+def test_map_txt_matches_real_conventions(real: Path, ours: Path) -> None:
+    pattern = re.compile(rb"^images\\\d{12}\.tif (images2|labels)\\\d{12}\.tif \r\n$")
+    for f in (real / "map.txt", ours / "map.txt"):
+        raw = f.read_bytes()
+        lines = raw.splitlines(keepends=True)
+        assert lines and all(pattern.match(ln) for ln in lines), f
+        assert raw.count(b"\n") == raw.count(b"\r\n")
+
+
+def test_stats_txt_matches_real_lines(real: Path, ours: Path) -> None:
+    r = (real / "stats.txt").read_bytes().split(b"\r\n")
+    o = (ours / "stats.txt").read_bytes().split(b"\r\n")
+    head = re.compile(rb"^images = \d+ \*\d+\*\d+\*\d+$")
+    assert head.match(r[0]) and head.match(o[0])
+    assert o[1:] == r[1:]
