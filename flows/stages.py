@@ -104,12 +104,21 @@ def hls_composite(params: HlsCompositeParams) -> dict[str, Any]:
         search = search_hls_task(aoi=params.aoi, year=params.year, season=season.to_dict(),
                                  max_cloud_cover=params.max_cloud_cover, stac_url=params.stac_url,
                                  collection=params.collection, output_dir=out)
-        tiles = composite_task(items_json=search["items_json"], aoi=params.aoi, season=season.to_dict(),
-                               output_dir=out, mask_snow=params.mask_snow, mask_water=params.mask_water,
-                               mask_high_aerosol=params.mask_high_aerosol,
-                               min_observations=params.min_observations, on_read_error=params.on_read_error,
-                               dask_address=params.dask_address)
-        return {"season": season.to_dict(), "search": search, "tiles": tiles.get("tiles", tiles),
+        progress = art.Progress("hls-composite-progress", "MGRS tiles composited")
+        tiles: dict[str, Any] = {}
+        outside: list[str] = []
+        for i, tile in enumerate(search["tiles"]):  # one task per MGRS tile: a failure names its tile
+            res = composite_task.with_options(name=f"composite-{tile}")(
+                items_json=search["items_json"], aoi=params.aoi, season=season.to_dict(), output_dir=out,
+                mask_snow=params.mask_snow, mask_water=params.mask_water, tiles=[tile],
+                mask_high_aerosol=params.mask_high_aerosol, min_observations=params.min_observations,
+                on_read_error=params.on_read_error, dask_address=params.dask_address)
+            tiles.update(res["tiles"])
+            outside += res.get("tiles_outside_aoi", [])
+            progress.update((i + 1) / len(search["tiles"]))
+        if not tiles:
+            raise RuntimeError(f"no composite: the search found no HLS scene over the area ({search['items_json']})")
+        return {"season": season.to_dict(), "search": search, "tiles": tiles, "tiles_outside_aoi": outside,
                 "output_dir": out}
 
     return cached_stage("hls-composite", p, out, params.force, body, _summarize_composite)
@@ -127,7 +136,7 @@ def _summarize_composite(res: dict[str, Any], cached: bool) -> None:
             images.append(art.image_markdown(f"{tile} true colour", png))
     search = res.get("search", {})
     text = (f"# HLS composites {res.get('season', {})}\n\nScenes found: {search.get('n_items', '?')}"
-            f" (dropped by cloud filter: {search.get('dropped_cloud', 0)}, duplicates: {search.get('duplicates', 0)})"
+            f" (dropped by cloud filter: {search.get('dropped_cloud', 0)}, duplicate ids: {search.get('duplicates', 0)})"
             + _skip_note(cached) + "\n\n"
             + art.table_md(["tile", "scenes used", "skipped", "mean valid obs", "nodata fraction", "path"], rows)
             + ("\n\n## Skipped scenes\n\n" + art.table_md(["tile", "scene", "asset", "reason"], skipped) if skipped else "")
@@ -246,8 +255,13 @@ def train_model(params: TrainModelParams) -> dict[str, Any]:
 
     def body() -> dict[str, Any]:
         progress = art.Progress("train-model-progress", "Training epochs")
+
+        def on_step(epoch: int, step: int) -> None:
+            if step == 0:
+                progress.update(epoch / params.epochs)
+
         kw = {k: v for k, v in p.items() if k != "force"}
-        res = train_task(**{**kw, "output_dir": out})
+        res = train_task(**{**kw, "output_dir": out, "on_step": on_step})
         progress.update(1.0)
         return res
 
