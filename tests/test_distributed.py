@@ -1,0 +1,124 @@
+"""The composite stage on a real Dask cluster on loopback: ``dask scheduler`` + two ``dask worker`` processes
+(one thread each) started as subprocesses; the result must equal the local run pixel for pixel, and both
+workers must have done part of the work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+
+DASK = [sys.executable, "-m", "dask"]
+START_TIMEOUT_S = 120.0
+CHUNK = 256  # the smallest allowed (HLS block): 4 chunks per small-world tile, spread over both workers
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else f"<no {path}>"
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path: Path) -> Iterator[str]:
+    """Address of a loopback Dask scheduler with two single-threaded workers (separate processes)."""
+    from distributed import Client
+
+    sched_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DASK_DISTRIBUTED__WORKER__DAEMON": "false"}
+    env.pop("AGB_DASK_ADDRESS", None)
+    procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
+
+    def spawn(name: str, args: list[str]) -> None:
+        log = tmp_path / f"{name}.log"
+        logs.append(log)
+        with open(log, "wb") as fh:
+            procs.append(subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                          start_new_session=True))
+
+    try:
+        spawn("scheduler", [*DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                            "--scheduler-file", str(sched_file)])
+        t0 = time.monotonic()
+        while not sched_file.exists():
+            if procs[0].poll() is not None or time.monotonic() - t0 > START_TIMEOUT_S:
+                pytest.fail(f"dask scheduler did not start:\n{_tail(logs[0])}")
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:"), address
+        for i in (1, 2):
+            spawn(f"worker{i}", [*DASK, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                 "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
+                                 "--memory-limit", "1.5GiB", "--local-directory", str(tmp_path / f"w{i}")])
+        with Client(address, timeout=60) as client:
+            try:
+                client.wait_for_workers(2, timeout=START_TIMEOUT_S)
+            except TimeoutError:
+                pytest.fail("dask workers did not join:\n" + "\n".join(_tail(p) for p in logs))
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _read(path: str) -> tuple[np.ndarray, dict[str, Any]]:
+    with rasterio.open(path) as ds:
+        meta = {"crs": ds.crs, "transform": ds.transform, "nodata": ds.nodata, "dtype": ds.dtypes,
+                "descriptions": ds.descriptions, "tags": ds.tags()}
+        return ds.read(), meta
+
+
+def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
+                                                tmp_path: Path) -> None:
+    from distributed import Client
+
+    from compositing.composite import build_composites
+    from compositing.search import search_hls
+
+    w = small_world
+    search = search_hls(aoi=w["aoi"], year=w["year"], max_cloud_cover=80, stac_url=stac_url,
+                        output_dir=str(tmp_path / "search"))
+    common = dict(items_json=search["items_json"], aoi=w["aoi"], season=w["season"], chunk_size=CHUNK)
+    local = build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
+    with Client(dask_cluster) as client:
+        before = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    dist = build_composites(**common, output_dir=str(tmp_path / "dask"), dask_address=dask_cluster)
+    with Client(dask_cluster) as client:
+        after = client.run(lambda dask_worker: dask_worker.state.executed_count)
+
+    assert sorted(dist["tiles"]) == sorted(local["tiles"]) == sorted(w["tiles"])
+    done = {addr: after[addr] - before.get(addr, 0) for addr in after}
+    assert len(done) == 2 and all(n > 0 for n in done.values()), f"tasks per worker: {done}"
+    for tile, res in local["tiles"].items():
+        a, meta_a = _read(res["path"])
+        b, meta_b = _read(dist["tiles"][tile]["path"])
+        assert res["path"] != dist["tiles"][tile]["path"]
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        assert np.array_equal(a, b), f"{tile}: {np.count_nonzero(a != b)} pixels differ"
+        assert (a[:6] != -9999).any(), f"{tile}: composite is all nodata"
+        for key in ("crs", "transform", "nodata", "dtype", "descriptions"):
+            assert meta_a[key] == meta_b[key], (tile, key)
+        assert json.loads(meta_a["tags"]["SCENE_IDS"]) == json.loads(meta_b["tags"]["SCENE_IDS"])
