@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flows import _env  # noqa: F401
 
-DEMO_TRAINING = {"model": "tiny", "epochs": 12, "batch_size": 8, "lr": 1e-3, "seed": 0, "device": "auto"}
+DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto"}
 
 
 def demo_params(output_dir: str, size: str = "demo") -> dict:

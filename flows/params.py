@@ -140,8 +140,9 @@ class ExportChipsParams(ChipOptions):
 class TrainOptions(_Model):
     model: Literal["tiny", "swin_t", "swin_b"] = Field("tiny", description="Model preset (swin_b = granite).")
     epochs: int = Field(10, ge=1, description="Maximum epochs (early stopping on validation loss).")
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(3.1e-4, gt=0, description="AdamW learning rate (granite: 3.1e-4).")
+    batch_size: int = Field(8, ge=2, description="Chips per step (>= 2: the decoder uses BatchNorm).")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate; unset = the preset's default "
+                             "(granite swin_b: 3.1e-4).")
     init_checkpoint: str | None = Field(None, description="Local checkpoint to start from (never downloaded).")
     freeze_backbone: bool = Field(False, description="Train the decoder/head only (granite frozen-encoder).")
     seed: int = 0

@@ -1,0 +1,177 @@
+"""World specifications: the frozen parameter sets behind ``small``, ``demo`` and ``benchmark``.
+
+All distances are metres in the world's UTM zone (EPSG:326NN), all rasters sit on the zone's 30 m HLS
+lattice (every MGRS tile of a zone shares it). Day-of-year values refer to ``WorldSpec.year``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+SIZES = ("small", "demo", "benchmark")
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """One Landsat acquisition (one HLS granule per MGRS tile it touches).
+
+    ``cloud``: target cloud fraction (0-1) of the world window; ``swath_cut``: fraction of the window's
+    width that lies outside the Landsat swath (bands -9999, Fmask 255), 0 = full coverage, negative = cut
+    from the west side; ``snow``: snow on high ground; ``haze``: 0-1 strength of high-aerosol patches.
+    """
+
+    doy: int
+    time: str = "184447"  # HHMMSS of the Landsat scene centre (UTC)
+    cloud: float = 0.05
+    swath_cut: float = 0.0
+    snow: bool = False
+    haze: float = 0.0
+    sensor: str = "LC08"
+
+
+@dataclass(frozen=True)
+class GediSpec:
+    """One GEDI L4A granule (one sub-orbit).
+
+    ``beams``: beam group names present; ``crossing_frac``: where the central track crosses the world
+    window, as a fraction of its width (0-1; values outside place the tracks outside the window);
+    ``length_km``: along-track length of the granule (real sub-orbits are thousands of km long, shots
+    outside the area are real data the reader must skip); ``prod_version``: ``01`` or ``02``.
+    """
+
+    doy: int
+    time: str = "051430"
+    beams: tuple[str, ...] = ("BEAM0000", "BEAM0001", "BEAM0010", "BEAM0011",
+                              "BEAM0101", "BEAM0110", "BEAM1000", "BEAM1011")
+    crossing_frac: float = 0.5
+    ascending: bool = True
+    length_km: float = 0.0  # 0 = just across the window plus margin
+    prod_version: str = "02"
+    degraded_frac: float = 0.03  # shots with a non-zero degrade_flag (4, 34 or 74)
+    all_degraded: bool = False   # as in one real granule: every shot degrade_flag != 0
+    fill_beams: tuple[str, ...] = ()  # beams holding only fill shots (agbd -9999), as in a real granule
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that determines a world; two equal specs and seeds give byte-identical data arrays."""
+
+    size: str
+    year: int
+    tiles: tuple[str, ...]
+    aoi_center: tuple[float, float]  # UTM easting, northing (m)
+    aoi_px: int                      # AOI side, 30 m pixels
+    margin_px: int                   # window margin around the AOI, pixels
+    scenes: tuple[SceneSpec, ...]
+    gedi: tuple[GediSpec, ...]
+    full_tiles: bool = False         # write full 3660 x 3660 tiles instead of windows
+    zone: int = 10
+    workers: int = 1                 # process pool size for scene writing
+
+    @property
+    def epsg(self) -> int:
+        return 32600 + self.zone
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorldSpec:
+        d = dict(d)
+        d["scenes"] = tuple(SceneSpec(**s) for s in d["scenes"])
+        d["gedi"] = tuple(GediSpec(**{**g, "beams": tuple(g["beams"]), "fill_beams": tuple(g["fill_beams"])})
+                          for g in d["gedi"])
+        d["tiles"] = tuple(d["tiles"])
+        d["aoi_center"] = tuple(d["aoi_center"])
+        return cls(**d)
+
+
+_ALL = GediSpec.__dataclass_fields__["beams"].default
+_COVER_ONLY_MISSING = ("BEAM0000", "BEAM0001", "BEAM0101", "BEAM0110", "BEAM1000", "BEAM1011")
+
+
+def _small() -> WorldSpec:
+    scenes = (
+        SceneSpec(doy=44, cloud=0.10, snow=True),                           # winter, snow
+        SceneSpec(doy=124, cloud=0.30, haze=0.0),                           # spring, cloudy
+        SceneSpec(doy=172, cloud=0.06, haze=1.0),                           # leaf-on, high aerosol
+        SceneSpec(doy=204, cloud=0.12, swath_cut=0.35, sensor="LC09"),      # leaf-on, partial swath
+        SceneSpec(doy=236, cloud=0.02),                                     # leaf-on, clear
+        SceneSpec(doy=300, cloud=0.45),                                     # autumn, very cloudy
+    )
+    gedi = (
+        GediSpec(doy=160, time="051430", crossing_frac=0.45, ascending=True),
+        GediSpec(doy=221, time="193012", beams=_COVER_ONLY_MISSING, crossing_frac=0.6, ascending=False,
+                 degraded_frac=0.1),
+        GediSpec(doy=250, time="102233", crossing_frac=0.3, ascending=True, prod_version="01",
+                 fill_beams=("BEAM0010", "BEAM0011"), all_degraded=True),
+    )
+    return WorldSpec(size="small", year=2023, tiles=("10TEK", "10TFK"), aoi_center=(604890.0, 4440000.0),
+                     aoi_px=290, margin_px=6, scenes=scenes, gedi=gedi)
+
+
+def _demo() -> WorldSpec:
+    doys = (28, 92, 140, 156, 172, 188, 204, 220, 252, 316)
+    clouds = (0.25, 0.35, 0.15, 0.10, 0.04, 0.08, 0.20, 0.03, 0.12, 0.40)
+    scenes = tuple(
+        SceneSpec(doy=d, cloud=c, snow=(d < 60), haze=1.0 if d == 188 else 0.0,
+                  swath_cut=0.3 if d == 220 else 0.0, sensor="LC09" if i % 2 else "LC08")
+        for i, (d, c) in enumerate(zip(doys, clouds, strict=True))
+    )
+    # Six passes (the brief said 3-4; six give ~all 36 chips of 224 px hundreds of labelled pixels).
+    gedi = (
+        GediSpec(doy=165, time="051430", crossing_frac=0.15),
+        GediSpec(doy=190, time="193012", crossing_frac=0.5, ascending=False, beams=_COVER_ONLY_MISSING),
+        GediSpec(doy=230, time="102233", crossing_frac=0.85, degraded_frac=0.05),
+        GediSpec(doy=250, time="081155", crossing_frac=0.2, ascending=False, prod_version="01"),
+        GediSpec(doy=201, time="120519", crossing_frac=0.5, fill_beams=("BEAM0010",)),
+        GediSpec(doy=175, time="064402", crossing_frac=0.82, ascending=False),
+    )
+    return WorldSpec(size="demo", year=2023, tiles=("10TEK",), aoi_center=(572000.0, 4445000.0),
+                     aoi_px=1344, margin_px=16, scenes=scenes, gedi=gedi, workers=2)
+
+
+def _benchmark() -> WorldSpec:
+    # Two Landsat paths overlap this tile: with Landsat 8 + 9 that is an acquisition every ~4 days.
+    leaf_on = tuple(range(153, 273, 6))  # 20 dates, Jun 2 - Sep 24
+    off = (20, 70, 110, 300, 330)
+    scenes = []
+    for i, d in enumerate(sorted(off + leaf_on)):
+        side = i % 2 == 1  # the neighbouring path covers only part of the tile
+        scenes.append(SceneSpec(doy=d, time="183812" if side else "184447",
+                                cloud=(0.05, 0.15, 0.3, 0.02, 0.08)[i % 5],
+                                swath_cut=-0.4 if side else 0.0, snow=d < 80,
+                                haze=1.0 if i % 7 == 3 else 0.0, sensor="LC09" if i % 4 >= 2 else "LC08"))
+    # Ten 1000 km passes plus one ~170 MB, 10,000 km (a whole sub-orbit), 8-beam granule of which ~100 km
+    # cross the tile.
+    gedi = tuple(
+        GediSpec(doy=150 + 9 * k, time=f"{(5 + 3 * k) % 24:02d}1430", crossing_frac=0.05 + 0.09 * k,
+                 ascending=k % 2 == 0, beams=_ALL if k % 3 else _COVER_ONLY_MISSING, length_km=1000.0)
+        for k in range(10)
+    ) + (GediSpec(doy=214, time="221705", crossing_frac=0.93, length_km=10000.0),)
+    return WorldSpec(size="benchmark", year=2023, tiles=("10TEK",), aoi_center=(554880.0, 4445100.0),
+                     aoi_px=2400, margin_px=0, scenes=tuple(scenes), gedi=gedi, full_tiles=True, workers=2)
+
+
+_PRESETS = {"small": _small, "demo": _demo, "benchmark": _benchmark}
+
+
+def preset(size: str) -> WorldSpec:
+    """The named preset (``small``: tests, ``demo``: the make demo default, ``benchmark``: full tiles)."""
+    if size not in _PRESETS:
+        raise ValueError(f"unknown sample world size {size!r}; choose one of {', '.join(SIZES)}")
+    return _PRESETS[size]()
+
+
+def with_overrides(spec: WorldSpec, **overrides: Any) -> WorldSpec:
+    """``spec`` with fields replaced (unknown names are an error)."""
+    names = {f.name for f in dataclasses.fields(WorldSpec)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown WorldSpec fields: {bad}; known: {sorted(names)}")
+    return dataclasses.replace(spec, **overrides)
+
+
+__all__ = ["SceneSpec", "GediSpec", "WorldSpec", "preset", "with_overrides", "SIZES"]
