@@ -1,0 +1,192 @@
+"""Tiled inference over a whole composite: ``predict_map`` is the engine behind the ``predict-map`` flow.
+
+Crops of 224 px every 192 px (granite's tiled inference), the last row/column of crops flush with the
+raster edge, overlapping predictions averaged. Output: a float32 COG of above-ground biomass (Mg/ha) on
+the composite's exact grid (CRS, transform, size), nodata -9999 wherever any input band is nodata
+(-9999 / the composite's nodata tag / NaN). Written to ``<output_dir>/<TILE>_agb.tif``; without
+``output_dir``, ``<out>/maps/<TILE>_agb.tif`` when the composite is ``<out>/composites/<TILE>/<SEASON>.tif``,
+else beside the composite. A re-run with the same checkpoint, composite and
+parameters finds the map's tags matching and skips the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+
+from compositing.io_utils import atomic_path
+from training.checkpoint import load_model
+from training.model import DEFAULT_BANDS, BiomassModel
+from training.train import _autocast, _to_layout, configure_cpu_threads, resolve_device
+
+log = logging.getLogger(__name__)
+MAP_NODATA = -9999.0
+
+
+class MappingError(ValueError):
+    """A composite or checkpoint that cannot be mapped."""
+
+
+def tile_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Crop offsets along one axis covering ``size`` px (last crop flush with the edge; [0] if size <= crop)."""
+    if size <= crop:
+        return [0]
+    starts = list(range(0, size - crop + 1, stride))
+    if starts[-1] != size - crop:
+        starts.append(size - crop)
+    return starts
+
+
+def tiled_predict(net: BiomassModel, image: np.ndarray, *, crop: int = 224, stride: int = 192,
+                  batch_size: int = 8, device: torch.device | None = None) -> np.ndarray:
+    """Average of overlapping crop predictions over ``image`` (C, H, W) normalised -> (H, W) Mg/ha.
+
+    Images smaller than ``crop`` are padded with 0 (the normalised mean) bottom/right and cropped back.
+    """
+    if stride < 1 or stride > crop:
+        raise MappingError(f"stride must be in 1..crop ({crop}), got {stride}")
+    device = device or torch.device("cpu")
+    c, h, w = image.shape
+    ph, pw = max(h, crop), max(w, crop)
+    if (ph, pw) != (h, w):
+        padded = np.zeros((c, ph, pw), np.float32)
+        padded[:, :h, :w] = image
+        image = padded
+    acc = np.zeros((ph, pw), np.float32)
+    cnt = np.zeros((ph, pw), np.float32)
+    offsets = [(y, x) for y in tile_starts(ph, crop, stride) for x in tile_starts(pw, crop, stride)]
+    net.eval().to(device)
+    with torch.no_grad(), _autocast(device):
+        for i in range(0, len(offsets), batch_size):
+            part = offsets[i:i + batch_size]
+            batch = np.stack([image[:, y:y + crop, x:x + crop] for y, x in part])
+            pred = net(_to_layout(torch.from_numpy(batch).to(device), device)).float().cpu().numpy()
+            for (y, x), p in zip(part, pred, strict=True):
+                acc[y:y + crop, x:x + crop] += p
+                cnt[y:y + crop, x:x + crop] += 1.0
+    return (acc / np.maximum(cnt, 1.0))[:h, :w]
+
+
+def _select_bands(src: Any, bands: list[str], path: Path) -> tuple[list[int], str]:
+    names = [d or "" for d in src.descriptions]
+    if all(b in names for b in bands):
+        return [names.index(b) + 1 for b in bands], "by description"
+    if src.count < len(bands):
+        raise MappingError(f"{path} has {src.count} bands, the model needs {len(bands)} ({bands})")
+    return list(range(1, len(bands) + 1)), "by position (band descriptions do not name the model's bands)"
+
+
+def _tile_of(path: Path, tags: dict[str, str]) -> str:
+    if tags.get("MGRS_TILE"):
+        return tags["MGRS_TILE"]
+    return path.parent.name if path.parent.parent.name == "composites" else path.stem
+
+
+def _default_output(path: Path) -> Path:
+    if path.parent.parent.name == "composites":
+        return path.parent.parent.parent / "maps"
+    return path.parent
+
+
+def _write_cog(dst: Path, data: np.ndarray, profile: dict[str, Any], tags: dict[str, str]) -> None:
+    with atomic_path(dst) as tmp:
+        gtiff = tmp.with_name(tmp.name + ".gtiff")
+        try:
+            with rasterio.open(gtiff, "w", driver="GTiff", count=1, dtype="float32", nodata=MAP_NODATA,
+                               width=profile["width"], height=profile["height"], crs=profile["crs"],
+                               transform=profile["transform"], tiled=True, blockxsize=256,
+                               blockysize=256) as out:
+                out.write(data[None])
+                out.set_band_description(1, "agb")
+                out.update_tags(**tags)
+                out.update_tags(1, UNITS="Mg/ha")
+            rasterio.shutil.copy(str(gtiff), str(tmp), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
+                                 BLOCKSIZE=256, OVERVIEW_RESAMPLING="AVERAGE")
+        finally:
+            gtiff.unlink(missing_ok=True)
+
+
+def _inputs_key(checkpoint: Path, composite: Path, crop: int, stride: int) -> str:
+    def stamp(p: Path) -> list[Any]:
+        st = p.stat()
+        return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+
+    return json.dumps({"checkpoint": stamp(checkpoint), "composite": stamp(composite), "crop": crop,
+                       "stride": stride}, sort_keys=True)
+
+
+def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = None, model: str | None = None,
+                device: str = "auto", batch_size: int = 8, crop: int = 224, stride: int = 192,
+                allow_partial: bool = False, cpu_threads: int | None = None) -> dict[str, Any]:
+    """Biomass map (Mg/ha COG) of ``composite`` with ``checkpoint``; returns path, size and Mpx/s.
+
+    Normalisation: the checkpoint's bands and stats (a foreign checkpoint needs ``model`` and uses the
+    six HLS bands with granite's train statistics unless the composite names its bands; see docs).
+    """
+    comp = Path(composite)
+    ckpt_path = Path(checkpoint)
+    if not comp.is_file():
+        raise MappingError(f"composite {comp} does not exist")
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_cpu_threads(cpu_threads)
+    with rasterio.open(comp) as src:
+        tags = src.tags()
+        tile = _tile_of(comp, tags)
+        out_root = Path(output_dir) if output_dir else _default_output(comp)
+        dst = out_root / f"{tile}_agb.tif"
+        key = _inputs_key(ckpt_path, comp, crop, stride)
+        if dst.is_file():
+            with rasterio.open(dst) as old:
+                if old.tags().get("INPUTS_KEY") == key:
+                    log.info("map %s is up to date; skipping", dst)
+                    return {"map": str(dst), "tile": tile, "skipped": True, "width": old.width,
+                            "height": old.height}
+        net, ck, report = load_model(ckpt_path, model=model, allow_partial=allow_partial)
+        bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
+        mean, std = _norm_stats(ck, bands)
+        idx, match = _select_bands(src, bands, comp)
+        raw = src.read(idx).astype(np.float32, copy=False)
+        nodata = src.nodata
+        profile = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
+    invalid = ~np.isfinite(raw) | (raw == MAP_NODATA)
+    if nodata is not None:
+        invalid |= raw == nodata
+    invalid = invalid.any(axis=0)
+    raw[:, invalid] = 0.0  # granite: nodata -> 0 before normalising
+    image = (raw - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
+    t0 = time.perf_counter()
+    agb = tiled_predict(net, image, crop=crop, stride=stride, batch_size=batch_size, device=dev)
+    seconds = time.perf_counter() - t0
+    agb[invalid] = MAP_NODATA
+    out_tags = {"QUANTITY": "aboveground biomass density", "UNITS": "Mg/ha", "MODEL": net.config.preset,
+                "CHECKPOINT": str(ckpt_path), "COMPOSITE": str(comp), "MGRS_TILE": tile,
+                "SEASON": tags.get("SEASON", ""), "CROP": str(crop), "STRIDE": str(stride), "INPUTS_KEY": key}
+    _write_cog(dst, agb, profile, out_tags)
+    mpx = profile["width"] * profile["height"] / 1e6
+    return {"map": str(dst), "tile": tile, "skipped": False, "width": profile["width"],
+            "height": profile["height"], "megapixels": mpx, "seconds": seconds,
+            "mpx_per_s": mpx / max(seconds, 1e-9), "valid_fraction": float(1.0 - invalid.mean()),
+            "band_match": match, "model": net.config.preset, "device": str(dev), "load_report": report.to_dict()}
+
+
+# granite-geospatial-biomass train statistics of its six bands (configs/config.yaml), for foreign checkpoints
+GRANITE_MEAN = [547.36707, 898.5121, 1020.9082, 2665.5352, 2340.584, 1610.1407]
+GRANITE_STD = [411.4701, 558.54065, 815.94025, 812.4403, 1113.7145, 1067.641]
+
+
+def _norm_stats(ck: dict[str, Any], bands: list[str]) -> tuple[list[float], list[float]]:
+    if "norm" in ck:
+        return list(ck["norm"]["mean"]), list(ck["norm"]["std"])
+    if len(bands) == 6:
+        log.warning("foreign checkpoint without normalisation stats: using granite's train statistics")
+        return GRANITE_MEAN, GRANITE_STD
+    raise MappingError(f"checkpoint has no normalisation stats and {len(bands)} bands: cannot normalise")
