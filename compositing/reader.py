@@ -111,29 +111,68 @@ def _earthdata_options(for_read: bool) -> dict[str, Any]:
         return _CREDS_CACHE[key]
 
 
+class _Handle:
+    """An open dataset shared by threads; ``lock`` serialises its use (GDAL handles are not thread-safe)."""
+
+    __slots__ = ("ds", "lock", "closed")
+
+    def __init__(self, ds: Any) -> None:
+        self.ds, self.lock, self.closed = ds, threading.Lock(), False
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.ds.close()
+
+
+class _HandleCache:
+    """Process-wide LRU of open datasets, shared by all threads and readers with the same open options:
+    memory does not grow with the number of threads, and Dask tasks in one worker reuse the handles."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple[str, str], _Handle] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> _Handle | None:
+        with self.lock:
+            h = self.items.get(key)
+            if h is not None:
+                self.items.move_to_end(key)
+            return h
+
+    def put(self, key: tuple[str, str], handle: _Handle, max_open: int) -> _Handle:
+        with self.lock:
+            if key in self.items:  # another thread opened it meanwhile: use theirs
+                handle.close()
+                return self.items[key]
+            self.items[key] = handle
+            evicted = [self.items.popitem(last=False)[1] for _ in range(max(0, len(self.items) - max_open))]
+        for old in evicted:
+            old.close()
+        return handle
+
+    def drop(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            h = self.items.pop(key, None)
+        if h is not None:
+            h.close()
+
+
+_HANDLES = _HandleCache()
+
+
 @dataclass(frozen=True)
 class RasterioReader:
     """Reads windows with rasterio; ``open_options``/``read_options`` are extra GDAL config options.
 
-    ``max_open`` bounds the open datasets per thread (LRU). Remote hrefs (``http``/``https``/``s3``) get
-    the Earthdata GDAL settings of :func:`compositing.earthdata.gdal_env_options` as well.
+    ``max_open`` bounds the open datasets of the process (LRU shared by threads). Remote hrefs
+    (``http``/``https``/``s3``) get the Earthdata GDAL settings of
+    :func:`compositing.earthdata.gdal_env_options` as well.
     """
 
     open_options: dict[str, Any] = field(default_factory=dict)
     read_options: dict[str, Any] = field(default_factory=dict)
-    max_open: int = 256
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_local", threading.local())
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"open_options": self.open_options, "read_options": self.read_options,
-                "max_open": self.max_open}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
-            object.__setattr__(self, k, v)
-        object.__setattr__(self, "_local", threading.local())
+    max_open: int = 512
 
     def _env(self, href: str, for_read: bool) -> dict[str, Any]:
         opts: dict[str, Any] = {}
@@ -142,65 +181,62 @@ class RasterioReader:
         opts.update(self.read_options if for_read else self.open_options)
         return opts
 
-    def _dataset(self, href: str) -> Any:
+    def _key(self, href: str) -> tuple[str, str]:
+        return (href, repr(sorted(self.open_options.items())))
+
+    def _handle(self, href: str) -> _Handle:
         import rasterio
 
-        cache: OrderedDict[str, Any] | None = getattr(self._local, "cache", None)
-        if cache is None:
-            cache = OrderedDict()
-            self._local.cache = cache
-        ds = cache.get(href)
-        if ds is not None:
-            cache.move_to_end(href)
-            return ds
+        key = self._key(href)
+        h = _HANDLES.get(key)
+        if h is not None and not h.closed:
+            return h
         try:
             with rasterio.Env(**self._env(href, for_read=False)):
                 ds = rasterio.open(_gdal_path(href))
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise AssetReadError(href, f"cannot open: {_cause(exc)}") from exc
-        cache[href] = ds
-        while len(cache) > self.max_open:
-            _, old = cache.popitem(last=False)
-            old.close()
-        return ds
+        return _HANDLES.put(key, _Handle(ds), self.max_open)
 
     def info(self, href: str) -> RasterInfo:
-        ds = self._dataset(href)
-        if ds.count < 1:
-            raise AssetReadError(href, "raster has no band")
-        return RasterInfo(epsg=_epsg_of_wkt(ds.crs.to_wkt()) if ds.crs else None, transform=tuple(ds.transform)[:6],
-                          width=ds.width, height=ds.height, dtype=ds.dtypes[0], nodata=ds.nodata)
+        h = self._handle(href)
+        with h.lock:
+            ds = h.ds
+            if ds.count < 1:
+                raise AssetReadError(href, "raster has no band")
+            return RasterInfo(epsg=_epsg_of_wkt(ds.crs.to_wkt()) if ds.crs else None,
+                              transform=tuple(ds.transform)[:6], width=ds.width, height=ds.height,
+                              dtype=ds.dtypes[0], nodata=ds.nodata)
 
     def read(self, href: str, window: Window, out: np.ndarray | None = None) -> np.ndarray:
         import rasterio
         from rasterio.windows import Window as RWindow
 
-        ds = self._dataset(href)
         row, col, h, w = window
         env = self._env(href, for_read=True)
-        try:
-            if out is not None and (out.shape != (h, w) or out.dtype != np.dtype(ds.dtypes[0])):
-                out = None  # let the caller see the file's real dtype
-            if not env:  # local file, no options: skip rasterio.Env's ~1 ms of set-up per call
-                return ds.read(1, window=RWindow(col, row, w, h), out=out)
-            with rasterio.Env(**env):
-                return ds.read(1, window=RWindow(col, row, w, h), out=out)
-        except (rasterio.errors.RasterioError, OSError) as exc:
+        for _ in range(3):  # a handle closed by another thread's eviction is reopened
+            handle = self._handle(href)
+            with handle.lock:
+                if handle.closed:
+                    continue
+                ds = handle.ds
+                if out is not None and (out.shape != (h, w) or out.dtype != np.dtype(ds.dtypes[0])):
+                    out = None  # let the caller see the file's real dtype
+                try:
+                    if not env:  # local file, no options: skip rasterio.Env's ~1 ms of set-up per call
+                        return ds.read(1, window=RWindow(col, row, w, h), out=out)
+                    with rasterio.Env(**env):
+                        return ds.read(1, window=RWindow(col, row, w, h), out=out)
+                except (rasterio.errors.RasterioError, OSError) as exc:
+                    err = exc
             self.forget(href)
             raise AssetReadError(href, f"cannot read window rows {row}:{row + h} cols {col}:{col + w}: "
-                                       f"{_cause(exc)}") from exc
+                                       f"{_cause(err)}") from err
+        raise AssetReadError(href, "dataset handle kept being evicted (raise max_open)")
 
     def forget(self, href: str) -> None:
         """Close and drop a cached dataset (after an error, so a retry reopens it)."""
-        cache = getattr(self._local, "cache", None)
-        if cache is not None and href in cache:
-            cache.pop(href).close()
-
-    def close(self) -> None:
-        """Close this thread's cached datasets."""
-        cache = getattr(self._local, "cache", None)
-        while cache:
-            cache.popitem()[1].close()
+        _HANDLES.drop(self._key(href))
 
 
 def _cause(exc: BaseException) -> str:
