@@ -3,6 +3,7 @@ Prefect test harness. The network is blocked except loopback (pytest-socket, see
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,18 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from sampleworld import generate_world
 
     return generate_world(str(tmp_path_factory.mktemp("world")), size="small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def world(small_world: dict[str, Any]) -> dict[str, Any]:
+    """Short name of ``small_world``."""
+    return small_world
+
+
+@pytest.fixture(scope="session")
+def items(small_world: dict[str, Any]) -> list[dict[str, Any]]:
+    """The small world's HLS STAC items (as served by the loopback STAC API)."""
+    return json.loads(Path(small_world["hls"]["items_json"]).read_text())["features"]
 
 
 @pytest.fixture(scope="session")

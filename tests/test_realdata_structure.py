@@ -44,15 +44,6 @@ def _need(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def world(small_world: dict) -> dict:
-    """The session's small world (tests/conftest.py: generate_world(tmp, size="small", seed=0))."""
-    return small_world
-
-
-@pytest.fixture(scope="module")
-def items(world: dict) -> list[dict]:
-    return json.loads(Path(world["hls"]["items_json"]).read_text())["features"]
 
 
 def _asset(items: list[dict], key: str, i: int = 0) -> Path:

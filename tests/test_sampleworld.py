@@ -22,15 +22,6 @@ from sampleworld.spec import WorldSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def world(small_world: dict) -> dict:
-    """The session's small world (tests/conftest.py: generate_world(tmp, size="small", seed=0))."""
-    return small_world
-
-
-@pytest.fixture(scope="module")
-def items(world: dict) -> list[dict]:
-    return json.loads(Path(world["hls"]["items_json"]).read_text())["features"]
 
 
 def _read(item: dict, key: str) -> np.ndarray:

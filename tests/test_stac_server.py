@@ -17,12 +17,6 @@ from sampleworld.stac_server import StacServerError, serve_stac
 
 
 @pytest.fixture(scope="module")
-def world(small_world: dict) -> dict:
-    """The session's small world (tests/conftest.py: generate_world(tmp, size="small", seed=0))."""
-    return small_world
-
-
-@pytest.fixture(scope="module")
 def url(stac_url: str) -> str:
     """The session's loopback STAC API over the small world (tests/conftest.py, sampleworld.serve_stac)."""
     return stac_url
