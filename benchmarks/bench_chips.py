@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_chips.py [--composite C.tif --label L.tif] [--workers 2] [--repeat 3]
 
 Without --composite/--label it writes a full-size 3660 x 3660 composite (7 bands) + label raster on the
-real 10TEK grid (float32, deflate, 256 px tiles, like the pipeline's COGs) into a temp folder. The same
+real 10TEK grid (float32, zstd + float predictor, 256 px tiles, like the composite COGs) into a temp folder. The same
 process then times
   * ``training.chips.export_chips`` (both layouts: Esri real files + TerraTorch hard links + metadata), and
   * a naive baseline: for each of the same chip positions, a rasterio windowed read of the composite and
@@ -55,8 +55,9 @@ def main() -> int:
     ap.add_argument("--label", type=Path)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each method; the best is reported")
-    ap.add_argument("--compress", default="deflate", choices=["deflate", "none"],
-                    help="compression of the generated input rasters (default deflate, like the COGs)")
+    ap.add_argument("--compress", default="zstd", choices=["zstd", "deflate", "none"],
+                    help="compression of the generated input rasters (default zstd + float predictor, as "
+                    "the composite COGs; label COGs use deflate)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_chips-"))
     try:

@@ -65,7 +65,7 @@ def write_pair(root: Path, grid: Grid, *, season: str = SEASON, label_nodata: fl
         opts: dict[str, Any] = {"tiled": True, "blockxsize": 256, "blockysize": 256}
         if compress:
             opts["compress"] = compress
-            if compress == "deflate":  # as the composite COGs: deflate with the floating-point predictor
+            if compress in ("deflate", "zstd"):  # with the floating-point predictor, as the pipeline's COGs
                 opts["predictor"] = 3
         with rasterio.open(p, "w", driver="GTiff", width=grid.width, height=grid.height, count=arr.shape[0],
                            dtype="float32", crs=grid.crs, transform=grid.affine, nodata=nodata, **opts) as ds:
