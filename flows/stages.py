@@ -1,12 +1,13 @@
 """Stage flows: each wraps one engine as Prefect tasks, with the input-keyed stage cache and UI artifacts.
 
 Tasks pass paths and small JSON results, never arrays. Network-bound tasks (STAC searches) retry with
-backoff and carry the ``stac`` tag (limit it with ``prefect concurrency-limit create stac 4``); the engines
-have their own bounded HTTP retries underneath.
+backoff, hold a slot of the server-wide ``stac-requests`` concurrency limit while they query, and carry the
+``stac`` tag; the engines have their own bounded HTTP retries underneath.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,29 @@ from flows.params import (
 )
 
 NET_RETRIES = dict(retries=3, retry_delay_seconds=[5, 20, 60], retry_jitter_factor=0.5)
+STAC_LIMIT = "stac-requests"  # global concurrency limit shared by every flow run on the server
+STAC_LIMIT_DEFAULT = 4
+
+
+def stac_slot() -> contextlib.AbstractContextManager[None]:
+    """A slot of the server-wide ``stac-requests`` concurrency limit (created with 4 slots when missing;
+    change it with ``prefect gcl update stac-requests --limit N``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(STAC_LIMIT)
+        except ObjectNotFound:
+            from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=STAC_LIMIT,
+                                                                                    limit=STAC_LIMIT_DEFAULT))
+            except Exception as exc:  # created concurrently by another run: fine, use it
+                _logger().debug("concurrency limit %s: %s", STAC_LIMIT, exc)
+    return concurrency(STAC_LIMIT, occupy=1)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -81,7 +105,8 @@ def sample_world(params: SampleWorldParams) -> dict[str, Any]:
 def search_hls_task(**kwargs: Any) -> dict[str, Any]:
     from compositing.search import search_hls
 
-    return search_hls(**kwargs)
+    with stac_slot():
+        return search_hls(**kwargs)
 
 
 @task(name="composite-tiles", cache_policy=NO_CACHE)
@@ -149,7 +174,8 @@ def _summarize_composite(res: dict[str, Any], cached: bool) -> None:
 def search_gedi_task(**kwargs: Any) -> list[str]:
     from labels import search_granules
 
-    return search_granules(**kwargs)
+    with stac_slot():
+        return search_granules(**kwargs)
 
 
 @task(name="gedi-labels", cache_policy=NO_CACHE)

@@ -66,6 +66,16 @@ def test_pipeline_artifacts(pipeline_run) -> None:
             "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary"} <= keys
 
 
+def test_stac_searches_use_the_global_concurrency_limit(pipeline_run) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.stages import STAC_LIMIT, STAC_LIMIT_DEFAULT
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(STAC_LIMIT)
+    assert limit.limit == STAC_LIMIT_DEFAULT and limit.active_slots == 0  # created, and released after use
+
+
 def test_pipeline_rerun_skips_finished_stages(pipeline_run) -> None:
     params, first = pipeline_run
     again = biomass_pipeline(params)
