@@ -30,7 +30,7 @@ from labels.filters import OPTIONAL_DATASETS, ShotFilters, apply_filters
 from labels.granule import BEAM_NAMES
 from labels.reader import area_mask, read_granule_shots
 from labels.sources import CountingFile
-from labels.synthetic import synthetic_beam, write_l4a_granule
+from labels.synthetic import RangeFileHandler, synthetic_beam, write_l4a_granule
 
 NAME = "GEDI04_A_2023160051430_O25001_02_T01234_02_004_02_V002.h5"
 AREA = box(-122.6, 40.0, -122.3, 40.3)  # ~25 x 33 km (override with --aoi)
@@ -65,32 +65,13 @@ def naive_read(path: Path, flt: ShotFilters) -> tuple[int, int]:
     return kept, src.bytes_read
 
 
-class _Range(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        p = Path(self.translate_path(self.path))
-        size = p.stat().st_size
-        start, end = (int(v) for v in self.headers["Range"].removeprefix("bytes=").split("-"))
-        end = min(end, size - 1)
-        with open(p, "rb") as fh:
-            fh.seek(start)
-            body = fh.read(end - start + 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def http_read(path: Path, flt: ShotFilters) -> tuple[float, int, int, int]:
     import requests
 
     from labels import sources
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                          lambda *a, **k: _Range(*a, directory=str(path.parent), **k))
+                                          lambda *a, **k: RangeFileHandler(*a, directory=str(path.parent), **k))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     made: list[sources.HTTPRangeFile] = []
     orig = sources.HTTPRangeFile

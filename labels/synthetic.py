@@ -9,6 +9,7 @@ a real one (about 180 datasets per beam there) for the read benchmark.
 
 from __future__ import annotations
 
+import http.server
 from pathlib import Path
 
 import h5py
@@ -81,3 +82,37 @@ def write_l4a_granule(path: str | Path, beams: dict[str, dict[str, np.ndarray]],
         anc.create_dataset("pft_lut", data=np.array([(1, b"ENT"), (2, b"EBT"), (4, b"DBT"), (6, b"GSW")],
                                                     dtype=[("pft_class", "u1"), ("pft_name", "S3")]))
     return path
+
+
+class RangeFileHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single-range GET (python's http.server has none), for loopback HTTP tests and
+    benchmarks of the partial granule reader. Served ranges are appended to ``ranges`` (a class list)."""
+
+    ranges: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_range(Path(self.translate_path(self.path)), self.headers.get("Range"))
+
+    def send_range(self, path: Path, rng: str | None) -> None:
+        """Answer 206 with bytes ``rng`` (``bytes=START-END``) of ``path``; 404 / 400 when missing."""
+        if not path.is_file():
+            self.send_error(404)
+            return
+        if not rng:
+            self.send_error(400, "range required")
+            return
+        size = path.stat().st_size
+        start, end = (int(v) for v in rng.removeprefix("bytes=").split("-"))
+        end = min(end, size - 1)
+        type(self).ranges.append(rng)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            body = fh.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -20,7 +20,7 @@ from compositing.grid import Grid, mgrs_tile_grid
 from labels import composite_grids, prefer_production_version, run_gedi_labels, search_granules
 from labels.filters import ShotFilters
 from labels.reader import read_granule_shots
-from labels.synthetic import synthetic_beam, write_l4a_granule
+from labels.synthetic import RangeFileHandler, synthetic_beam, write_l4a_granule
 
 AOI = [-122.45, 40.05, -122.35, 40.15]
 SEASON = "2023-06-01_2023-09-30"
@@ -175,14 +175,12 @@ def test_search_granules_on_loopback_stac(setup: dict, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ HTTP range reads
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single-range GET support (python's http.server has none)."""
+class _RangeHandler(RangeFileHandler):
+    """Range server that also redirects ``/redir/...`` (like Earthdata's signed URLs) and answers the first
+    request of each ``/flaky/...`` path with 503."""
 
     ranges: list[str] = []
     hits: dict[str, int] = {}
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:  # noqa: N802
         hits = type(self).hits
@@ -195,26 +193,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         if self.path.startswith("/flaky/") and hits[self.path] == 1:
             self.send_error(503)
             return
-        path = Path(self.translate_path(self.path.removeprefix("/flaky")))
-        rng = self.headers.get("Range")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        if not rng:
-            self.send_error(400, "range required")
-            return
-        size = path.stat().st_size
-        start, end = (int(v) for v in rng.removeprefix("bytes=").split("-"))
-        end = min(end, size - 1)
-        type(self).ranges.append(rng)
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            body = fh.read(end - start + 1)
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_range(Path(self.translate_path(self.path.removeprefix("/flaky"))), self.headers.get("Range"))
 
 
 @pytest.fixture()
