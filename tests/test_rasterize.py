@@ -96,3 +96,27 @@ def test_label_cog_bands_tags_and_nodata(tmp_path) -> None:
         assert tags["MGRS_TILE"] == "10TEK" and json.loads(tags["GRANULE_IDS"]) == ["a", "b"]
         assert tags["UNITS"] == "Mg/ha" and tags["N_LABELLED_PIXELS"] == "1"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+
+
+def test_fast_projection_gives_the_exact_pixels() -> None:
+    """project_for_grid (validated polynomial + exact re-projection near pixel edges) lands every shot in
+    the pixel pyproj's exact projection gives, also for shots within 1e-7..1e-3 m of a pixel edge."""
+    from pyproj import Transformer
+
+    from compositing.grid import mgrs_tile_grid
+    from labels.rasterize import project_for_grid, project_lonlat
+
+    g = mgrs_tile_grid("10TEK")
+    rng = np.random.default_rng(3)
+    minx, miny, maxx, maxy = g.bounds
+    n = 300_000  # above the size where the polynomial path is used
+    x = rng.uniform(minx - 2000, maxx + 2000, n)
+    y = rng.uniform(miny - 2000, maxy + 2000, n)
+    k = n // 3
+    x[:k] = g.transform[2] + np.round((x[:k] - g.transform[2]) / 30) * 30 + rng.choice([-1, 1], k) * 10 ** rng.uniform(-7, -3, k)
+    y[k:2 * k] = g.transform[5] - np.round((g.transform[5] - y[k:2 * k]) / 30) * 30 + rng.choice([-1, 1], k) * 1e-6
+    lon, lat = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    ex, ey = project_lonlat(lon, lat, g.crs)
+    fx, fy = project_for_grid(lon, lat, g)
+    assert np.abs(fx - ex).max() < 1e-3 and np.abs(fy - ey).max() < 1e-3
+    assert np.array_equal(pixel_index(fx, fy, g), pixel_index(ex, ey, g))
