@@ -254,14 +254,12 @@ def export_chips(params: ExportChipsParams) -> dict[str, Any]:
 
 
 def _summarize_chips(res: dict[str, Any], cached: bool) -> None:
-    counts = res.get("counts", res.get("splits", {}))
-    stats = (res.get("stats") or {}).get("train", res.get("stats") or {})
-    bands = res.get("bands", [])
-    srows = [(b, *(stats.get(k, [None] * len(bands))[i] for k in ("min", "max", "mean", "std")))
-             for i, b in enumerate(bands)] if isinstance(stats, dict) and bands else []
-    text = ("# Training chips" + _skip_note(cached) + "\n\n" + art.table_md(["split", "chips"], list(counts.items()))
-            + ("\n\n## Train statistics\n\n" + art.table_md(["band", "min", "max", "mean", "std"], srows) if srows else "")
-            + f"\n\nExport: `{res.get('export', '')}`\n")
+    train = res["stats"]["train"]  # per-band lists, training split (training.chips result)
+    srows = [(b, *(train[k][i] for k in ("min", "max", "mean", "std"))) for i, b in enumerate(train["bands"])]
+    text = ("# Training chips" + _skip_note(cached) + "\n\n" + art.table_md(["split", "chips"], list(res["counts"].items()))
+            + "\n\n## Train statistics (HLS units x 10000)\n\n"
+            + art.table_md(["band", "min", "max", "mean", "std"], srows)
+            + f"\n\nExport: `{res['export']}`\n")
     art.markdown("export-chips-summary", text, "Chips per split")
 
 
@@ -282,8 +280,11 @@ def train_model(params: TrainModelParams) -> dict[str, Any]:
     def body() -> dict[str, Any]:
         progress = art.Progress("train-model-progress", "Training epochs")
 
-        def on_step(epoch: int, step: int) -> None:
-            if step == 0:
+        shown = [-1]
+
+        def on_step(epoch: int, step: int) -> None:  # one progress update per epoch, not per step
+            if epoch != shown[0]:
+                shown[0] = epoch
                 progress.update(epoch / params.epochs)
 
         kw = {k: v for k, v in p.items() if k != "force"}

@@ -16,12 +16,13 @@ from flows.pipeline import biomass_pipeline
 STAGES = {"hls-composite", "gedi-labels", "export-chips", "train-model", "evaluate-model"}
 
 
-def _artifact_keys() -> set[str]:
+def _artifacts() -> dict[str, str]:
+    """Key -> data of the latest artifact of each key."""
     from prefect.client.orchestration import get_client
 
-    async def read() -> set[str]:
+    async def read() -> dict[str, str]:
         async with get_client() as client:
-            return {a.key for a in await client.read_artifacts() if a.key}
+            return {a.key: str(a.data) for a in await client.read_artifacts() if a.key}
 
     return asyncio.run(read())
 
@@ -61,7 +62,10 @@ def test_pipeline_outputs(pipeline_run, small_world) -> None:
 
 
 def test_pipeline_artifacts(pipeline_run) -> None:
-    keys = _artifact_keys()
+    arts = _artifacts()
+    keys = set(arts)
+    assert "Train statistics" in arts["export-chips-summary"] and "| B07 |" in arts["export-chips-summary"]
+    assert "true colour" in arts["hls-composite-summary"] and "data:image/png;base64," in arts["hls-composite-summary"]
     assert {"hls-composite-summary", "gedi-labels-summary", "export-chips-summary", "train-model-summary",
             "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary"} <= keys
 
