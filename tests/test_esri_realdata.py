@@ -18,15 +18,16 @@ from compositing.grid import mgrs_tile_grid
 from training.chips import export_chips
 from training.chips_synth import write_pair
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "esri_export_tiles"
 PLACEHOLDER = re.compile(r"^e\.g\. ")
 
 
 @pytest.fixture(scope="module")
-def real() -> Path:
-    if not REAL.is_dir():
-        pytest.skip(f"real ArcGIS export metadata not found at {REAL}")
-    return REAL
+def real(realdata: Path) -> Path:
+    """The real ArcGIS export metadata (conftest's ``realdata`` skips when ../shared/realdata is absent)."""
+    path = realdata / "esri_export_tiles"
+    if not path.is_dir():
+        pytest.skip(f"real ArcGIS export metadata not found at {path}")
+    return path
 
 
 @pytest.fixture(scope="module")
