@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_chips.py [--composite C.tif --label L.tif] [--wor
 Without --composite/--label it writes a full-size 3660 x 3660 composite (7 bands) + label raster on the
 real 10TEK grid (float32, zstd + float predictor, 256 px tiles, like the composite COGs) into a temp folder. The same
 process then times
-  * ``training.chips.export_chips`` (both layouts: Esri real files + TerraTorch hard links + metadata), and
+  * ``chips.export.export_chips`` (both layouts: Esri real files + TerraTorch hard links + metadata), and
   * a naive baseline: for each of the same chip positions, a rasterio windowed read of the composite and
     the label and a write of each chip with default GTiff settings, one chip at a time,
 and prints chips/s of each and their ratio (the ratio is less affected by other load on the machine).
@@ -24,9 +24,10 @@ from pathlib import Path
 import rasterio
 from rasterio.windows import Window
 
-from compositing.grid import mgrs_tile_grid
-from training.chips import export_chips
-from training.chips_synth import write_pair
+from chips.export import export_chips
+from core.constants import IMAGE_NODATA
+from core.grid import mgrs_tile_grid
+from sampleworld.synthetic.pairs import write_pair
 
 
 def naive_baseline(composite: Path, label: Path, positions: list[tuple[int, int]], out: Path,
@@ -41,7 +42,7 @@ def naive_baseline(composite: Path, label: Path, positions: list[tuple[int, int]
             img = c.read([1, 2, 3, 4, 5, 6], window=win)
             lab = la.read(1, window=win)
             with rasterio.open(out / f"{i}_img.tif", "w", driver="GTiff", width=cs, height=cs, count=6,
-                               dtype="float32", crs=c.crs, transform=tr, nodata=-9999) as ds:
+                               dtype="float32", crs=c.crs, transform=tr, nodata=IMAGE_NODATA) as ds:
                 ds.write(img)
             with rasterio.open(out / f"{i}_label.tif", "w", driver="GTiff", width=cs, height=cs, count=1,
                                dtype="float32", crs=c.crs, transform=tr, nodata=la.nodata) as ds:

@@ -78,7 +78,7 @@ def tile_aoi(tile: str) -> list[float]:
     """A lon/lat box inside the tile whose projected bounds cover the whole tile grid after clipping."""
     from pyproj import Transformer
 
-    from compositing.grid import mgrs_tile_grid
+    from core.grid import mgrs_tile_grid
 
     g = mgrs_tile_grid(tile)
     t = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True)

@@ -1,6 +1,6 @@
 """Benchmark: reading the shots of a small area from a full-size GEDI L4A-layout granule (~200 MB, 8 beams).
 
-The granule is generated (``labels.synthetic``): 8 beams x ``--shots`` shots along straight tracks from
+The granule is generated (``sampleworld.synthetic.granules``): 8 beams x ``--shots`` shots along straight tracks from
 51.6 S to 51.6 N, the datasets the reader uses plus ``--filler`` float32 datasets per beam so the file has
 the size of a real one (real granules: ~180 datasets a beam, 95-275 MB). gzip chunks of 14200 shots.
 
@@ -30,7 +30,7 @@ from labels.filters import OPTIONAL_DATASETS, ShotFilters, apply_filters
 from labels.granule import BEAM_NAMES
 from labels.reader import area_mask, read_granule_shots
 from labels.sources import CountingFile
-from labels.synthetic import RangeFileHandler, synthetic_beam, write_l4a_granule
+from sampleworld.synthetic.granules import RangeFileHandler, synthetic_beam, write_l4a_granule
 
 NAME = "GEDI04_A_2023160051430_O25001_02_T01234_02_004_02_V002.h5"
 AREA = box(-122.6, 40.0, -122.3, 40.3)  # ~25 x 33 km (override with --aoi)

@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.constants import GRANITE_LABEL_NODATA, IMAGE_NODATA  # noqa: E402
 from training.checkpoint import save_checkpoint  # noqa: E402
 from training.mapping import predict_map, tiled_predict  # noqa: E402
 from training.model import build_model  # noqa: E402
@@ -34,9 +35,9 @@ def write_composite(path: Path, size: int) -> None:
 
     rng = np.random.default_rng(0)
     data = (1000 + 300 * rng.standard_normal((7, size, size))).astype(np.float32)
-    data[:, :50, :50] = -9999.0
+    data[:, :50, :50] = IMAGE_NODATA
     with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=7, dtype="float32",
-                       crs="EPSG:32610", transform=Affine(30, 0, 500000, 0, -30, 4000000), nodata=-9999,
+                       crs="EPSG:32610", transform=Affine(30, 0, 500000, 0, -30, 4000000), nodata=IMAGE_NODATA,
                        tiled=True) as dst:
         dst.write(data)
         for i, name in enumerate(["B02", "B03", "B04", "B05", "B06", "B07", "count"], 1):
@@ -70,7 +71,7 @@ def main() -> int:
         comp = Path(tmp) / "composite.tif"
         write_composite(comp, args.size)
         ck = save_checkpoint(Path(tmp) / "m.ckpt", model=net, bands=["B02", "B03", "B04", "B05", "B06", "B07"],
-                             norm_mean=[1000.0] * 6, norm_std=[300.0] * 6, image_nodata=-9999, label_nodata=-1,
+                             norm_mean=[1000.0] * 6, norm_std=[300.0] * 6, image_nodata=IMAGE_NODATA, label_nodata=GRANITE_LABEL_NODATA,
                              label_mean=100.0)
         t = time.perf_counter()
         out = predict_map(checkpoint=str(ck), composite=str(comp), output_dir=tmp, device=str(device),

@@ -25,7 +25,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GDAL_N
 
 import numpy as np  # noqa: E402
 
-from compositing.grid import mgrs_tile_grid  # noqa: E402
+from core.constants import LABEL_NODATA  # noqa: E402
+from core.grid import mgrs_tile_grid  # noqa: E402
 from labels.rasterize import project_for_grid, project_lonlat, rasterize_mean  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def main() -> None:
           f"shots per CPU-second")
 
     n = min(a.ref_shots, a.shots)
-    t_ref, c_ref, ref = best_of(lambda: reference_mean(x[:n], y[:n], v[:n], grid, -9999.0), 1)
+    t_ref, c_ref, ref = best_of(lambda: reference_mean(x[:n], y[:n], v[:n], grid, LABEL_NODATA), 1)
     ref_rate, ref_crate = n / t_ref, n / c_ref
     t_sub, c_sub, sub = best_of(lambda: rasterize_mean(x[:n], y[:n], v[:n], grid), a.repeat)
     equal = np.array_equal(sub.agbd, ref)

@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.constants import GRANITE_LABEL_NODATA  # noqa: E402
 from training.data import SplitArrays  # noqa: E402
 from training.losses import masked_loss  # noqa: E402
 from training.model import build_model, count_parameters  # noqa: E402
@@ -48,7 +49,7 @@ def model_img_per_s(preset: str, device: torch.device, batch: int, steps: int, s
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.rand(batch, size, size, device=device) * 200
-    y[:, ::2] = -1.0  # sparse labels, as GEDI
+    y[:, ::2] = GRANITE_LABEL_NODATA  # sparse labels, as GEDI
 
     def step() -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -81,7 +82,7 @@ def model_img_per_s(preset: str, device: torch.device, batch: int, steps: int, s
 def loader_img_per_s(device: torch.device, batch: int, size: int, n_chips: int, seconds: float) -> dict:
     rng = np.random.default_rng(0)
     data = SplitArrays(rng.standard_normal((n_chips, 6, size, size), dtype=np.float32),
-                       np.where(rng.random((n_chips, size, size)) < 0.02, 100.0, -1.0).astype(np.float32),
+                       np.where(rng.random((n_chips, size, size)) < 0.02, 100.0, GRANITE_LABEL_NODATA).astype(np.float32),
                        None, [f"c{i}" for i in range(n_chips)], 0.0, True)
     b = Batcher(data, batch, size, augment=True)
     gen = torch.Generator().manual_seed(0)

@@ -24,19 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from .aoi import Season, parse_aoi
+from core.area import Season, parse_aoi
+from core.bands import BAND_NAMES, WAVELENGTHS_UM
+from core.constants import HLS_REFLECTANCE_SCALE
+from core.files import atomic_path, read_json, write_json_atomic
+from core.grid import Grid, GridError, mgrs_tile_grid, tile_of_item_id
+
 from .fmask import FmaskRule
-from .grid import Grid, GridError, mgrs_tile_grid, tile_of_item_id
-from .io_utils import atomic_path, read_json, write_json_atomic
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
 from .reader import AssetReader, AssetReadError, RasterioReader
 from .runner import dask_client, run_tasks
 
 log = logging.getLogger(__name__)
 
-BAND_NAMES = ("Blue", "Green", "Red", "NIR_Narrow", "SWIR1", "SWIR2")
-WAVELENGTHS_UM = (0.49, 0.56, 0.665, 0.864, 1.61, 2.20)
-SCALE_FACTOR = 0.0001
+SCALE_FACTOR = HLS_REFLECTANCE_SCALE
 ENGINE_VERSION = "1"
 DEFAULT_CHUNK = 1024
 COG_COMPRESS = "ZSTD"  # GDAL >= 2.3 reads it; DEFLATE costs twice the CPU for the same size

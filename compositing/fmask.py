@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FMASK_FILL = 255
+from core.constants import FMASK_FILL
+
 BIT_CIRRUS = 0
 BIT_CLOUD = 1
 BIT_ADJACENT = 2

@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from core.bands import FMASK, MODEL_BANDS
+from core.constants import HLS_NODATA
+
 from .fmask import FmaskRule
 from .reader import AssetReader, AssetReadError
 
-BANDS = ("B02", "B03", "B04", "B05", "B06", "B07")
-FMASK = "Fmask"
-NODATA = -9999
+BANDS = MODEL_BANDS
+NODATA = HLS_NODATA
 MAX_SCENES = 65_535  # uint16 count
 
 

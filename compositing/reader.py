@@ -8,7 +8,7 @@ scene and record why.
 :class:`RasterioReader` keeps a small per-thread cache of open datasets (opening a remote COG costs a
 header request) and applies two GDAL settings layers: ``open`` options while opening, ``read`` options
 while reading blocks. Earthdata credentials are looked up *on the worker* the first time an ``http(s)``
-href is opened (``compositing.earthdata``), so they never travel in a task graph or a log.
+href is opened (``core.earthdata``), so they never travel in a task graph or a log.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .grid import epsg_of
+from core.grid import epsg_of
 
 
 class AssetReadError(RuntimeError):
@@ -63,7 +63,7 @@ class AssetReader(Protocol):
 @lru_cache(maxsize=256)
 def _epsg_of_wkt(wkt: str) -> int | None:
     """EPSG of a WKT (cached). HLS's authority-less "UTM Zone N" WKT is recognised from its parameters
-    directly; the general path (:func:`compositing.grid.epsg_of`) scans the PROJ database (~0.8 s)."""
+    directly; the general path (:func:`core.grid.epsg_of`) scans the PROJ database (~0.8 s)."""
     return _utm_north_epsg(wkt) or epsg_of(wkt)
 
 
@@ -105,7 +105,7 @@ def _earthdata_options(for_read: bool) -> dict[str, Any]:
     key = "read" if for_read else "open"
     with _CREDS_LOCK:
         if key not in _CREDS_CACHE:
-            from .earthdata import earthdata_credentials, gdal_env_options
+            from core.earthdata import earthdata_credentials, gdal_env_options
 
             _CREDS_CACHE[key] = gdal_env_options(earthdata_credentials(), for_read=for_read)
         return _CREDS_CACHE[key]
@@ -167,7 +167,7 @@ class RasterioReader:
 
     ``max_open`` bounds the open datasets of the process (LRU shared by threads). Remote hrefs
     (``http``/``https``/``s3``) get the Earthdata GDAL settings of
-    :func:`compositing.earthdata.gdal_env_options` as well.
+    :func:`core.earthdata.gdal_env_options` as well.
     """
 
     open_options: dict[str, Any] = field(default_factory=dict)

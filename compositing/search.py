@@ -4,11 +4,10 @@
   ``query`` conformance class; the client filter always runs again (CMR treats ``lt`` as ``lte``; some
   servers ignore or do not support ``query``). ``max_cloud_cover`` is inclusive (percent).
 * Items are also kept only when their datetime is inside the season and their footprint meets the AOI.
-* Paging guard: a repeated item id is dropped and counted; a page made only of already-seen ids ends the
-  paging (CMR cursor bugs repeated pages).
-* Retries: one policy (:class:`RetryPolicy`) for every HTTP request of the search: HTTP 429/5xx, timeouts
-  and connection errors are retried with exponential backoff, honouring ``Retry-After``, within a bounded
-  number of attempts and total waiting budget; then :class:`SearchError` says what failed.
+* Paging and retries: :mod:`core.http` (the one retrying layer, shared with the GEDI search): a repeated
+  item id is dropped and counted; a page made only of already-seen ids is re-requested, then the search
+  fails (never a silently truncated list); 429/5xx/timeouts/bad bodies are retried within the policy's
+  budget, then :class:`SearchError` names the endpoint and the last status.
 
 Writes ``<output_dir>/search/hls_items.json`` (a FeatureCollection of the items exactly as returned),
 ``hls_items.csv`` (id, datetime, tile, eo:cloud_cover) and ``hls_search.json`` (parameters and counts).
@@ -18,138 +17,29 @@ A re-run with the same parameters reuses the saved search without contacting the
 from __future__ import annotations
 
 import csv
-import email.utils
 import hashlib
 import io
 import logging
-import random
-import time
-from copy import deepcopy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shapely.geometry import shape
 
-from .aoi import Season, parse_aoi, resolve_season
-from .grid import GridError, tile_of_item_id
-from .io_utils import atomic_path, read_json, write_json_atomic
+from core.area import Season, parse_aoi, resolve_season
+from core.files import atomic_path, read_json, write_json_atomic
+from core.grid import GridError, tile_of_item_id
+from core.http import HttpError, PageStats, RetryPolicy, conforms_to_query, open_stac, search_items
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
 DEFAULT_COLLECTION = "HLSL30_2.0"
-MAX_PAGES = 10_000
 
 
 class SearchError(RuntimeError):
     """A search that could not be completed (server errors after retries, bad items, ...)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of every HTTP request of a search.
-
-    ``max_attempts`` per request (first try included); waits ``backoff_s * 2**(n-1)`` (+ up to 10 %
-    jitter, at most ``max_backoff_s``) or the server's ``Retry-After`` when given; all waits of one search
-    together may not exceed ``budget_s`` seconds. ``timeout_s``: connect/read timeout of one request.
-    """
-
-    max_attempts: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-    budget_s: float = 300.0
-    timeout_s: float = 60.0
-    retry_statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
-
-    @classmethod
-    def from_any(cls, value: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
-        if value is None:
-            return cls()
-        if isinstance(value, RetryPolicy):
-            return value
-        names = {f.name for f in fields(cls)}
-        unknown = set(value) - names
-        if unknown:
-            raise ValueError(f"unknown retry options {sorted(unknown)}; known: {sorted(names)}")
-        if "retry_statuses" in value:
-            value = {**value, "retry_statuses": tuple(value["retry_statuses"])}
-        return cls(**value)
-
-    def delay(self, attempt: int, retry_after: str | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
-        parsed = _parse_retry_after(retry_after)
-        if parsed is not None:
-            return max(0.0, parsed)
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
-        return base * (1 + 0.1 * random.random())
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - datetime.now(UTC)).total_seconds()
-
-
-def _retrying_io(policy: RetryPolicy) -> Any:
-    """A pystac-client ``StacApiIO`` whose requests follow ``policy`` (urllib3's own retries off)."""
-    import requests
-    from pystac_client.stac_api_io import StacApiIO
-
-    class RetryingStacApiIO(StacApiIO):
-        def __init__(self) -> None:
-            super().__init__(timeout=policy.timeout_s, max_retries=None)
-            self.waited_s = 0.0
-            self.retries = 0
-
-        def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None,
-                    parameters: dict[str, Any] | None = None) -> str:
-            method = (method or "GET").upper()
-            attempt = 0
-            while True:
-                attempt += 1
-                if method in ("POST", "PUT", "PATCH"):
-                    req = requests.Request(method=method, url=href, headers=headers, json=parameters)
-                else:
-                    req = requests.Request(method=method, url=href, headers=headers,
-                                           params=deepcopy(parameters) or {})
-                prepped = self.session.prepare_request(req)
-                settings = self.session.merge_environment_settings(prepped.url, {}, None, True, None)
-                retry_after = None
-                try:
-                    resp = self.session.send(prepped, timeout=self.timeout, **settings)
-                except (requests.Timeout, requests.ConnectionError) as exc:
-                    why = f"{type(exc).__name__}: {str(exc)[:200]}"
-                else:
-                    if 200 <= resp.status_code < 300:
-                        return resp.content.decode("utf-8")
-                    why = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-                    if resp.status_code not in policy.retry_statuses:
-                        raise SearchError(f"{method} {href} failed: {why}")
-                    retry_after = resp.headers.get("Retry-After")
-                wait = policy.delay(attempt, retry_after)
-                if attempt >= policy.max_attempts or self.waited_s + wait > policy.budget_s:
-                    raise SearchError(
-                        f"{method} {href} failed after {attempt} attempts ({self.waited_s:.1f} s waited; "
-                        f"retry budget {policy.max_attempts} attempts / {policy.budget_s:g} s): last error {why}")
-                log.warning("%s %s: %s; retry %d in %.1f s", method, href, why, attempt, wait)
-                time.sleep(wait)
-                self.waited_s += wait
-                self.retries += 1
-
-    return RetryingStacApiIO()
 
 
 # ------------------------------------------------------------------------------------------------ filters
@@ -201,51 +91,19 @@ def _fetch(stac_url: str, collection: str, bbox: tuple[float, ...], season: Seas
            max_items: int | None, max_cloud_cover: float | None, policy: RetryPolicy,
            server_cloud_filter: bool | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Unique items as returned (server order) and paging statistics."""
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
-
-    stac_io = _retrying_io(policy)
     try:
-        client = Client.open(stac_url, stac_io=stac_io)
-    except APIError as exc:
-        raise SearchError(f"{stac_url}: cannot open the STAC API: {exc}") from exc
-    conforms = any(c.endswith("item-search#query") for c in (client.to_dict().get("conformsTo") or []))
-    use_query = conforms if server_cloud_filter is None else server_cloud_filter
-    kwargs: dict[str, Any] = {}
-    if use_query and max_cloud_cover is not None:
-        kwargs["query"] = {"eo:cloud_cover": {"lte": max_cloud_cover}}
-    search = client.search(collections=[collection], bbox=list(bbox), datetime=season.datetime_range,
-                           limit=limit, method="POST", **kwargs)
-    seen: set[str] = set()
-    items: list[dict[str, Any]] = []
-    stats = {"n_returned": 0, "duplicates": 0, "repeated_pages": 0, "pages": 0,
-             "server_cloud_filter": bool(kwargs), "retries": 0}
-    try:
-        for page in search.pages_as_dicts():
-            stats["pages"] += 1
-            feats = page.get("features") or []
-            stats["n_returned"] += len(feats)
-            new = [f for f in feats if f.get("id") not in seen]
-            stats["duplicates"] += len(feats) - len(new)
-            if feats and not new:
-                stats["repeated_pages"] += 1
-                log.warning("%s: a page repeated only items already seen; paging stopped", stac_url)
-                break
-            for f in new:
-                if "id" not in f:
-                    raise SearchError(f"{stac_url}: an item without id: {str(f)[:200]}")
-                if f["id"] in seen:  # duplicate inside the same page
-                    stats["duplicates"] += 1
-                    continue
-                seen.add(f["id"])
-                items.append(f)
-            if (max_items and len(items) >= max_items) or stats["pages"] >= MAX_PAGES:
-                items = items[:max_items] if max_items else items
-                break
-    except APIError as exc:
-        raise SearchError(f"{stac_url}: search failed: {exc}") from exc
-    stats["retries"] = stac_io.retries
-    stats["retry_wait_s"] = round(stac_io.waited_s, 3)
+        client, io = open_stac(stac_url, policy)
+        use_query = conforms_to_query(client) if server_cloud_filter is None else server_cloud_filter
+        query = {"eo:cloud_cover": {"lte": max_cloud_cover}} if use_query and max_cloud_cover is not None else None
+        pages = PageStats()
+        items = list(search_items(client, io, collection=collection, bbox=list(bbox),
+                                  datetime_range=season.datetime_range, limit=limit, query=query,
+                                  max_items=max_items, stats=pages))
+    except HttpError as exc:
+        raise SearchError(f"HLS search at {stac_url} (collection {collection}) failed: {exc}") from exc
+    stats = {"n_returned": pages.n_returned, "duplicates": pages.duplicates, "repeated_pages": pages.repeated_pages,
+             "pages": pages.pages, "server_cloud_filter": query is not None, "retries": io.stats.retries,
+             "retry_wait_s": round(io.stats.waited_s, 3)}
     return items, stats
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from core.constants import IMAGE_NODATA
+
 log = logging.getLogger(__name__)
 
 
@@ -100,7 +102,7 @@ def quicklook_rgb(composite: str, png: str) -> Path:
     import matplotlib.pyplot as plt
 
     arr, nodata = _read_preview(composite, (3, 2, 1))
-    valid = np.all(arr != (nodata if nodata is not None else -9999), axis=0)
+    valid = np.all(arr != (nodata if nodata is not None else IMAGE_NODATA), axis=0)
     rgb = np.zeros(arr.shape[1:] + (3,), np.float32)
     if valid.any():
         lo, hi = np.percentile(arr[:, valid], [2, 98])
@@ -122,7 +124,7 @@ def quicklook_band(raster: str, png: str, *, band: int = 1, title: str, cmap: st
     import matplotlib.pyplot as plt
 
     arr, nodata = _read_preview(raster, (band,))
-    data = np.ma.masked_equal(arr[0], nodata if nodata is not None else -9999)
+    data = np.ma.masked_equal(arr[0], nodata if nodata is not None else IMAGE_NODATA)
     fig, ax = plt.subplots(figsize=(5, 5))
     im = ax.imshow(data, cmap=cmap, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, label=label)

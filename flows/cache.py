@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from compositing.io_utils import write_json_atomic
+from core.files import write_json_atomic
 
 IGNORED_KEYS = ("force", "dask_address")  # where it runs does not change what it computes
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.constants import GRANITE_LABEL_NODATA
 from flows import _env  # noqa: F401
 
 DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto"}
@@ -14,7 +15,7 @@ DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "s
 
 def demo_params(output_dir: str, size: str = "demo") -> dict:
     return {"output_dir": output_dir, "sample_world": {"size": size, "seed": 0},
-            "gedi": {"nodata": -1.0}, "training": DEMO_TRAINING}
+            "gedi": {"nodata": GRANITE_LABEL_NODATA}, "training": DEMO_TRAINING}
 
 
 def run_demo(output_dir: str, size: str = "demo") -> int:

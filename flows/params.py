@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.constants import LABEL_NODATA
+
 HLS_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
 HLS_COLLECTION = "HLSL30_2.0"
 GEDI_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
@@ -29,7 +31,7 @@ def env_dask_address() -> str | None:
 
 def last_finished_season_year(aoi: Any, today: date | None = None) -> int:
     """Year of the AOI hemisphere's most recent leaf-on season that has ended by ``today`` (UTC)."""
-    from compositing.aoi import default_season, parse_aoi
+    from core.area import default_season, parse_aoi
 
     today = today or datetime.now(UTC).date()
     geom = parse_aoi(aoi)
@@ -52,7 +54,7 @@ class SeasonParam(_Model):
 
 
 def _check_aoi(v: Any) -> Any:
-    from compositing.aoi import parse_aoi
+    from core.area import parse_aoi
 
     if isinstance(v, dict | list | tuple) or (isinstance(v, str) and v.strip().startswith("{")):
         parse_aoi(v)  # raises a clear AoiError (a ValueError) for a bad bbox/geometry
@@ -104,7 +106,7 @@ class GediOptions(_Model):
     min_sensitivity: float | None = Field(None, ge=0, le=1, description="Minimum beam sensitivity (e.g. 0.9).")
     leaf_on_only: bool = Field(False, description="Keep only leaf_off_flag == 0.")
     pft_classes: list[int] | None = Field(None, description="Keep only these plant functional types (default all).")
-    nodata: float = Field(-9999.0, description="Label nodata: -9999 (default) or -1 (granite/TerraTorch style).")
+    nodata: float = Field(LABEL_NODATA, description="Label nodata: -9999 (default) or -1 (granite/TerraTorch style).")
     on_read_error: Literal["skip", "fail"] = Field("skip", description="Unreadable granule: skip and record, or fail.")
 
 

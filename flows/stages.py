@@ -119,7 +119,7 @@ def composite_task(**kwargs: Any) -> dict[str, Any]:
 @flow(name="hls-composite", log_prints=True)
 def hls_composite(params: HlsCompositeParams) -> dict[str, Any]:
     """Search HLS L30 for the area's season and build one cloud-free mean composite per MGRS tile."""
-    from compositing.aoi import resolve_season
+    from core.area import resolve_season
 
     p = params.model_dump(mode="json")
     out = str(Path(params.output_dir).resolve())
@@ -188,7 +188,7 @@ def labels_task(**kwargs: Any) -> dict[str, Any]:
 @flow(name="gedi-labels", log_prints=True)
 def gedi_labels(params: GediLabelsParams) -> dict[str, Any]:
     """Read and quality-filter GEDI L4A footprints and rasterize AGBD onto each composite's grid."""
-    from compositing.aoi import resolve_season
+    from core.area import resolve_season
 
     p = params.model_dump(mode="json")
     out = str(Path(params.output_dir).resolve())
@@ -231,7 +231,7 @@ def _summarize_labels(res: dict[str, Any], cached: bool) -> None:
 # --------------------------------------------------------------------------------------------- chips
 @task(name="export-chips", cache_policy=NO_CACHE)
 def chips_task(**kwargs: Any) -> dict[str, Any]:
-    from training.chips import export_chips
+    from chips.export import export_chips
 
     return export_chips(**kwargs)
 
@@ -254,7 +254,7 @@ def export_chips(params: ExportChipsParams) -> dict[str, Any]:
 
 
 def _summarize_chips(res: dict[str, Any], cached: bool) -> None:
-    train = res["stats"]["train"]  # per-band lists, training split (training.chips result)
+    train = res["stats"]["train"]  # per-band lists, training split (chips.export result)
     srows = [(b, *(train[k][i] for k in ("min", "max", "mean", "std"))) for i, b in enumerate(train["bands"])]
     text = ("# Training chips" + _skip_note(cached) + "\n\n" + art.table_md(["split", "chips"], list(res["counts"].items()))
             + "\n\n## Train statistics (HLS units x 10000)\n\n"

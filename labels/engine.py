@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from compositing.aoi import Season, parse_aoi, resolve_season
-from compositing.grid import Grid
-from compositing.io_utils import read_json, write_json_atomic
+from core.area import Season, parse_aoi, resolve_season
+from core.constants import LABEL_NODATA
+from core.files import read_json, write_json_atomic
+from core.grid import Grid
 from labels.filters import ShotFilters, add_counts, empty_counts
 from labels.granule import GediReadError, basename_of, parse_granule_name
 from labels.rasterize import rasterize_shots, write_label_cog
@@ -193,7 +194,7 @@ def _raster_tag(path: Path, key: str) -> str | None:
         return ds.tags().get(key)
 
 
-def rasterize_labels(*, shots: str, grid: dict[str, Any], output_path: str, nodata: float = -9999.0,
+def rasterize_labels(*, shots: str, grid: dict[str, Any], output_path: str, nodata: float = LABEL_NODATA,
                      tags: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-pixel mean AGBD and shot count of the shots GeoParquet ``shots`` on ``grid`` (a Grid dict).
 
@@ -229,7 +230,7 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, st
                     require_l4_quality: bool = True, drop_degraded: bool = True,
                     min_sensitivity: float | None = None, leaf_on_only: bool = False,
                     pft_classes: list[int] | None = None, composites: Any = None, output_dir: str,
-                    nodata: float = -9999.0, on_read_error: str = "skip", skip_version_01: bool = False,
+                    nodata: float = LABEL_NODATA, on_read_error: str = "skip", skip_version_01: bool = False,
                     session: Any = None) -> dict[str, Any]:
     """GEDI L4A shots in ``aoi`` -> ``labels/gedi_shots.parquet`` + ``labels/<TILE>/<SEASON>.tif``.
 
@@ -263,7 +264,7 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, st
                                    collection=collection, output_dir=output_dir)
     hrefs, skipped = prefer_production_version([str(g) for g in granules])
     if session is None and any(h.startswith(("http://", "https://")) for h in hrefs):
-        from compositing.earthdata import earthdata_credentials, requests_session
+        from core.earthdata import earthdata_credentials, requests_session
 
         session = requests_session(earthdata_credentials())  # one session: URS cookies are re-used
     if skip_version_01:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from core.constants import AGBD_FILL
 from labels.granule import GEDI_EPOCH
 
-AGBD_FILL = -9999.0
 """``agbd``/``agbd_se`` fill value in L4A files (there is no ``_FillValue`` attribute)."""
 
 FILTER_KEYS = ("outside_area", "outside_dates", "fill", "l4_quality", "degraded", "sensitivity",

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from compositing.grid import Grid
-from compositing.io_utils import atomic_path
+from core.constants import LABEL_NODATA
+from core.files import atomic_path
+from core.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def pixel_index(x: np.ndarray, y: np.ndarray, grid: Grid) -> np.ndarray:
 
 
 def rasterize_mean(x: np.ndarray, y: np.ndarray, values: np.ndarray, grid: Grid,
-                   nodata: float = -9999.0) -> LabelRaster:
+                   nodata: float = LABEL_NODATA) -> LabelRaster:
     """Mean of ``values`` per pixel for points ``x``/``y`` in the grid CRS; points outside are ignored."""
     flat, mask = _inside_index(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), grid)
     values = np.asarray(values)
@@ -200,7 +201,7 @@ def rasterize_mean(x: np.ndarray, y: np.ndarray, values: np.ndarray, grid: Grid,
 
 
 def rasterize_shots(lon: np.ndarray, lat: np.ndarray, agbd: np.ndarray, grid: Grid,
-                    nodata: float = -9999.0) -> LabelRaster:
+                    nodata: float = LABEL_NODATA) -> LabelRaster:
     """:func:`rasterize_mean` for lon/lat shots (projected to the grid CRS first, :func:`project_for_grid`)."""
     x, y = project_for_grid(lon, lat, grid)
     return rasterize_mean(x, y, np.asarray(agbd), grid, nodata)

@@ -10,8 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from compositing.aoi import Season, parse_aoi
-from compositing.io_utils import write_json_atomic
+from core.area import Season, parse_aoi
+from core.files import write_json_atomic
+from core.http import HttpError, RetryPolicy, open_stac
+from core.http import search_items as http_search
 from labels.granule import GediReadError, basename_of, parse_granule_name, product_of
 
 log = logging.getLogger(__name__)
@@ -36,26 +38,21 @@ def granule_href(item: dict[str, Any]) -> str:
 
 
 def search_items(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,
-                 collection: str = DEFAULT_COLLECTION, max_items: int | None = None) -> list[dict[str, Any]]:
+                 collection: str = DEFAULT_COLLECTION, max_items: int | None = None,
+                 retries: RetryPolicy | dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """STAC item dicts of ``collection`` intersecting the AOI bbox within the season (inclusive days).
 
-    Items repeated by buggy cursor paging are dropped (first occurrence kept).
+    Paging guards and retries: :mod:`core.http` (items repeated by buggy cursor paging are dropped).
     """
-    from pystac_client import Client
-
     geom = parse_aoi(aoi)
     window = Season.from_any(season)
     try:
-        client = Client.open(stac_url)
-        search = client.search(collections=[collection], bbox=list(geom.bounds),
-                               datetime=window.datetime_range, limit=100, max_items=max_items)
-        items: dict[str, dict[str, Any]] = {}
-        for item in search.items_as_dicts():
-            items.setdefault(item["id"], item)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the endpoint named
-        raise GediSearchError(f"GEDI STAC search at {stac_url} (collection {collection}) failed: "
-                              f"{type(exc).__name__}: {exc}") from exc
-    return sorted(items.values(), key=lambda it: (it.get("properties", {}).get("datetime") or "", it["id"]))
+        client, io = open_stac(stac_url, RetryPolicy.from_any(retries))
+        items = list(http_search(client, io, collection=collection, bbox=list(geom.bounds),
+                                 datetime_range=window.datetime_range, limit=100, max_items=max_items))
+    except HttpError as exc:
+        raise GediSearchError(f"GEDI STAC search at {stac_url} (collection {collection}) failed: {exc}") from exc
+    return sorted(items, key=lambda it: (it.get("properties", {}).get("datetime") or "", it["id"]))
 
 
 def search_granules(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compositing.io_utils import atomic_path
+from core.files import atomic_path
 
 _RENAME = {"lon_lowestmode": "lon", "lat_lowestmode": "lat", "land_cover_data/pft_class": "pft_class",
            "land_cover_data/leaf_off_flag": "leaf_off_flag"}

@@ -219,7 +219,7 @@ def open_source(href: str, session: Any = None, **http_options: Any) -> Counting
     """A counting file object for a local path or an ``http(s)://`` URL (``session`` for URLs)."""
     if href.startswith(("http://", "https://")):
         if session is None:
-            from compositing.earthdata import earthdata_credentials, requests_session
+            from core.earthdata import earthdata_credentials, requests_session
 
             session = requests_session(earthdata_credentials())
         return HTTPRangeFile(href, session, **http_options)

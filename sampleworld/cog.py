@@ -1,7 +1,7 @@
 """Writing rasters the way HLS writes them: tiled 256 px, deflate + predictor 2, nearest overviews.
 
 The CRS is written in HLS's authority-less form ``UTM Zone NN, Northern Hemisphere`` (copied from the
-real T19LBJ B01 file in ../shared/realdata); :func:`compositing.grid.epsg_of` maps it back to EPSG:326NN.
+real T19LBJ B01 file in ../shared/realdata); :func:`core.grid.epsg_of` maps it back to EPSG:326NN.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
-from compositing.grid import Grid
+from core.grid import Grid
 
 
 def hls_utm_wkt(zone: int) -> str:

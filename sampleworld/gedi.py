@@ -20,9 +20,12 @@ import h5py
 import numpy as np
 from pyproj import Transformer
 
-from compositing.grid import Grid
+from core.constants import AGBD_FILL
+from core.files import write_json_atomic
+from core.grid import Grid
 from sampleworld import gedi_schema as S
 from sampleworld import landscape as L
+from sampleworld.resume import done_marker, load_done, save_done
 from sampleworld.spec import GediSpec, WorldSpec
 from sampleworld.stac import GEDI_COLLECTION, collection, feature_collection, gedi_item
 
@@ -32,7 +35,7 @@ INCLINATION = math.radians(51.6)
 ORBIT_RATE = 2 * math.pi / 5556.0  # rad/s
 EARTH_RATE = 7.2921159e-5
 R_EARTH = 6_371_000.0
-FILL = -9999.0
+FILL = AGBD_FILL
 BEAM_ORDER = ("BEAM0000", "BEAM0001", "BEAM0010", "BEAM0011", "BEAM0101", "BEAM0110", "BEAM1000", "BEAM1011")
 CHANNEL = {"BEAM0000": 0, "BEAM0001": 0, "BEAM0010": 1, "BEAM0011": 1, "BEAM0101": 2, "BEAM0110": 3,
            "BEAM1000": 4, "BEAM1011": 5}
@@ -91,7 +94,6 @@ def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: in
                aoi: list[float], resume: str = "") -> dict[str, Any]:
     """Write every GEDI granule of ``spec`` plus the GEDI STAC collection/items; return the manifest part.
     Granules finished by an earlier run for the same world (``resume`` key) are not rewritten."""
-    from sampleworld.world import _write_json, done_marker, load_done, save_done
 
     err = AgbdError()
     paths, items, counts = [], [], []
@@ -112,8 +114,8 @@ def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: in
     c = collection(GEDI_COLLECTION, "GEDI L4A Footprint Level Aboveground Biomass Density, Version 2.1",
                    "Sample world (synthetic) GEDI L4A v2.1 granules in the real HDF5 layout.",
                    [-180.0, -51.6, 180.0, 51.6], ["2019-04-18T00:00:00.000Z", None], "ORNL_CLOUD")
-    _write_json(out / "stac" / "gedi_collection.json", c)
-    _write_json(out / "stac" / "gedi_items.json", feature_collection(items))
+    write_json_atomic(out / "stac" / "gedi_collection.json", c)
+    write_json_atomic(out / "stac" / "gedi_items.json", feature_collection(items))
     return {"collection_json": str(out / "stac" / "gedi_collection.json"),
             "items_json": str(out / "stac" / "gedi_items.json"), "granules": paths,
             "shots": counts, "agbd_error": err.to_dict()}

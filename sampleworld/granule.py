@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from pyproj import Transformer
 
-from compositing.grid import Grid
+from core.grid import Grid
 from sampleworld import hls as H
 from sampleworld.cog import hls_utm_wkt, write_cog
 from sampleworld.spec import WorldSpec

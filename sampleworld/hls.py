@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from core.constants import HLS_NODATA
 from sampleworld import landscape as L
 from sampleworld.spec import SceneSpec
 
@@ -24,7 +25,7 @@ LONG_NAMES = {"B01": "Coastal_Aerosol", "B02": "Blue", "B03": "Green", "B04": "R
               "B06": "SWIR1", "B07": "SWIR2", "B09": "Cirrus", "B10": "TIRS1", "B11": "TIRS2",
               "SAA": "Solar azimuth angle", "SZA": "Solar zenith angle", "VAA": "View azimuth angle",
               "VZA": "View zenith angle"}
-REFL_NODATA = -9999
+REFL_NODATA = HLS_NODATA
 FMASK_FILL = 255
 ANGLE_FILL = 40000
 CIRRUS, CLOUD, ADJACENT, SHADOW, SNOW, WATER = 0, 1, 2, 3, 4, 5

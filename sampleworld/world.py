@@ -20,39 +20,18 @@ from typing import Any
 import numpy as np
 from pyproj import Transformer
 
-from compositing.grid import Grid, mgrs_tile_grid
+from core.constants import IMAGE_NODATA
+from core.files import write_json_atomic
+from core.grid import Grid, mgrs_tile_grid
 from sampleworld import hls as H
 from sampleworld import landscape as L
 from sampleworld.cog import write_cog
+from sampleworld.resume import done_marker, load_done, save_done
 from sampleworld.spec import WorldSpec, preset, with_overrides
 from sampleworld.stac import GEDI_COLLECTION, HLS_COLLECTION, collection, feature_collection
 
 MANIFEST = "world.json"
 GENERATOR_VERSION = 1
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def done_marker(folder: Path, name: str) -> Path:
-    """Sidecar recording a finished granule (its STAC item and the world key), for resuming a run."""
-    return folder / f".{name}.done.json"
-
-
-def load_done(path: Path, key: str) -> Any:
-    """The recorded result if ``path`` exists and was written for world ``key``, else None."""
-    if not path.exists():
-        return None
-    rec = json.loads(path.read_text())
-    return rec["result"] if rec.get("key") == key else None
-
-
-def save_done(path: Path, key: str, result: Any) -> None:
-    _write_json(path, {"key": key, "result": result})
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -116,14 +95,14 @@ def generate_world(output_dir: str | os.PathLike[str], *, size: str = "small", s
     gedi = _write_gedi(out, spec, grid, ls, seed, aoi, resume)
     manifest = _manifest(out, spec, seed, aoi, grid, hls_items, gedi, truth)
     manifest.update(key)
-    _write_json(man_path, manifest)
+    write_json_atomic(man_path, manifest)
     return json.loads(man_path.read_text())
 
 
 def write_truth(out: Path, grid: Grid, ls: L.Landscape, spec: WorldSpec) -> dict[str, str]:
     """``truth/agb.tif`` (Mg/ha float32, nodata -9999) and ``truth/landcover.tif`` (uint8, 255 none)."""
     codes = json.dumps({str(k): v for k, v in L.LANDCOVER_NAMES.items()})
-    agb = write_cog(out / "truth" / "agb.tif", ls.agb.astype(np.float32), grid, nodata=-9999.0,
+    agb = write_cog(out / "truth" / "agb.tif", ls.agb.astype(np.float32), grid, nodata=IMAGE_NODATA,
                     tags={"units": "Mg/ha", "long_name": "true above-ground biomass density",
                           "SAMPLEWORLD_SIZE": spec.size}, description="agb")
     lc = write_cog(out / "truth" / "landcover.tif", ls.landcover, grid, nodata=L.LANDCOVER_NODATA,
@@ -153,8 +132,8 @@ def write_hls(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int
     items = [it for r in results for it in r]
     items.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
     c = _hls_collection(grid, spec)
-    _write_json(out / "stac" / "hls_collection.json", c)
-    _write_json(out / "stac" / "hls_items.json", feature_collection(items))
+    write_json_atomic(out / "stac" / "hls_collection.json", c)
+    write_json_atomic(out / "stac" / "hls_items.json", feature_collection(items))
     return items
 
 

@@ -28,6 +28,8 @@ import rasterio
 import torch
 import yaml
 
+from core.constants import GRANITE_LABEL_NODATA, IMAGE_NODATA
+
 
 def _fail(msg: str) -> None:
     print(f"[interop] FAIL: {msg}")
@@ -73,14 +75,14 @@ def _check_sample(img_t: torch.Tensor, mask_t: torch.Tensor, fname: str, label_d
     with rasterio.open(lab_path) as ds:
         lab = ds.read(1)
         lab_nodata = ds.nodata
-    if img_nodata != -9999 or lab_nodata is None:
+    if img_nodata != IMAGE_NODATA or lab_nodata is None:
         _fail(f"{img_path.name}: image nodata tag {img_nodata}, label nodata tag {lab_nodata}")
     expect_img = np.where(img[:6] == img_nodata, no_data_replace, img[:6]).astype(np.float32)
     got_img = img_t.numpy()
     if not np.array_equal(got_img, expect_img):
         _fail(f"{img_path.name}: image tensor differs from the file (max abs diff "
               f"{np.abs(got_img - expect_img).max()})")
-    expect_mask = np.where(lab == lab_nodata, -1.0, lab).astype(np.float32)
+    expect_mask = np.where(lab == lab_nodata, GRANITE_LABEL_NODATA, lab).astype(np.float32)
     got_mask = mask_t.numpy()
     if not np.array_equal(got_mask, expect_mask):
         _fail(f"{img_path.name}: mask differs from the label file")

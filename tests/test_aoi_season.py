@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from compositing.aoi import AoiError, Season, aoi_bbox, default_season, parse_aoi, resolve_season
+from core.area import AoiError, Season, aoi_bbox, default_season, parse_aoi, resolve_season
 
 SQUARE = {"type": "Polygon", "coordinates": [[[-122, 40], [-121.9, 40], [-121.9, 40.1], [-122, 40.1], [-122, 40]]]}
 

@@ -14,10 +14,10 @@ import rasterio
 import yaml
 from rasterio.windows import from_bounds
 
-from compositing.grid import Grid, mgrs_tile_grid
-from training.chip_grid import footprints_touch
-from training.chips import ChipExportError, export_chips
-from training.chips_synth import write_pair
+from chips.export import ChipExportError, export_chips
+from chips.lattice import footprints_touch
+from core.grid import Grid, mgrs_tile_grid
+from sampleworld.synthetic.pairs import write_pair
 
 CS = 32  # small chips keep the tests fast; the default 224 is exercised by test_default_size_export
 

@@ -10,10 +10,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from compositing.grid import mgrs_tile_grid
-from training.chips import export_chips
-from training.chips_synth import write_pair
-from training.geotiff import geotiff_bytes, write_geotiff
+from chips.export import export_chips
+from chips.geotiff import geotiff_bytes, write_geotiff
+from core.grid import mgrs_tile_grid
+from sampleworld.synthetic.pairs import write_pair
 
 
 @pytest.mark.parametrize(

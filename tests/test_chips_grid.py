@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compositing.grid import mgrs_tile_grid
-from training.chip_grid import (
+from chips.lattice import (
     ChipLayout,
     ChipLayoutError,
     assign_blocks,
@@ -15,7 +14,8 @@ from training.chip_grid import (
     footprints_touch,
     grid_lattice_origin,
 )
-from training.chip_stats import StatsAccumulator, chip_band_stats, merge_stats
+from chips.stats import StatsAccumulator, chip_band_stats, merge_stats
+from core.grid import mgrs_tile_grid
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ from training.chip_stats import StatsAccumulator, chip_band_stats, merge_stats
 )
 def test_chip_positions_table(size: int, chip: int, stride: int, k: int, gap: int, expected_cols: list[int]) -> None:
     # A grid whose origin is lattice (0, 0): x = 0, y = 0.
-    from compositing.grid import Grid
+    from core.grid import Grid
 
     g = Grid("EPSG:32610", (30.0, 0.0, 0.0, 0.0, -30.0, 0.0), size, size, "X")
     pos = chip_positions(g, ChipLayout(chip, stride, k, gap))
@@ -158,7 +158,7 @@ def test_merge_stats_with_empty() -> None:
     ],
 )
 def test_row_groups(rows: list[int], cs: int, max_rows: int, expected: list[list[int]]) -> None:
-    from training.chips import _row_groups
+    from chips.cutting import _row_groups
 
     got = [g.tolist() for g in _row_groups(np.array(rows), cs, max_rows)]
     assert got == expected

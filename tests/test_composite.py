@@ -25,9 +25,9 @@ from compositing.composite import (
     group_by_tile,
     tile_grid,
 )
-from compositing.grid import Grid, mgrs_tile_grid
 from compositing.kernel import _band_windows
-from compositing.synthetic import write_scene
+from core.grid import Grid, mgrs_tile_grid
+from sampleworld.synthetic.scenes import write_scene
 
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07")
 # every Fmask case: clear, each bit alone, combinations, each aerosol level, fill
@@ -323,7 +323,7 @@ def test_file_crs_identification(crs, expected):
     from pyproj import CRS
 
     from compositing.reader import _epsg_of_wkt
-    from compositing.synthetic import hls_wkt
+    from sampleworld.synthetic.scenes import hls_wkt
 
     wkt = hls_wkt(int(crs[4:])) if crs.startswith("hls:") else CRS.from_user_input(crs).to_wkt()
     assert _epsg_of_wkt(wkt) == expected

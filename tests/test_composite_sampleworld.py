@@ -9,12 +9,20 @@ import numpy as np
 import rasterio
 from test_composite import reference
 
-from compositing import run_hls_composite
-from compositing.composite import group_by_tile, tile_grid
-from compositing.grid import Grid
+from compositing.composite import build_composites, group_by_tile, tile_grid
+from compositing.search import search_hls
+from core.grid import Grid
 
 
-def test_run_hls_composite_on_small_world(small_world, stac_url, tmp_path):
+def run_hls_composite(*, aoi, year, stac_url, output_dir, max_cloud_cover, chunk_size):
+    """The search, then the composites of every tile found (what the hls-composite flow runs)."""
+    search = search_hls(aoi=aoi, year=year, stac_url=stac_url, output_dir=output_dir, max_cloud_cover=max_cloud_cover)
+    comp = build_composites(items_json=search["items_json"], aoi=aoi, season=search["season"],
+                            output_dir=output_dir, chunk_size=chunk_size)
+    return {"season": search["season"], "search": search, "tiles": comp["tiles"]}
+
+
+def test_search_and_composite_on_small_world(small_world, stac_url, tmp_path):
     w = small_world
     res = run_hls_composite(aoi=w["aoi"], year=w["year"], stac_url=stac_url, output_dir=str(tmp_path),
                             max_cloud_cover=80, chunk_size=256)

@@ -88,7 +88,7 @@ def test_main_pool_is_a_process_pool_with_project_root_pull_step() -> None:
 
 
 def test_yearly_schedules_run_after_each_hemisphere_season() -> None:
-    from compositing.aoi import default_season, parse_aoi
+    from core.area import default_season, parse_aoi
     from flows.params import BiomassPipelineParams
 
     for path in PREFECT_FILES:

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from compositing.grid import mgrs_tile_grid
-from training.chips import export_chips
-from training.chips_synth import write_pair
+from chips.export import export_chips
+from core.grid import mgrs_tile_grid
+from sampleworld.synthetic.pairs import write_pair
 
 PLACEHOLDER = re.compile(r"^e\.g\. ")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import write_synthetic_export
+from sampleworld.synthetic.export import write_synthetic_export
 from training.evaluate import binned_rmse, evaluate_model, fit_ridge, regression_metrics
 from training.train import train_model
 

@@ -12,8 +12,8 @@ import rasterio
 
 from compositing.composite import CompositeError, composite_tile
 from compositing.fmask import FmaskRule, bit_fractions, clear_mask
-from compositing.grid import mgrs_tile_grid
-from compositing.synthetic import write_scene
+from core.grid import mgrs_tile_grid
+from sampleworld.synthetic.scenes import write_scene
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 FMASK = REALDATA / "hls" / "HLS.L30.T06WVS.2024120T211159.v2.0.Fmask.tif"

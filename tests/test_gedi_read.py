@@ -13,7 +13,7 @@ from shapely.geometry import Polygon, box
 from labels.filters import FILTER_KEYS, ShotFilters
 from labels.granule import GediReadError, parse_granule_name
 from labels.reader import area_mask, index_runs, read_granule_shots
-from labels.synthetic import synthetic_beam, write_l4a_granule
+from sampleworld.synthetic.granules import synthetic_beam, write_l4a_granule
 
 NAME02 = "GEDI04_A_2023160051430_O25001_02_T01234_02_004_02_V002.h5"
 NAME01 = "GEDI04_A_2023160051430_O25001_02_T01234_02_002_01_V002.h5"

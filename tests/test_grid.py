@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import rasterio
 
-from compositing.grid import Grid, GridError, epsg_of, mgrs_square_origin, mgrs_tile_grid, tile_of_item_id
+from core.grid import Grid, GridError, epsg_of, mgrs_square_origin, mgrs_tile_grid, tile_of_item_id
 
 
 @pytest.mark.parametrize(

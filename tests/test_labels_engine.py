@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from compositing.grid import Grid, mgrs_tile_grid
+from core.grid import Grid, mgrs_tile_grid
 from labels import composite_grids, prefer_production_version, run_gedi_labels, search_granules
 from labels.filters import ShotFilters
 from labels.reader import read_granule_shots
-from labels.synthetic import RangeFileHandler, synthetic_beam, write_l4a_granule
+from sampleworld.synthetic.granules import RangeFileHandler, synthetic_beam, write_l4a_granule
 
 AOI = [-122.45, 40.05, -122.35, 40.15]
 SEASON = "2023-06-01_2023-09-30"

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from compositing.grid import Grid
+from core.grid import Grid
 from labels import run_gedi_labels
 from labels.filters import FILTER_KEYS
 from labels.rasterize import pixel_index

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from pyproj import Transformer
 
-from compositing.grid import Grid, mgrs_tile_grid
+from core.grid import Grid, mgrs_tile_grid
 from labels import run_gedi_labels
 
 

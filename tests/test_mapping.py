@@ -8,7 +8,7 @@ import rasterio
 import torch
 from torch import nn
 
-from training.data import write_synthetic_export
+from sampleworld.synthetic.export import write_synthetic_export
 from training.mapping import MappingError, predict_map, tile_starts, tiled_predict
 from training.train import train_model
 

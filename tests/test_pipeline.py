@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from compositing.grid import Grid
+from core.grid import Grid
 from flows.params import BiomassPipelineParams
 from flows.pipeline import biomass_pipeline
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from compositing.grid import Grid, mgrs_tile_grid
+from core.grid import Grid, mgrs_tile_grid
 from labels.rasterize import pixel_index, rasterize_mean, rasterize_shots, write_label_cog
 
 GRID = Grid("EPSG:32610", (30.0, 0.0, 600000.0, 0.0, -30.0, 4500000.0), 4, 3, "10TEK")
@@ -103,7 +103,7 @@ def test_fast_projection_gives_the_exact_pixels() -> None:
     the pixel pyproj's exact projection gives, also for shots within 1e-7..1e-3 m of a pixel edge."""
     from pyproj import Transformer
 
-    from compositing.grid import mgrs_tile_grid
+    from core.grid import mgrs_tile_grid
     from labels.rasterize import project_for_grid, project_lonlat
 
     g = mgrs_tile_grid("10TEK")

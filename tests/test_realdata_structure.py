@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from compositing.grid import epsg_of, mgrs_tile_grid
+from core.grid import epsg_of, mgrs_tile_grid
 from sampleworld.cog import hls_utm_wkt, overview_factors
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -30,7 +30,7 @@ REAL_ITEM = REALDATA / "stac" / "HLS.L30.T10TEK.2021128T184447.v2.0.stac-item.js
 REAL_L4A = REALDATA / "gedi_l4a" / "GEDI04_A_2020036151358_O06515_02_T00198_02_002_01_V002.h5"
 REAL_L4A_MIN = REALDATA / "gedi_l4a" / "GEDI04_A_2019117051430_O02102_01_T04603_02_002_02_V002.h5"
 REAL_L2A = REALDATA / "gedi_other" / "GEDI02_A_2019162222610_O02812_04_T01244_02_003_01_V002.h5"
-# Real files the sample world has no counterpart of (chip exports are written by training.chips).
+# Real files the sample world has no counterpart of (chip exports are written by chips.export).
 NOT_GENERATED = {"README.md", "granite_biomass_chip_T14_input.tif", "granite_biomass_chip_T14_label.tif",
                  "esri_accumulated_stats.json", "esri_model_definition.emd", "map.txt", "stats.txt"}
 GEDI_NAME = re.compile(r"^GEDI04_A_(\d{13})_O(\d{5})_(\d{2})_T(\d{5})_(\d{2})_(\d{3})_(\d{2})_V002\.h5$")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from compositing.search import RetryPolicy, SearchError, _parse_retry_after, keep_item, search_hls
+from compositing.search import SearchError, keep_item, search_hls
+from core.http import RetryPolicy
+from core.http import parse_retry_after as _parse_retry_after
 
 AOI = [-121.80, 40.10, -121.74, 40.16]  # overlap of 10TEK / 10TFK
 SEASON = {"start": "2021-06-01", "end": "2021-09-30"}
@@ -101,7 +103,8 @@ class Script:
     """What the scripted server answers: a list of (status, headers) failures before succeeding."""
 
     def __init__(self, failures: list[tuple[int, dict[str, str]]], pages: list[list[dict]], repeat_last: bool = False,
-                 query_conformance: bool = False) -> None:
+                 query_conformance: bool = False, stale_once: tuple[int, ...] = ()) -> None:
+        self.stale_once = set(stale_once)  # pages whose first request answers the previous page's items
         self.failures = list(failures)
         self.pages = pages
         self.repeat_last = repeat_last
@@ -144,6 +147,10 @@ def _handler(script: Script, base: list[str]):
             page = int((body_in or {}).get("page", 0))
             n = len(script.pages)
             feats = script.pages[min(page, n - 1)] if page < n or script.repeat_last else []
+            with script.lock:
+                if page in script.stale_once:
+                    script.stale_once.discard(page)
+                    feats = script.pages[page - 1]
             links = []
             if page + 1 < n or script.repeat_last:
                 links.append({"rel": "next", "href": base[0] + "/search", "method": "POST",
@@ -214,14 +221,23 @@ def test_client_errors_are_not_retried(scripted, tmp_path):
     assert len(script.requests) == 1
 
 
-def test_repeated_pages_and_duplicate_ids_are_dropped(scripted, tmp_path):
+def test_a_stuck_cursor_fails_clearly_instead_of_truncating(scripted, tmp_path):
     a, b, c = make_item(1), make_item(2), make_item(3)
     script = Script([], [[a, b], [b, c, c]], repeat_last=True)  # the cursor keeps answering the last page
     url = scripted(script)
+    with pytest.raises(SearchError, match=r"/search: page 3 repeated items already seen 3 times"):
+        search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries=FAST)
+    assert not (tmp_path / "search" / "hls_items.json").exists()
+
+
+def test_a_repeated_page_is_re_requested_and_duplicate_ids_dropped(scripted, tmp_path):
+    a, b, c, d = make_item(1), make_item(2), make_item(3), make_item(4)
+    script = Script([], [[a, b], [b, c, c], [d]], stale_once=(2,))  # page 3 first answers page 2 again
+    url = scripted(script)
     res = search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries=FAST)
     ids = [f["id"] for f in json.loads(Path(res["items_json"]).read_text())["features"]]
-    assert ids == [a["id"], b["id"], c["id"]]
-    assert res["duplicates"] == 2 + 3 and res["repeated_pages"] == 1 and res["pages"] == 3
+    assert ids == [a["id"], b["id"], c["id"], d["id"]]
+    assert res["duplicates"] == 2 and res["repeated_pages"] == 1 and res["pages"] == 3
 
 
 def test_server_query_used_when_declared_and_client_filter_still_applies(scripted, tmp_path):
@@ -249,7 +265,7 @@ KEEP_CASES = [  # (item, max cloud, expected reason)
 
 @pytest.mark.parametrize("item,max_cc,expected", KEEP_CASES)
 def test_keep_item_table(item, max_cc, expected):
-    from compositing.aoi import Season, parse_aoi
+    from core.area import Season, parse_aoi
 
     assert keep_item(item, max_cc, Season.from_any(SEASON), parse_aoi(AOI), "HLSL30_2.0") == expected
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from compositing.earthdata import earthdata_credentials, gdal_env_options, requests_session
-from compositing.io_utils import atomic_path, read_json, write_json_atomic
+from core.earthdata import earthdata_credentials, gdal_env_options, requests_session
+from core.files import atomic_path, read_json, write_json_atomic
 from flows.cache import load_cached, stage_key, store
 
 
@@ -41,7 +41,7 @@ def test_credentials_order_and_redaction(no_env, monkeypatch, caplog) -> None:
 
 
 def test_gdal_and_requests_auth(no_env) -> None:
-    from compositing.earthdata import Credentials
+    from core.earthdata import Credentials
 
     tok = gdal_env_options(Credentials(token="abc", source="env"))
     assert tok["GDAL_HTTP_HEADERS"] == "Authorization: Bearer abc"

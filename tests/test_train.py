@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
 
+from sampleworld.synthetic.export import write_synthetic_export
 from training.checkpoint import CheckpointError, read_checkpoint
-from training.data import ExportError, load_split, read_export, write_synthetic_export
+from training.data import ExportError, load_split, read_export
 from training.train import Batcher, lr_at, train_model
 
 FAST = {"model": "tiny", "batch_size": 4, "steps_per_epoch": 3, "seed": 3, "device": "cpu", "cpu_threads": 1}
@@ -45,14 +47,23 @@ def test_label_nodata_9999_and_negative_labels_are_unlabelled(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "chips_export.json is missing"), ("{", "not valid JSON"), ('{"bands": ["B02"]}', "lacks"),
-     ('{"bands": ["B02"], "stats": {"train": {"mean": [1], "std": [0]}}}', "std must be positive")],
+    [(None, "chips_export.json is missing"), ("{", "not valid JSON"), ('{"bands": ["B02"]}', "export_version is None"),
+     ('{"export_version": 1, "bands": ["B02"]}', "export_version is 1"),
+     ('{"export_version": 2, "bands": ["B02"]}', r"missing key\(s\) \['band_names'"),
+     ("std0", "std must be positive"), ("extra", r"unknown key\(s\) \['surprise'\]")],
 )
-def test_bad_exports_are_named(tmp_path, content, message):
+def test_bad_exports_are_named(tmp_path, export, content, message):
+    good = json.loads((Path(export["export"]) / "chips_export.json").read_text())
+    if content == "std0":
+        good["stats"]["train"]["std"][0] = 0.0
+        content = json.dumps(good)
+    elif content == "extra":
+        content = json.dumps({**good, "surprise": 1})
     if content is not None:
         (tmp_path / "chips_export.json").write_text(content)
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(ExportError, match=message) as err:
         read_export(tmp_path)
+    assert str(tmp_path) in str(err.value)  # the error names the export
 
 
 def test_batcher_flips_and_rotations_keep_image_and_label_aligned(export):
@@ -174,7 +185,7 @@ def test_esri_layout_with_split_json_reads_the_same_chips(export, tmp_path):
             n += 1
     (root / "esri" / "map.txt").write_bytes("\r\n".join(lines).encode() + b"\r\n")
     (root / "split.json").write_text(json.dumps(split))
-    meta = dict(src.raw, layouts={"esri": "esri"})
+    meta = dict(src.manifest.to_dict(), layouts={"esri": "esri"})
     (root / "chips_export.json").write_text(json.dumps(meta))
     info = read_export(root)
     a = load_split(src, "val", src.bands)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compositing.io_utils import atomic_path
+from core.files import atomic_path
 from training.model import BiomassModel, ModelConfig, build_model
 
 FORMAT = "agb-pipeline-checkpoint"

@@ -17,68 +17,63 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
 
-SPLITS = ("train", "val", "test")
-IGNORE = -1.0
+from chips.manifest import MANIFEST_NAME, SPLITS, ExportError, ExportManifest
+from core.constants import GRANITE_LABEL_NODATA
+
+IGNORE = GRANITE_LABEL_NODATA  # TerraTorch's ignore index
 PFT_NONE = 255
-
-
-class ExportError(ValueError):
-    """A chips export that does not follow the contract."""
 
 
 @dataclass(frozen=True)
 class ExportInfo:
-    """What training needs from ``chips_export.json``; ``mean``/``std`` are the train statistics per band."""
+    """What training needs from an export's manifest; ``mean``/``std`` are the train statistics per band."""
 
     root: Path
-    bands: list[str]
-    chip_size: int
-    image_nodata: float
-    label_nodata: float
+    manifest: ExportManifest
     mean: list[float]
     std: list[float]
-    label_bands: list[str]
-    layouts: dict[str, str]
     label_mean: float | None
-    raw: dict[str, Any]
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.manifest.bands)
+
+    @property
+    def chip_size(self) -> int:
+        return self.manifest.chip_size
+
+    @property
+    def image_nodata(self) -> float:
+        return float(self.manifest.image_nodata)
+
+    @property
+    def label_nodata(self) -> float:
+        return float(self.manifest.label_nodata)
+
+    @property
+    def label_bands(self) -> list[str]:
+        return list(self.manifest.label_bands)
+
+    @property
+    def layouts(self) -> dict[str, str]:
+        return dict(self.manifest.layouts)
 
 
 def read_export(export: str | Path) -> ExportInfo:
-    """Parse ``<export>/chips_export.json``; raises :class:`ExportError` naming the file and the problem."""
-    root = Path(export)
-    meta_path = root / "chips_export.json"
-    if not meta_path.is_file():
-        raise ExportError(f"{meta_path} is missing: not a chips export")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{meta_path} is not valid JSON: {exc}") from exc
-    try:
-        bands = [str(b) for b in meta["bands"]]
-        train = meta["stats"]["train"]
-        mean, std = [float(v) for v in train["mean"]], [float(v) for v in train["std"]]
-    except (KeyError, TypeError) as exc:
-        raise ExportError(f"{meta_path} lacks {exc} (needs bands and stats.train.mean/std)") from exc
-    if len(mean) != len(bands) or len(std) != len(bands):
-        raise ExportError(f"{meta_path}: {len(bands)} bands but {len(mean)} means / {len(std)} stds")
+    """The export's manifest (strict, :class:`chips.manifest.ExportManifest`) and its train statistics."""
+    man = ExportManifest.read(export)
+    mean, std = man.train_mean_std()
     if any(not np.isfinite(s) or s <= 0 for s in std):
-        raise ExportError(f"{meta_path}: train std must be positive, got {std}")
-    label_stats = meta.get("label_stats") or {}
-    label_mean = label_stats.get("mean", (label_stats.get("train") or {}).get("mean"))
+        raise ExportError(f"{Path(export) / MANIFEST_NAME}: train std must be positive, got {std}")
+    label_mean = (man.label_stats.get("train") or {}).get("mean")
     if isinstance(label_mean, list) and label_mean:  # per label band: the first is agbd
         label_mean = label_mean[0]
-    return ExportInfo(
-        root=root, bands=bands, chip_size=int(meta.get("chip_size", 224)),
-        image_nodata=float(meta.get("image_nodata", -9999)), label_nodata=float(meta.get("label_nodata", -1)),
-        mean=mean, std=std, label_bands=[str(b) for b in meta.get("label_bands", ["agbd"])],
-        layouts=dict(meta.get("layouts") or {"terratorch": "terratorch"}),
-        label_mean=float(label_mean) if isinstance(label_mean, int | float) else None, raw=meta,
-    )
+    return ExportInfo(root=Path(export), manifest=man, mean=mean, std=std,
+                      label_mean=float(label_mean) if isinstance(label_mean, int | float) else None)
 
 
 def list_split(info: ExportInfo, split: str) -> list[tuple[Path, Path]]:
@@ -237,84 +232,3 @@ def label_mean(arrays: SplitArrays) -> float:
     lab = np.asarray(arrays.labels)
     valid = lab >= 0
     return float(lab[valid].mean()) if valid.any() else 0.0
-
-
-def write_synthetic_export(root: str | Path, *, chip: int = 64, grid: tuple[int, int] = (4, 4), seed: int = 0,
-                           with_pft: bool = True, label_nodata: float = -1.0) -> dict[str, Any]:
-    """A small export following the contract, for tests and benchmarks (not a realistic world).
-
-    One scene of ``grid`` chips (rows, cols) of ``chip`` px: six smooth reflectance bands (HLS units),
-    a true AGB that is a nonlinear function of them (Mg/ha), GEDI-like sparse labels along tracks with
-    noise, a few nodata image pixels. Chips of the last row are ``test``, the one before ``val``, the rest
-    ``train``. Also writes the scene as a 7-band composite (``composite.tif``, nodata -9999) and the truth
-    (``truth.tif``). Returns paths and counts.
-    """
-    from affine import Affine
-
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    h, w = grid[0] * chip, grid[1] * chip
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    fields = [np.sin(xx / (9 + 3 * k) + rng.uniform(0, 6)) * np.cos(yy / (11 + 2 * k) + rng.uniform(0, 6))
-              for k in range(3)]
-    green = 0.5 + 0.5 * fields[0]
-    soil = 0.5 + 0.5 * fields[1]
-    base = np.array([400, 700, 600, 2500, 1800, 1000], np.float32)
-    slope = np.array([-250, -200, -450, 1800, -900, -700], np.float32)
-    bands = base[:, None, None] + slope[:, None, None] * green + 300 * soil + 40 * rng.standard_normal((6, h, w))
-    bands = bands.astype(np.float32)
-    agb = (260 * green**2 * (0.6 + 0.4 * (fields[2] > 0))).astype(np.float32)
-    pft = np.where(green > 0.5, 1, 6).astype(np.float32)
-    label = np.full((h, w), label_nodata, np.float32)
-    label[:, 3::7] = agb[:, 3::7] + rng.normal(0, 10, (h, len(range(3, w, 7)))).astype(np.float32)
-    label[1::2, :] = label_nodata
-    label[(label < 0) & (label != label_nodata)] = 0.0
-    bands[:, 5:8, 5:8] = -9999.0
-    transform = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4000000.0)
-    profile = {"driver": "GTiff", "dtype": "float32", "crs": "EPSG:32610", "width": chip, "height": chip}
-    tt = root / "terratorch"
-    counts = {"train": 0, "val": 0, "test": 0}
-    for r in range(grid[0]):
-        split = "test" if r == grid[0] - 1 else "val" if r == grid[0] - 2 else "train"
-        for c in range(grid[1]):
-            win = (slice(r * chip, (r + 1) * chip), slice(c * chip, (c + 1) * chip))
-            tr = Affine(30.0, 0.0, 500000.0 + 30.0 * c * chip, 0.0, -30.0, 4000000.0 - 30.0 * r * chip)
-            stem = f"10TEK_{counts[split]:05d}"
-            (tt / f"{split}_images").mkdir(parents=True, exist_ok=True)
-            (tt / f"{split}_labels").mkdir(parents=True, exist_ok=True)
-            with rasterio.open(tt / f"{split}_images" / f"{stem}_tile_img.tif", "w", count=6, nodata=-9999,
-                               transform=tr, **profile) as dst:
-                dst.write(bands[:, win[0], win[1]])
-            lab = [label[win]] + ([pft[win]] if with_pft else [])
-            with rasterio.open(tt / f"{split}_labels" / f"{stem}_tile_label.tif", "w", count=len(lab),
-                               nodata=label_nodata, transform=tr, **profile) as dst:
-                dst.write(np.stack(lab))
-            counts[split] += 1
-    train_rows = slice(0, (grid[0] - 2) * chip)
-    tb = bands[:, train_rows]
-    valid = tb > -9999
-    meta = {
-        "bands": list(("B02", "B03", "B04", "B05", "B06", "B07")),
-        "band_names": ["Blue", "Green", "Red", "NIR_Narrow", "SWIR1", "SWIR2"],
-        "wavelengths_um": [0.49, 0.56, 0.665, 0.864, 1.61, 2.2], "chip_size": chip, "image_nodata": -9999,
-        "label_nodata": label_nodata, "splits": counts,
-        "stats": {"train": {"min": [float(tb[i][valid[i]].min()) for i in range(6)],
-                            "max": [float(tb[i][valid[i]].max()) for i in range(6)],
-                            "mean": [float(tb[i][valid[i]].mean()) for i in range(6)],
-                            "std": [float(tb[i][valid[i]].std()) for i in range(6)]}},
-        "label_stats": {"mean": float(label[train_rows][label[train_rows] >= 0].mean())},
-        "label_bands": ["agbd", "pft"] if with_pft else ["agbd"], "layouts": {"terratorch": "terratorch"},
-    }
-    (root / "chips_export.json").write_text(json.dumps(meta, indent=2))
-    comp = np.concatenate([bands, np.full((1, h, w), 5, np.float32)])
-    comp[:, 5:8, 5:8] = -9999.0
-    full = dict(profile, width=w, height=h, transform=transform, nodata=-9999)
-    with rasterio.open(root / "composite.tif", "w", count=7, **full) as dst:
-        dst.write(comp)
-        for i, name in enumerate(meta["bands"] + ["count"], start=1):
-            dst.set_band_description(i, name)
-        dst.update_tags(MGRS_TILE="10TEK")
-    with rasterio.open(root / "truth.tif", "w", count=1, **full) as dst:
-        dst.write(agb[None])
-    return {"export": str(root), "composite": str(root / "composite.tif"), "truth": str(root / "truth.tif"),
-            "splits": counts}

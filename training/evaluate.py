@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compositing.io_utils import write_json_atomic
+from core.files import write_json_atomic
 from training.checkpoint import load_model
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
 from training.model import DEFAULT_BANDS, BiomassModel

@@ -22,13 +22,14 @@ import rasterio
 import rasterio.shutil
 import torch
 
-from compositing.io_utils import atomic_path
+from core.constants import IMAGE_NODATA
+from core.files import atomic_path
 from training.checkpoint import load_model
 from training.model import DEFAULT_BANDS, BiomassModel
 from training.train import _autocast, _to_layout, configure_cpu_threads, resolve_device
 
 log = logging.getLogger(__name__)
-MAP_NODATA = -9999.0
+MAP_NODATA = IMAGE_NODATA
 
 
 class MappingError(ValueError):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compositing.io_utils import write_json_atomic
+from core.files import write_json_atomic
 from training import checkpoint as ckpt
 from training.data import SplitArrays, label_mean, load_split, read_export
 from training.losses import LOSSES, masked_loss

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from core.constants import AGBD_FILL
 from labels.granule import BEAM_NAMES
 
 _UNITS = {"agbd": "Mg / ha", "agbd_se": "Mg / ha", "lat_lowestmode": "degrees", "lon_lowestmode": "degrees",
@@ -28,8 +29,8 @@ def synthetic_beam(n: int, lon: tuple[float, float], lat: tuple[float, float], r
     t = np.linspace(0.0, 1.0, n)
     agbd = rng.gamma(2.0, 40.0, n).astype(np.float32)
     fill = rng.random(n) < fill_frac
-    agbd[fill] = -9999.0
-    se = np.where(fill, np.float32(-9999.0), agbd * np.float32(0.1) + np.float32(2.0)).astype(np.float32)
+    agbd[fill] = AGBD_FILL
+    se = np.where(fill, np.float32(AGBD_FILL), agbd * np.float32(0.1) + np.float32(2.0)).astype(np.float32)
     q = ((rng.random(n) >= bad_quality_frac) & ~fill).astype(np.uint8)
     deg = np.where(rng.random(n) < degraded_frac, rng.choice(np.array([4, 34, 74], np.uint8), n), 0)
     return {

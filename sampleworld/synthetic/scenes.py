@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .grid import Grid
+from core.constants import HLS_NODATA
+from core.grid import Grid
 
 HLS_WKT = (
     'PROJCS["UTM Zone {zone}, Northern Hemisphere",GEOGCS["Unknown datum based upon the WGS 84 ellipsoid",'
@@ -63,7 +64,7 @@ def write_scene(root: Path, item_id: str, grid: Grid, bands: dict[str, np.ndarra
     for key, arr in bands.items():
         if arr.dtype != np.int16:
             raise TypeError(f"{key}: bands must be int16, got {arr.dtype}")
-        p = write_asset(folder / f"{item_id}.{key}.tif", arr, grid, -9999,
+        p = write_asset(folder / f"{item_id}.{key}.tif", arr, grid, HLS_NODATA,
                         {"scale_factor": "0.0001", "_FillValue": "-9999"}, scale=0.0001)
         assets[key] = {"href": str(p), "title": f"Download {p.name}", "roles": ["data"]}
     p = write_asset(folder / f"{item_id}.Fmask.tif", fmask.astype(np.uint8), grid, 255, {"_FillValue": "255"})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compositing.grid import Grid
+from core.grid import Grid
 
 SPLITS = ("train", "val", "test")
 

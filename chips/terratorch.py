@@ -20,9 +20,12 @@ from typing import Any
 
 import yaml
 
+from core.bands import COMMON_NAMES
+from core.constants import GRANITE_LABEL_NODATA
+
 LINK_MODES = ("hardlink", "symlink", "copy")
 # HLS L30 band id -> TerraTorch HLSBands name (terratorch.datasets.HLSBands).
-HLS_BANDS = {"B02": "BLUE", "B03": "GREEN", "B04": "RED", "B05": "NIR_NARROW", "B06": "SWIR_1", "B07": "SWIR_2"}
+HLS_BANDS = COMMON_NAMES  # HLS band id -> granite/TerraTorch band name
 
 
 def chip_stem(tile: str, n: int, width: int = 5) -> str:
@@ -50,18 +53,8 @@ def place(src: Path, dst: Path, mode: str) -> str:
     return "copy"
 
 
-def terratorch_config(*, root: Path, dataset_bands: Sequence[str], output_bands: Sequence[str],
-                      means: Sequence[float], stds: Sequence[float], chip_size: int,
-                      batch_size: int = 64, num_workers: int = 2) -> dict[str, Any]:
-    """A granite-style TerraTorch config for this export (absolute paths under ``root``).
-
-    Nodata: image pixels masked by their -9999 tag become ``no_data_replace`` 0 (before normalisation, as
-    granite does); label pixels masked by their nodata tag become ``no_label_replace`` -1, which the task
-    ignores (``ignore_index: -1``).
-    """
-    if len(means) != len(output_bands) or len(stds) != len(output_bands):
-        raise ValueError(f"means/stds need one value per output band {list(output_bands)}")
-    r = root.resolve()
+def _data_args(r: Path, dataset_bands: Sequence[str], output_bands: Sequence[str], means: Sequence[float],
+               stds: Sequence[float], batch_size: int, num_workers: int) -> dict[str, Any]:
     data_args: dict[str, Any] = {
         "batch_size": batch_size,
         "num_workers": num_workers,
@@ -77,41 +70,63 @@ def terratorch_config(*, root: Path, dataset_bands: Sequence[str], output_bands:
         "label_grep": "*_tile_label.tif",
         "means": [float(m) for m in means],
         "stds": [float(s) for s in stds],
-        "no_label_replace": -1,
+        "no_label_replace": int(GRANITE_LABEL_NODATA),
         "no_data_replace": 0,
     }
     for split in ("train", "val", "test"):
         data_args[f"{split}_data_root"] = str(r / f"{split}_images")
         data_args[f"{split}_label_data_root"] = str(r / f"{split}_labels")
+    return data_args
+
+
+def _trainer(r: Path) -> dict[str, Any]:
+    return {
+        "accelerator": "auto", "strategy": "auto", "devices": "auto", "num_nodes": 1,
+        "logger": {"class_path": "TensorBoardLogger", "init_args": {"save_dir": str(r / "experiments"), "name": "agb"}},
+        "callbacks": [{"class_path": "LearningRateMonitor", "init_args": {"logging_interval": "epoch"}},
+                      {"class_path": "EarlyStopping", "init_args": {"monitor": "val/loss", "patience": 100}}],
+        "max_epochs": 300, "check_val_every_n_epoch": 1, "log_every_n_steps": 20,
+        "enable_checkpointing": True, "default_root_dir": str(r / "experiments"),
+    }
+
+
+def _model(output_bands: Sequence[str], chip_size: int) -> dict[str, Any]:
+    stride = max(1, chip_size * 6 // 7)
+    return {
+        "class_path": "terratorch.tasks.PixelwiseRegressionTask",
+        "init_args": {
+            "model_args": {
+                "decoder": "UperNetDecoder", "pretrained": False, "backbone": "prithvi_swin_B",
+                "backbone_drop_path_rate": 0.3, "decoder_channels": 32, "in_channels": len(output_bands),
+                "bands": list(output_bands), "num_frames": 1, "head_dropout": 0.16,
+                "head_final_act": "torch.nn.ReLU", "head_learned_upscale_layers": 2,
+            },
+            "loss": "rmse", "ignore_index": int(GRANITE_LABEL_NODATA), "freeze_backbone": False,
+            "freeze_decoder": False, "model_factory": "PrithviModelFactory",
+            "tiled_inference_parameters": {"h_crop": chip_size, "h_stride": stride, "w_crop": chip_size,
+                                           "w_stride": stride, "average_patches": True},
+        },
+    }
+
+
+def terratorch_config(*, root: Path, dataset_bands: Sequence[str], output_bands: Sequence[str],
+                      means: Sequence[float], stds: Sequence[float], chip_size: int,
+                      batch_size: int = 64, num_workers: int = 2) -> dict[str, Any]:
+    """A granite-style TerraTorch config for this export (absolute paths under ``root``).
+
+    Nodata: image pixels masked by their -9999 tag become ``no_data_replace`` 0 (before normalisation, as
+    granite does); label pixels masked by their nodata tag become ``no_label_replace`` -1, which the task
+    ignores (``ignore_index: -1``).
+    """
+    if len(means) != len(output_bands) or len(stds) != len(output_bands):
+        raise ValueError(f"means/stds need one value per output band {list(output_bands)}")
+    r = root.resolve()
     return {
         "seed_everything": 42,
-        "trainer": {
-            "accelerator": "auto", "strategy": "auto", "devices": "auto", "num_nodes": 1,
-            "logger": {"class_path": "TensorBoardLogger",
-                       "init_args": {"save_dir": str(r / "experiments"), "name": "agb"}},
-            "callbacks": [{"class_path": "LearningRateMonitor", "init_args": {"logging_interval": "epoch"}},
-                          {"class_path": "EarlyStopping", "init_args": {"monitor": "val/loss", "patience": 100}}],
-            "max_epochs": 300, "check_val_every_n_epoch": 1, "log_every_n_steps": 20,
-            "enable_checkpointing": True, "default_root_dir": str(r / "experiments"),
-        },
+        "trainer": _trainer(r),
         "data": {"class_path": "terratorch.datamodules.GenericNonGeoPixelwiseRegressionDataModule",
-                 "init_args": data_args},
-        "model": {
-            "class_path": "terratorch.tasks.PixelwiseRegressionTask",
-            "init_args": {
-                "model_args": {
-                    "decoder": "UperNetDecoder", "pretrained": False, "backbone": "prithvi_swin_B",
-                    "backbone_drop_path_rate": 0.3, "decoder_channels": 32, "in_channels": len(output_bands),
-                    "bands": list(output_bands), "num_frames": 1, "head_dropout": 0.16,
-                    "head_final_act": "torch.nn.ReLU", "head_learned_upscale_layers": 2,
-                },
-                "loss": "rmse", "ignore_index": -1, "freeze_backbone": False, "freeze_decoder": False,
-                "model_factory": "PrithviModelFactory",
-                "tiled_inference_parameters": {"h_crop": chip_size, "h_stride": max(1, chip_size * 6 // 7),
-                                               "w_crop": chip_size, "w_stride": max(1, chip_size * 6 // 7),
-                                               "average_patches": True},
-            },
-        },
+                 "init_args": _data_args(r, dataset_bands, output_bands, means, stds, batch_size, num_workers)},
+        "model": _model(output_bands, chip_size),
         "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3.1e-4, "weight_decay": 0.033}},
         "lr_scheduler": {"class_path": "ReduceLROnPlateau", "init_args": {"monitor": "val/loss"}},
     }
@@ -119,6 +134,6 @@ def terratorch_config(*, root: Path, dataset_bands: Sequence[str], output_bands:
 
 def write_config(path: Path, config: dict[str, Any]) -> None:
     """Write the config as YAML with a header naming how to use it."""
-    header = ("# TerraTorch config written by training.chips (granite-geospatial-biomass style).\n"
+    header = ("# TerraTorch config written by chips.export (granite-geospatial-biomass style).\n"
               "# Use: terratorch fit --config terratorch_config.yaml\n")
     path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

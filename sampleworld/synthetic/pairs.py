@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from compositing.grid import Grid, mgrs_tile_grid
+from core.constants import IMAGE_NODATA, LABEL_NODATA
+from core.grid import Grid, mgrs_tile_grid
 
 COMPOSITE_DESCRIPTIONS = ("B02", "B03", "B04", "B05", "B06", "B07", "count")
 SEASON = "2021-06-01_2021-09-30"
@@ -29,7 +30,7 @@ def _field(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(rows, grid.shape), np.broadcast_to(cols, grid.shape)
 
 
-def synth_arrays(grid: Grid, *, label_nodata: float = -9999.0, nodata_corner: int = 0,
+def synth_arrays(grid: Grid, *, label_nodata: float = LABEL_NODATA, nodata_corner: int = 0,
                  track_every: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """(composite (7, h, w), label (2, h, w)) float32 arrays for ``grid``.
 
@@ -44,21 +45,21 @@ def synth_arrays(grid: Grid, *, label_nodata: float = -9999.0, nodata_corner: in
         comp[b] = 200.0 + 300.0 * b + base * (0.5 + 0.1 * b)
     comp[6] = (3 + (gr + gc) % 5).astype(np.float32)
     if nodata_corner:
-        comp[:, :nodata_corner, :nodata_corner] = -9999.0
+        comp[:, :nodata_corner, :nodata_corner] = IMAGE_NODATA
     lab = np.full((2, h, w), np.float32(label_nodata), dtype=np.float32)
     on = (gc % track_every == 0) & (gr % 2 == 0)
     lab[0][on] = (((gr * 7 + gc * 3) % 300) + 0.5).astype(np.float32)[on]
     lab[1][on] = 1.0
-    lab[1][~on] = np.float32(label_nodata) if label_nodata == -9999.0 else 0.0
+    lab[1][~on] = np.float32(label_nodata) if label_nodata == LABEL_NODATA else 0.0
     return comp, lab
 
 
-def write_pair(root: Path, grid: Grid, *, season: str = SEASON, label_nodata: float = -9999.0,
+def write_pair(root: Path, grid: Grid, *, season: str = SEASON, label_nodata: float = LABEL_NODATA,
                nodata_corner: int = 0, compress: str | None = "deflate") -> tuple[Path, Path]:
     """Write ``composites/<TILE>/<SEASON>.tif`` and ``labels/<TILE>/<SEASON>.tif`` under ``root``."""
     comp, lab = synth_arrays(grid, label_nodata=label_nodata, nodata_corner=nodata_corner)
     paths = []
-    for kind, arr, nodata, desc in (("composites", comp, -9999.0, COMPOSITE_DESCRIPTIONS),
+    for kind, arr, nodata, desc in (("composites", comp, IMAGE_NODATA, COMPOSITE_DESCRIPTIONS),
                                     ("labels", lab, label_nodata, ("agbd", "shot_count"))):
         p = root / kind / grid.tile / f"{season}.tif"
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def demo_grids() -> list[Grid]:
     return [g1, g2]
 
 
-def write_demo_world(root: Path, label_nodata: float = -9999.0) -> dict[str, Any]:
+def write_demo_world(root: Path, label_nodata: float = LABEL_NODATA) -> dict[str, Any]:
     """A small 2-tile world for the demo / interop check; returns {"composites": dir, "labels": dir}."""
     for i, g in enumerate(demo_grids()):
         write_pair(root, g, label_nodata=label_nodata, nodata_corner=300 if i == 0 else 0)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.esri import BandStats
+from chips.esri import BandStats
 
 
 def chip_band_stats(arr: np.ndarray, nodata: float) -> np.ndarray:

@@ -1,0 +1,67 @@
+"""Chip export parameters (one frozen dataclass; pixels for sizes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chips.lattice import ChipLayout, ChipLayoutError, check_fractions
+from chips.sources import ChipExportError
+from chips.terratorch import LINK_MODES
+from core.constants import LABEL_NODATA_CHOICES
+
+LAYOUTS = ("esri", "terratorch")
+CHIP_WRITERS = ("fast", "rasterio")  # chips.geotiff (default) or a rasterio dataset per chip
+
+
+@dataclass(frozen=True)
+class ChipParams:
+    """Export parameters. Pixels for sizes; ``label_nodata`` None = the label rasters' own nodata tag.
+
+    ``max_nodata_fraction``: largest share of chip pixels where any of the six bands is -9999 (image
+    nodata). ``min_labeled_pixels``: fewest pixels with a valid AGBD. ``split_block_chips``: chips per edge
+    of a split block; ``split_gap_px``: unchipped guard pixels between blocks (>= 1, so chips of different
+    splits never touch).
+    """
+
+    chip_size: int = 224
+    stride: int | None = None
+    min_labeled_pixels: int = 1
+    max_nodata_fraction: float = 0.5
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_block_chips: int = 4
+    split_gap_px: int = 1
+    seed: int = 0
+    extra_bands: tuple[str, ...] = ()
+    label_nodata: float | None = None
+    layouts: tuple[str, ...] = LAYOUTS
+    terratorch_links: str = "hardlink"
+    workers: int = 2
+    chip_writer: str = "fast"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_nodata_fraction <= 1.0:
+            raise ChipExportError(f"max_nodata_fraction must be in [0, 1], got {self.max_nodata_fraction}")
+        if self.min_labeled_pixels < 0:
+            raise ChipExportError(f"min_labeled_pixels must be >= 0, got {self.min_labeled_pixels}")
+        if self.label_nodata is not None and float(self.label_nodata) not in LABEL_NODATA_CHOICES:
+            raise ChipExportError(f"label_nodata must be -9999 or -1 (or None), got {self.label_nodata}")
+        bad = [x for x in self.layouts if x not in LAYOUTS]
+        if bad or not self.layouts:
+            raise ChipExportError(f"layouts must be a non-empty subset of {LAYOUTS}, got {self.layouts}")
+        if self.terratorch_links not in LINK_MODES:
+            raise ChipExportError(f"terratorch_links must be one of {LINK_MODES}, got {self.terratorch_links}")
+        if self.chip_writer not in CHIP_WRITERS:
+            raise ChipExportError(f"chip_writer must be one of {CHIP_WRITERS}, got {self.chip_writer!r}")
+        if self.workers < 1:
+            raise ChipExportError(f"workers must be >= 1, got {self.workers}")
+        try:
+            check_fractions(self.split_fractions)
+            self.layout  # noqa: B018 - validates sizes
+        except ChipLayoutError as exc:
+            raise ChipExportError(str(exc)) from exc
+
+    @property
+    def layout(self) -> ChipLayout:
+        return ChipLayout(self.chip_size, self.stride or self.chip_size, self.split_block_chips, self.split_gap_px)
+
+
