@@ -25,6 +25,7 @@ import rasterio
 from rasterio.windows import Window
 
 from chips.export import export_chips
+from chips.params import ChipParams
 from core.constants import IMAGE_NODATA
 from core.grid import mgrs_tile_grid
 from sampleworld.synthetic.pairs import write_pair
@@ -75,16 +76,17 @@ def main() -> int:
         for i in range(a.repeat):
             out = tmp / f"export{i}"
             t0, c0 = time.perf_counter(), time.process_time()
-            result = export_chips(composites=[comp], labels=[lab], output_dir=out, workers=a.workers)
+            result = export_chips(composites=[comp], labels=[lab], output_dir=out,
+                                  params=ChipParams(workers=a.workers))
             ours.append((time.perf_counter() - t0, time.process_time() - c0))
             if i < a.repeat - 1:
                 shutil.rmtree(out)
-        n = result["n_chips"]
-        chips = json.loads(Path(result["split_file"]).read_text())["chips"]
+        n = result.n_chips
+        chips = json.loads(Path(result.split_file).read_text())["chips"]
         positions = [(c["row"], c["col"]) for c in chips]
         naive = [naive_baseline(comp, lab, positions, tmp / f"naive{i}", 224) for i in range(a.repeat)]
         (ow, oc), (nw, nc) = min(ours), min(naive)
-        print(f"chips: {n} (224 x 224 x 6 + label), splits {result['splits']}, workers {a.workers}")
+        print(f"chips: {n} (224 x 224 x 6 + label), splits {result.splits}, workers {a.workers}")
         print(f"export_chips (both layouts + metadata): {ow:.2f} s wall {oc:.2f} s CPU  "
               f"{n / ow:.0f} chips/s  {n / oc:.0f} chips per CPU-s")
         print(f"naive windowed read + write per chip:   {nw:.2f} s wall {nc:.2f} s CPU  "

@@ -90,14 +90,15 @@ def tile_aoi(tile: str) -> list[float]:
 # ------------------------------------------------------------------------------------------- variants
 def run_composite(items: list[dict[str, Any]], tile: str, threads: int, chunk: int) -> dict[str, Any]:
     from compositing.composite import composite_tile
+    from compositing.contracts import CompositeOptions
 
     with tempfile.TemporaryDirectory(prefix="bench-composite-") as tmp:
         t0 = time.perf_counter()
         res = composite_tile(tile=tile, items=items, aoi=bench_aoi(tile), season={"start": "2000-01-01",
-                             "end": "2100-01-01"}, output_dir=tmp, threads=threads, chunk_size=chunk)
+                             "end": "2100-01-01"}, output_dir=tmp, threads=threads,
+                             options=CompositeOptions(chunk_size=chunk))
         dt = time.perf_counter() - t0
-    return {"time_s": dt, "grid": res["grid"], "scenes_used": len(res["scenes_used"]),
-            "skipped": len(res["scenes_skipped"])}
+    return {"time_s": dt, "grid": res.grid, "scenes_used": len(res.scenes_used), "skipped": len(res.scenes_skipped)}
 
 
 class MemoryReader:
@@ -130,12 +131,13 @@ class MemoryReader:
 
 def run_fake(items: list[dict[str, Any]], tile: str, threads: int, chunk: int) -> dict[str, Any]:
     from compositing.composite import composite_tile
+    from compositing.contracts import CompositeOptions
 
     reader = MemoryReader(items)
     with tempfile.TemporaryDirectory(prefix="bench-fake-") as tmp:
         t0 = time.perf_counter()
         composite_tile(tile=tile, items=items, aoi=bench_aoi(tile), season={"start": "2000-01-01", "end": "2100-01-01"},
-                       output_dir=tmp, threads=threads, chunk_size=chunk, reader=reader)
+                       output_dir=tmp, threads=threads, options=CompositeOptions(chunk_size=chunk), reader=reader)
         return {"time_s": time.perf_counter() - t0}
 
 
@@ -205,7 +207,7 @@ def spawn(variant: str, args: argparse.Namespace, scenes: int | None) -> dict[st
     return res
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", required=True)
     ap.add_argument("--scenes", type=int, default=None, help="scenes for the main comparison (default: all)")
@@ -218,7 +220,11 @@ def main() -> None:
     ap.add_argument("--aoi", choices=("tile", "world"), default=None,
                     help="composite the whole tile grid (default for a benchmark world) or the world's AOI")
     ap.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.tile is None:
         args.tile = json.loads((Path(args.world) / "world.json").read_text())["tiles"][0]
     manifest = json.loads((Path(args.world) / "world.json").read_text())

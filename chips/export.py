@@ -36,8 +36,8 @@ from chips.lattice import (
     SPLITS,
     chip_positions,
 )
-from chips.manifest import EXPORT_VERSION, ExportError, ExportManifest, SourcePair
-from chips.params import LAYOUTS, ChipParams
+from chips.manifest import EXPORT_VERSION, ExportError, ExportManifest, ExportResult, SourcePair
+from chips.params import ChipParams
 from chips.sources import BANDS, ChipExportError, Source, band_lists, discover_sources, label_nodata_of
 from chips.splits import assign_splits
 from chips.stats import StatsAccumulator
@@ -231,30 +231,19 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
             "n_chips": len(kept), "candidates": counters["candidates"], "dropped": dropped_counts}
 
 
-def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[str], chip_size: int = 224,
-                 stride: int | None = None, min_labeled_pixels: int = 1, max_nodata_fraction: float = 0.5,
-                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), split_block_chips: int = 4,
-                 split_gap_px: int = 1, seed: int = 0, extra_bands: Sequence[str] = (),
-                 label_nodata: float | None = None, layouts: Sequence[str] = LAYOUTS,
-                 terratorch_links: str = "hardlink", workers: int = 2, chip_writer: str = "fast",
-                 export_name: str = "chips", overwrite: bool = False) -> dict[str, Any]:
+def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[str],
+                 params: ChipParams = ChipParams(), export_name: str = "chips",
+                 overwrite: bool = False) -> ExportResult:
     """Export training chips of composite/label pairs to ``<output_dir>/<export_name>/``.
 
     ``composites``/``labels``: lists of COG paths, their ``composites/``/``labels/`` folders, or the flow
     output_dir holding both; paired by (MGRS tile, season). Image chips: the six bands B02..B07 (+
-    ``extra_bands`` by description or 1-based index, e.g. ``"count"``), float32 HLS units, nodata -9999.
-    Label chips: AGBD Mg/ha float32 with nodata ``label_nodata`` (None: as the label rasters say).
-    Returns a JSON-able dict (paths, chip counts per split, drop counts, stats). A re-run with the same
-    inputs (paths, sizes, mtimes) and parameters returns the recorded result with ``"skipped": True``.
+    ``params.extra_bands`` by description or 1-based index, e.g. ``"count"``), float32 HLS units, nodata
+    -9999. Label chips: AGBD Mg/ha float32 with nodata ``params.label_nodata`` (None: as the label rasters
+    say). A re-run with the same inputs (paths, sizes, mtimes) and parameters returns the recorded result
+    with ``skipped=True``.
     """
     t0 = time.perf_counter()
-    params = ChipParams(chip_size=int(chip_size), stride=stride, min_labeled_pixels=int(min_labeled_pixels),
-                        max_nodata_fraction=float(max_nodata_fraction),
-                        split_fractions=tuple(float(f) for f in split_fractions),  # type: ignore[arg-type]
-                        split_block_chips=int(split_block_chips), split_gap_px=int(split_gap_px), seed=int(seed),
-                        extra_bands=tuple(str(b) for b in extra_bands), label_nodata=label_nodata,
-                        layouts=tuple(layouts), terratorch_links=terratorch_links, workers=int(workers),
-                        chip_writer=chip_writer)
     sources = discover_sources(composites, labels, params.extra_bands)
     lnd = label_nodata_of(sources, params.label_nodata)
     final = Path(output_dir) / export_name
@@ -267,24 +256,22 @@ def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[
             log.info("re-exporting: %s", exc)
         else:
             if old.fingerprint == fp and old.result:
-                return {**old.result, "skipped": True}
+                return ExportResult.from_dict({**old.result, "skipped": True})
     with atomic_path(final) as tmp:
         tmp.mkdir(parents=True)
         run = _run_export(tmp, final, sources, params, lnd)
         seconds = time.perf_counter() - t0
-        result = {
-            "export_dir": str(final), "chips_export": str(manifest), "split_file": str(final / "split.json"),
-            "esri_dir": str(final / "esri") if "esri" in params.layouts else None,
-            "terratorch_dir": str(final / "terratorch") if "terratorch" in params.layouts else None,
-            "terratorch_config": (str(final / "terratorch" / "terratorch_config.yaml")
-                                  if "terratorch" in params.layouts else None),
-            "n_chips": run["n_chips"], "splits": run["contract"].splits, "candidates": run["candidates"],
-            "dropped": run["dropped"], "label_nodata": lnd, "stats": {"train": run["contract"].stats["train"]},
-            "label_stats": {"train": run["contract"].label_stats["train"]},
-            "seconds": round(seconds, 3), "chips_per_second": round(run["n_chips"] / max(seconds, 1e-9), 1),
-            "skipped": False,
-        }
-        dataclasses.replace(run["contract"], fingerprint=fp, result=result).write(tmp)
+        tt = final / "terratorch" if "terratorch" in params.layouts else None
+        result = ExportResult(
+            export_dir=str(final), chips_export=str(manifest), split_file=str(final / "split.json"),
+            esri_dir=str(final / "esri") if "esri" in params.layouts else None,
+            terratorch_dir=str(tt) if tt else None,
+            terratorch_config=str(tt / "terratorch_config.yaml") if tt else None,
+            n_chips=run["n_chips"], splits=run["contract"].splits, candidates=run["candidates"],
+            dropped=run["dropped"], label_nodata=lnd, stats={"train": run["contract"].stats["train"]},
+            label_stats={"train": run["contract"].label_stats["train"]}, seconds=round(seconds, 3),
+            chips_per_second=round(run["n_chips"] / max(seconds, 1e-9), 1), skipped=False)
+        dataclasses.replace(run["contract"], fingerprint=fp, result=result.to_dict()).write(tmp)
     log.info("exported %d chips to %s in %.1f s", run["n_chips"], final, seconds)
     return result
 
@@ -311,8 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         comps = a.composites[0] if len(a.composites) == 1 and Path(a.composites[0]).is_dir() else a.composites
         labs = a.labels[0] if len(a.labels) == 1 and Path(a.labels[0]).is_dir() else a.labels
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = export_chips(composites=comps, labels=labs, output_dir=a.output_dir, **kwargs)
-    print(json.dumps(result))
+    where = {k: kwargs.pop(k) for k in ("export_name", "overwrite") if k in kwargs}
+    result = export_chips(composites=comps, labels=labs, output_dir=a.output_dir, params=ChipParams(**kwargs), **where)
+    print(json.dumps(result.to_dict()))
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from core.contracts import Contract
 from core.files import write_json_atomic
 
 EXPORT_VERSION = 2
@@ -123,3 +124,29 @@ class ExportManifest:
         if not isinstance(doc, dict):
             raise ExportError(f"{path}: expected a JSON object")
         return cls.from_dict(doc, str(path))
+
+
+@dataclass(frozen=True)
+class ExportResult(Contract):
+    """What an export run returns (also kept in the manifest as ``result``).
+
+    ``splits``: chips per split; ``dropped``: chips dropped per reason (``image_nodata``, ``unlabeled``,
+    ``duplicate_overlap``, ``cross_zone``); ``stats``/``label_stats``: the train split's statistics.
+    """
+
+    export_dir: str
+    chips_export: str
+    split_file: str
+    esri_dir: str | None
+    terratorch_dir: str | None
+    terratorch_config: str | None
+    n_chips: int
+    splits: dict[str, int]
+    candidates: int
+    dropped: dict[str, int]
+    label_nodata: float
+    stats: dict[str, Any]
+    label_stats: dict[str, Any]
+    seconds: float
+    chips_per_second: float
+    skipped: bool = False

@@ -8,13 +8,14 @@ from chips.lattice import ChipLayout, ChipLayoutError, check_fractions
 from chips.sources import ChipExportError
 from chips.terratorch import LINK_MODES
 from core.constants import LABEL_NODATA_CHOICES
+from core.contracts import Contract
 
 LAYOUTS = ("esri", "terratorch")
 CHIP_WRITERS = ("fast", "rasterio")  # chips.geotiff (default) or a rasterio dataset per chip
 
 
 @dataclass(frozen=True)
-class ChipParams:
+class ChipParams(Contract):
     """Export parameters. Pixels for sizes; ``label_nodata`` None = the label rasters' own nodata tag.
 
     ``max_nodata_fraction``: largest share of chip pixels where any of the six bands is -9999 (image
@@ -52,6 +53,9 @@ class ChipParams:
             raise ChipExportError(f"terratorch_links must be one of {LINK_MODES}, got {self.terratorch_links}")
         if self.chip_writer not in CHIP_WRITERS:
             raise ChipExportError(f"chip_writer must be one of {CHIP_WRITERS}, got {self.chip_writer!r}")
+        object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
+        object.__setattr__(self, "extra_bands", tuple(str(b) for b in self.extra_bands))
+        object.__setattr__(self, "layouts", tuple(self.layouts))
         if self.workers < 1:
             raise ChipExportError(f"workers must be >= 1, got {self.workers}")
         try:

@@ -14,7 +14,7 @@ import rasterio
 
 from core.bands import BAND_NAMES, ESRI_BAND_NAMES, MODEL_BANDS, WAVELENGTHS_UM
 from core.constants import LABEL_NODATA, LABEL_NODATA_CHOICES
-from core.grid import Grid, epsg_of
+from core.grid import Grid, GridError, epsg_of, normalise_tile
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ def _as_path_list(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str
 def _tile_season(path: Path, tags: dict[str, str]) -> tuple[str, str]:
     tile = tags.get("MGRS_TILE") or path.parent.name
     season = tags.get("SEASON") or path.stem
-    return tile.upper().removeprefix("T") if len(tile) == 6 else tile.upper(), season
+    try:
+        return normalise_tile(tile), season
+    except GridError as exc:
+        raise ChipExportError(f"{path}: {exc}") from None
 
 
 def _resolve_extra(path: Path, ds: Any, extra: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:

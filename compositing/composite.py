@@ -28,8 +28,9 @@ from core.area import Season, parse_aoi
 from core.bands import BAND_NAMES, WAVELENGTHS_UM
 from core.constants import HLS_REFLECTANCE_SCALE
 from core.files import atomic_path, read_json, write_json_atomic
-from core.grid import Grid, GridError, mgrs_tile_grid, tile_of_item_id
+from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, tile_of_item_id
 
+from .contracts import CompositeOptions, CompositeResult, TileComposite
 from .fmask import FmaskRule
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
 from .reader import AssetReader, AssetReadError, RasterioReader
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 SCALE_FACTOR = HLS_REFLECTANCE_SCALE
 ENGINE_VERSION = "1"
-DEFAULT_CHUNK = 1024
 COG_COMPRESS = "ZSTD"  # GDAL >= 2.3 reads it; DEFLATE costs twice the CPU for the same size
 
 
@@ -251,21 +251,17 @@ def _compute_tile(ds: Any, reader: AssetReader, sources: list[SceneSource], grid
 
 
 def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: Any, output_dir: str,
-                   mask_snow: bool = False, mask_water: bool = False, mask_high_aerosol: bool = False,
-                   min_observations: int = 1, on_read_error: str = "skip", dask_address: str | None = None,
-                   chunk_size: int = DEFAULT_CHUNK, collection: str = "HLSL30_2.0",
+                   options: CompositeOptions = CompositeOptions(), dask_address: str | None = None,
                    reader: AssetReader | None = None, threads: int | None = None, gdal_cache_mb: int = 64,
-                   client: Any = None) -> dict[str, Any]:
-    """Composite one MGRS tile (its items only); returns the tile's result dict (see module doc).
+                   client: Any = None) -> TileComposite:
+    """Composite one MGRS tile (its items only) into ``composites/<TILE>/<SEASON>.tif``.
 
-    Skips the work when the COG and its sidecar exist for the same inputs (``"reused": true``).
+    Skips the work when the COG and its sidecar exist for the same inputs (``reused=True``).
     """
-    if on_read_error not in ("skip", "fail"):
-        raise ValueError(f"on_read_error must be 'skip' or 'fail', got {on_read_error!r}")
-    if min_observations < 1:
-        raise ValueError(f"min_observations must be >= 1, got {min_observations}")
+    o = options
+    min_observations, collection, chunk_size = o.min_observations, o.collection, o.chunk_size
     season = Season.from_any(season)
-    rule = FmaskRule(mask_snow, mask_water, mask_high_aerosol)
+    rule = FmaskRule(o.mask_snow, o.mask_water, o.mask_high_aerosol)
     grid = tile_grid(tile, aoi)
     cog, sidecar = output_paths(output_dir, tile, season)
     pseudo = [SceneSource(it["id"], {k: (it.get("assets", {}).get(k) or {}).get("href", "")
@@ -274,9 +270,9 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
     if cog.exists() and sidecar.exists():
         old = read_json(sidecar)
         if old.get("inputs_key") == key:
-            return {**old, "reused": True}
+            return TileComposite.from_dict({**old, "reused": True})
     reader = reader or RasterioReader()
-    fail_fast = on_read_error == "fail"
+    fail_fast = o.on_read_error == "fail"
     sources, skipped = prepare_scenes(reader, items, grid, fail_fast)
     if not sources:
         raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
@@ -299,12 +295,12 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
     skipped += list(bad.values())
     skipped += [{"id": s.id, "asset": "*", "reason": "no pixel of the scene falls inside the tile's area grid"}
                 for s in sources if s.id not in used and s.id not in bad]
-    result = {"tile": tile, "path": str(cog), "sidecar": str(sidecar), "grid": grid.to_dict(),
-              "season": season.to_dict(), "collection": collection, "scenes_used": scene_ids,
-              "scenes_skipped": skipped, "valid_obs": stats.summary(), "masked_bits": rule.describe(),
-              "min_observations": min_observations, "software_version": software_version(),
-              "inputs_key": key, "reused": False}
-    write_json_atomic(sidecar, result)
+    result = TileComposite(tile=tile, path=str(cog), sidecar=str(sidecar), grid=grid.to_dict(),
+                           season=season.to_dict(), collection=collection, scenes_used=scene_ids,
+                           scenes_skipped=skipped, valid_obs=stats.summary(), masked_bits=rule.describe(),
+                           min_observations=min_observations, software_version=software_version(),
+                           inputs_key=key, reused=False)
+    write_json_atomic(sidecar, result.to_dict())
     return result
 
 
@@ -338,42 +334,38 @@ def _to_cog(src: Path, dst: Path, cache_mb: int = 128) -> None:
                              NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER")
 
 
-def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str, mask_snow: bool = False,
-                     mask_water: bool = False, mask_high_aerosol: bool = False, min_observations: int = 1,
-                     on_read_error: str = "skip", dask_address: str | None = None,
-                     chunk_size: int = DEFAULT_CHUNK, tiles: list[str] | None = None,
-                     collection: str = "HLSL30_2.0", reader: AssetReader | None = None,
-                     threads: int | None = None) -> dict[str, Any]:
+def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
+                     options: CompositeOptions = CompositeOptions(), tiles: list[str] | None = None,
+                     dask_address: str | None = None, reader: AssetReader | None = None,
+                     threads: int | None = None) -> CompositeResult:
     """Composite every MGRS tile of a saved search (``search/hls_items.json``).
 
-    Returns ``{"tiles": {TILE: composite_tile result}, "tiles_outside_aoi": [...], "season": {...}}``.
     Raises :class:`CompositeError` naming every tile without a readable scene (after doing the others).
     """
     groups = group_by_tile(load_items(items_json))
     if tiles:
-        wanted = {t.upper().lstrip("T") if len(t) == 6 else t.upper() for t in tiles}
+        wanted = {normalise_tile(t) for t in tiles}
         groups = {t: g for t, g in groups.items() if t in wanted}
     if not groups:
         raise CompositeError(f"{items_json}: no HLS item for tiles {tiles or 'any'}")
-    out: dict[str, Any] = {"season": Season.from_any(season).to_dict(), "items_json": str(items_json),
-                           "tiles": {}, "tiles_outside_aoi": [], "errors": {}}
+    done: dict[str, TileComposite] = {}
+    outside: list[str] = []
+    errors: dict[str, str] = {}
     with dask_client(dask_address) as client:
         for tile, items in groups.items():
             try:
                 tile_grid(tile, aoi)
             except GridError:
-                out["tiles_outside_aoi"].append(tile)
+                outside.append(tile)
                 continue
             try:
-                out["tiles"][tile] = composite_tile(
-                    tile=tile, items=items, aoi=aoi, season=season, output_dir=output_dir, mask_snow=mask_snow,
-                    mask_water=mask_water, mask_high_aerosol=mask_high_aerosol,
-                    min_observations=min_observations, on_read_error=on_read_error, chunk_size=chunk_size,
-                    collection=collection, reader=reader, threads=threads, client=client)
+                done[tile] = composite_tile(tile=tile, items=items, aoi=aoi, season=season, output_dir=output_dir,
+                                            options=options, reader=reader, threads=threads, client=client)
             except CompositeError as exc:
-                if on_read_error == "fail":
+                if options.on_read_error == "fail":
                     raise
-                out["errors"][tile] = str(exc)
-    if out["errors"]:
-        raise CompositeError("tiles without a composite: " + "; ".join(f"{t}: {e}" for t, e in out["errors"].items()))
-    return out
+                errors[tile] = str(exc)
+    if errors:
+        raise CompositeError("tiles without a composite: " + "; ".join(f"{t}: {e}" for t, e in errors.items()))
+    return CompositeResult(season=Season.from_any(season).to_dict(), items_json=str(items_json), tiles=done,
+                           tiles_outside_aoi=outside)

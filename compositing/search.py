@@ -27,6 +27,7 @@ from typing import Any
 
 from shapely.geometry import shape
 
+from compositing.contracts import SearchOptions, SearchResult
 from core.area import Season, parse_aoi, resolve_season
 from core.files import atomic_path, read_json, write_json_atomic
 from core.grid import GridError, tile_of_item_id
@@ -34,8 +35,6 @@ from core.http import HttpError, PageStats, RetryPolicy, conforms_to_query, open
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
-DEFAULT_COLLECTION = "HLSL30_2.0"
 
 
 class SearchError(RuntimeError):
@@ -107,24 +106,20 @@ def _fetch(stac_url: str, collection: str, bbox: tuple[float, ...], season: Seas
     return items, stats
 
 
-def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, max_cloud_cover: float | None = None,
-               stac_url: str = DEFAULT_STAC_URL, collection: str = DEFAULT_COLLECTION, output_dir: str,
-               limit: int = 100, max_items: int | None = None, retries: dict[str, Any] | None = None,
-               server_cloud_filter: bool | None = None, refresh: bool = False) -> dict[str, Any]:
+def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_dir: str,
+               options: SearchOptions = SearchOptions(), retries: RetryPolicy | dict[str, Any] | None = None,
+               server_cloud_filter: bool | None = None, refresh: bool = False) -> SearchResult:
     """Search HLS items for the AOI and season; save them under ``<output_dir>/search/``.
 
     ``aoi``: lon/lat bbox, GeoJSON geometry/Feature(Collection) or a GeoJSON file path. ``season``
     (``{"start", "end"}`` dates, inclusive) overrides the hemisphere's leaf-on window of ``year``.
-    ``max_cloud_cover``: percent, inclusive. ``limit``: page size (CMR caps it at 100). ``max_items``:
-    stop after that many unique items. ``retries``: :class:`RetryPolicy` fields. ``server_cloud_filter``:
-    None = use ``query`` when the API declares it. Returns paths, counts and the item ids per tile.
+    ``options``: endpoint, collection, cloud filter, paging. ``retries``: :class:`core.http.RetryPolicy`
+    (or its fields). ``server_cloud_filter``: None = use ``query`` when the API declares it.
     """
     geom = parse_aoi(aoi)
     seas = resolve_season(aoi, year, season)
-    if max_cloud_cover is not None and not 0 <= float(max_cloud_cover) <= 100:
-        raise ValueError(f"max_cloud_cover must be a percentage 0..100, got {max_cloud_cover}")
-    if not 1 <= limit <= 1000:
-        raise ValueError(f"limit (page size) must be 1..1000, got {limit}")
+    stac_url, collection, max_cloud_cover = options.stac_url, options.collection, options.max_cloud_cover
+    limit, max_items = options.limit, options.max_items
     policy = RetryPolicy.from_any(retries)
     out = Path(output_dir) / "search"
     paths = {"items_json": out / "hls_items.json", "items_csv": out / "hls_items.csv",
@@ -135,7 +130,7 @@ def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, max_clo
     if not refresh and all(p.exists() for p in paths.values()):
         saved = read_json(paths["search_json"])
         if saved.get("request") == request:
-            return {**saved["result"], "reused": True}
+            return SearchResult.from_dict({**saved["result"], "reused": True})
     items, stats = _fetch(stac_url, collection, geom.bounds, seas, limit, max_items, max_cloud_cover, policy,
                           server_cloud_filter)
     kept, dropped = [], {"cloud": 0, "season": 0, "aoi": 0, "collection": 0}
@@ -155,13 +150,14 @@ def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, max_clo
     write_json_atomic(paths["items_json"], {"type": "FeatureCollection", "features": kept})
     with atomic_path(paths["items_csv"]) as tmp:
         tmp.write_text(_csv_text(kept))
-    result = {**{k: str(v) for k, v in paths.items()}, "n_items": len(kept), **stats,
-              "dropped_cloud": dropped["cloud"], "dropped_season": dropped["season"], "dropped_aoi": dropped["aoi"],
-              "dropped_collection": dropped["collection"], "tiles": sorted(by_tile),
-              "ids_by_tile": dict(sorted(by_tile.items())), "season": seas.to_dict(), "stac_url": stac_url,
-              "collection": collection, "max_cloud_cover": max_cloud_cover, "reused": False,
-              "searched_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_json_atomic(paths["search_json"], {"request": request, "retry_policy": asdict(policy), "result": result})
+    result = SearchResult(**{k: str(v) for k, v in paths.items()}, n_items=len(kept), **stats,
+                          dropped_cloud=dropped["cloud"], dropped_season=dropped["season"],
+                          dropped_aoi=dropped["aoi"], dropped_collection=dropped["collection"],
+                          tiles=sorted(by_tile), ids_by_tile=dict(sorted(by_tile.items())), season=seas.to_dict(),
+                          stac_url=stac_url, collection=collection, max_cloud_cover=max_cloud_cover,
+                          searched_at=datetime.now(UTC).isoformat(timespec="seconds"), reused=False)
+    write_json_atomic(paths["search_json"], {"request": request, "retry_policy": asdict(policy),
+                                             "result": result.to_dict()})
     log.info("HLS search: %d items kept of %d returned (%d duplicates, %d over cloud cover)", len(kept),
              stats["n_returned"], stats["duplicates"], dropped["cloud"])
     return result

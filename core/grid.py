@@ -174,6 +174,13 @@ def parse_mgrs_tile(tile: str) -> tuple[int, str, str, str]:
     return zone, m.group(2), m.group(3), m.group(4)
 
 
+def normalise_tile(tile: str) -> str:
+    r"""The canonical MGRS tile id ``NNBCC`` (upper case, no HLS ``T`` prefix); :class:`GridError` when
+    ``tile`` is not a tile id (``\d{1,2}[C-X][A-Z]{2}``, optionally prefixed with ``T``)."""
+    zone, band, col, row = parse_mgrs_tile(str(tile).strip())
+    return f"{zone:02d}{band}{col}{row}"
+
+
 def mgrs_square_origin(tile: str) -> tuple[float, float]:
     """South-west corner (easting, northing) of the 100 km MGRS square, in EPSG:326NN (south negative)."""
     zone, band, col, row = parse_mgrs_tile(tile)
@@ -198,7 +205,7 @@ def mgrs_tile_grid(tile: str, resolution: float = HLS_RESOLUTION_M) -> Grid:
     ulx = math.floor(e0 / 60.0) * 60.0
     uly = math.ceil((n0 + 100_000.0) / 60.0) * 60.0
     n = int(round(TILE_SIZE_M / resolution))
-    tid = tile.upper().lstrip("T") if len(tile) == 6 and tile[0].upper() == "T" else tile.upper()
+    tid = normalise_tile(tile)
     return Grid(f"EPSG:{32600 + zone}", (resolution, 0.0, ulx, 0.0, -resolution, uly), n, n, tid)
 
 

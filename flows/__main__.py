@@ -78,7 +78,7 @@ def cmd_run(name: str, params_file: str | None, pairs: list[str]) -> int:
         print(f"error: flow {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     sys.stdout.flush()
-    print(json.dumps(result, default=str))
+    print(json.dumps(result.to_dict() if hasattr(result, "to_dict") else result, default=str))
     return 0
 
 

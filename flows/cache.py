@@ -1,26 +1,28 @@
-"""Stage result cache keyed by the stage's inputs.
+"""Stage result cache keyed by the stage's parameters AND its input files.
 
-The key is the SHA-256 of the stage name and its resolved parameters (``force`` and ``dask_address``
-excluded). A finished stage
-stores its JSON result under ``<output_dir>/.cache/<stage>/<key>.json`` together with the output files it
-produced; a re-run with the same key skips the stage while every recorded output still exists.
-``force=True`` re-runs it. The engines themselves also skip finished files, so a forced or partially
-deleted run redoes only what is missing.
+The key is the SHA-256 of the stage name, its resolved parameters (``force`` and ``dask_address``
+excluded; loopback URLs lose their port) and the fingerprints (size, mtime) of its input files. A finished
+stage stores its typed result under ``<output_dir>/.cache/<stage>/<key>.json`` together with the
+fingerprints of the output files it produced. A re-run with the same key skips the stage only while every
+recorded output still exists unchanged: an output rewritten by another run (e.g. a stand-alone
+``gedi-labels`` with other filters into the same folder) makes the stage run again, and its consumers'
+input fingerprints change with it. ``force=True`` re-runs. The engines also skip finished files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from core.contracts import Contract, ContractError
 from core.files import write_json_atomic
 
 IGNORED_KEYS = ("force", "dask_address")  # where it runs does not change what it computes
-
-
 _LOOPBACK = re.compile(r"^https?://(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+")
 
 
@@ -35,9 +37,21 @@ def _normalise(v: Any) -> Any:
     return v
 
 
-def stage_key(stage: str, params: dict[str, Any]) -> str:
+def fingerprint(path: str | os.PathLike[str]) -> list[Any]:
+    """``[path, size, mtime_ns]`` of a file, ``[path, "dir"]`` of a folder (its files are fingerprinted
+    where they matter: a folder's mtime changes whenever a sibling stage adds to it), or ``[path, "missing"]``."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return [str(p), "missing"]
+    return [str(p), "dir"] if p.is_dir() else [str(p), st.st_size, st.st_mtime_ns]
+
+
+def stage_key(stage: str, params: dict[str, Any], inputs: Iterable[str | os.PathLike[str]] = ()) -> str:
     clean = {k: _normalise(v) for k, v in params.items() if k not in IGNORED_KEYS}
-    blob = json.dumps({"stage": stage, "params": clean}, sort_keys=True, default=str)
+    blob = json.dumps({"stage": stage, "params": clean, "inputs": sorted(fingerprint(p) for p in inputs)},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -64,20 +78,22 @@ def _record_path(output_dir: str, stage: str, key: str) -> Path:
     return Path(output_dir) / ".cache" / stage / f"{key}.json"
 
 
-def load_cached(output_dir: str, stage: str, key: str) -> dict[str, Any] | None:
-    """The stored result when it exists and all its outputs still exist, else None."""
+def load_cached(output_dir: str, stage: str, key: str, kind: type[Contract]) -> Contract | None:
+    """The stored result when it exists and all its outputs exist unchanged, else None."""
     path = _record_path(output_dir, stage, key)
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    if not all(Path(p).exists() for p in record.get("outputs", [])):
-        return None
-    return record["result"]
+        if any(fingerprint(fp[0]) != fp for fp in record["outputs"]):
+            return None
+        return kind.from_dict(record["result"])
+    except (json.JSONDecodeError, KeyError, TypeError, ContractError):
+        return None  # an old or damaged record: run the stage again
 
 
-def store(output_dir: str, stage: str, key: str, result: dict[str, Any]) -> None:
+def store(output_dir: str, stage: str, key: str, result: Contract) -> None:
+    doc = result.to_dict()
     write_json_atomic(_record_path(output_dir, stage, key),
-                      {"stage": stage, "key": key, "outputs": output_paths(result), "result": result})
+                      {"stage": stage, "key": key, "outputs": [fingerprint(p) for p in output_paths(doc)],
+                       "result": doc})

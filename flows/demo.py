@@ -21,7 +21,7 @@ def demo_params(output_dir: str, size: str = "demo") -> dict:
 def run_demo(output_dir: str, size: str = "demo") -> int:
     from flows.params import BiomassPipelineParams
     from flows.pipeline import biomass_pipeline
-    from flows.stages import METRIC_HEADERS, metrics_rows
+    from flows.summaries import METRIC_HEADERS, metrics_rows
 
     t0 = time.perf_counter()
     params = BiomassPipelineParams.model_validate(demo_params(str(Path(output_dir).resolve()), size))
@@ -32,23 +32,24 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
         return 1
     wall = time.perf_counter() - t0
     print(f"\n=== biomass-pipeline demo finished in {wall:.0f} s ===")
-    print(f"output folder      {res['output_dir']}")
-    for tile, c in res["composites"].items():
-        print(f"composite {tile}    {c['path']}")
-    for tile, p in res["labels"].items():
+    print(f"output folder      {res.output_dir}")
+    for tile, c in res.composites.tiles.items():
+        print(f"composite {tile}    {c.path}")
+    for tile, p in res.labels.labels.items():
         print(f"labels {tile}       {p}")
-    print(f"GEDI shots         {res.get('shots')}")
-    print(f"chips export       {res['chips'].get('export')}  {res['chips'].get('counts', '')}")
-    print(f"checkpoint         {res['checkpoint']}")
-    print(f"metrics            {res['evaluation'].get('metrics_path', '')}")
-    for tile, p in res["maps"].items():
+    print(f"GEDI shots         {res.labels.shots}")
+    print(f"chips export       {res.chips.export_dir}  {res.chips.splits}")
+    print(f"checkpoint         {res.checkpoint}")
+    print(f"metrics            {res.evaluation.metrics_path}")
+    for tile, p in res.maps.items():
         print(f"biomass map {tile}  {p}")
     print("\nEvaluation on the test split (Mg/ha, labelled pixels):")
     print("  ".join(f"{h:>10s}" for h in METRIC_HEADERS))
-    for row in metrics_rows(res["evaluation"]):
+    for row in metrics_rows(res.evaluation):
         print("  ".join(f"{v:>10.2f}" if isinstance(v, float) else f"{v!s:>10s}" for v in row))
-    for tile, t in (res.get("map_vs_truth") or {}).items():
+    for tile, t in (res.map_vs_truth or {}).items():
         print(f"\nMap vs the sample world's truth AGB ({tile}): R² {t['r2']:.3f}, RMSE {t['rmse']:.1f} Mg/ha, "
               f"n={t['n']}")
-    print(json.dumps({"wall_s": round(wall, 1), **{k: res[k] for k in ("output_dir", "checkpoint", "maps")}}))
+    print(json.dumps({"wall_s": round(wall, 1), "output_dir": res.output_dir, "checkpoint": res.checkpoint,
+                      "maps": res.maps}))
     return 0

@@ -13,12 +13,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.constants import LABEL_NODATA
+from chips.params import ChipParams
+from compositing.contracts import CompositeOptions, SearchOptions
+from labels.contracts import LabelOptions
+from training.config import TrainConfig
 
-HLS_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
-HLS_COLLECTION = "HLSL30_2.0"
-GEDI_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
-GEDI_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"
+# Defaults live in the engines' option dataclasses; the fields below take them from there (one definition).
+_SEARCH = SearchOptions()
+_COMP = CompositeOptions()
+_LABELS = LabelOptions()
+_CHIPS = ChipParams()
+_TRAIN = TrainConfig()
 
 AoiType = list[float] | dict[str, Any] | str
 DASK_ADDRESS_ENV = "AGB_DASK_ADDRESS"
@@ -78,14 +83,25 @@ class _AreaYear(_Model):
 
 
 class HlsOptions(_Model):
-    stac_url: str = Field(HLS_STAC_URL, description="STAC API root (NASA CMR-STAC LPCLOUD by default).")
-    collection: str = Field(HLS_COLLECTION, description="HLS L30 v2.0 collection id.")
-    max_cloud_cover: float | None = Field(None, ge=0, le=100, description="Keep scenes with eo:cloud_cover <= this (%).")
-    mask_snow: bool = Field(False, description="Also mask Fmask bit 4 (snow/ice).")
-    mask_water: bool = Field(False, description="Also mask Fmask bit 5 (water).")
-    mask_high_aerosol: bool = Field(False, description="Also mask high aerosol (Fmask bits 6-7 == 3).")
-    min_observations: int = Field(1, ge=1, description="Pixels with fewer valid observations become nodata (-9999).")
-    on_read_error: Literal["skip", "fail"] = Field("skip", description="Unreadable scene: skip and record, or fail.")
+    stac_url: str = Field(_SEARCH.stac_url, description="STAC API root (NASA CMR-STAC LPCLOUD by default).")
+    collection: str = Field(_SEARCH.collection, description="HLS L30 v2.0 collection id.")
+    max_cloud_cover: float | None = Field(_SEARCH.max_cloud_cover, ge=0, le=100,
+                                          description="Keep scenes with eo:cloud_cover <= this (%).")
+    mask_snow: bool = Field(_COMP.mask_snow, description="Also mask Fmask bit 4 (snow/ice).")
+    mask_water: bool = Field(_COMP.mask_water, description="Also mask Fmask bit 5 (water).")
+    mask_high_aerosol: bool = Field(_COMP.mask_high_aerosol, description="Also mask high aerosol (Fmask bits 6-7 == 3).")
+    min_observations: int = Field(_COMP.min_observations, ge=1,
+                                  description="Pixels with fewer valid observations become nodata (-9999).")
+    on_read_error: Literal["skip", "fail"] = Field(_COMP.on_read_error,
+                                                   description="Unreadable scene: skip and record, or fail.")
+
+    def search_options(self) -> SearchOptions:
+        return SearchOptions(stac_url=self.stac_url, collection=self.collection, max_cloud_cover=self.max_cloud_cover)
+
+    def composite_options(self) -> CompositeOptions:
+        return CompositeOptions(mask_snow=self.mask_snow, mask_water=self.mask_water,
+                                mask_high_aerosol=self.mask_high_aerosol, min_observations=self.min_observations,
+                                on_read_error=self.on_read_error, collection=self.collection)
 
 
 class HlsCompositeParams(_AreaYear, HlsOptions):
@@ -98,38 +114,53 @@ class HlsCompositeParams(_AreaYear, HlsOptions):
 
 
 class GediOptions(_Model):
-    stac_url: str = Field(GEDI_STAC_URL, description="STAC API root for GEDI L4A (CMR-STAC ORNL_CLOUD by default).")
-    collection: str = Field(GEDI_COLLECTION, description="GEDI L4A v2.1 collection id.")
+    stac_url: str = Field(_LABELS.stac_url, description="STAC API root for GEDI L4A (CMR-STAC ORNL_CLOUD by default).")
+    collection: str = Field(_LABELS.collection, description="GEDI L4A v2.1 collection id.")
     granules: list[str] | None = Field(None, description="Local paths or URLs of L4A granules (skips the search).")
-    require_l4_quality: bool = Field(True, description="Keep only l4_quality_flag == 1.")
-    drop_degraded: bool = Field(True, description="Keep only degrade_flag == 0.")
-    min_sensitivity: float | None = Field(None, ge=0, le=1, description="Minimum beam sensitivity (e.g. 0.9).")
-    leaf_on_only: bool = Field(False, description="Keep only leaf_off_flag == 0.")
-    pft_classes: list[int] | None = Field(None, description="Keep only these plant functional types (default all).")
-    nodata: float = Field(LABEL_NODATA, description="Label nodata: -9999 (default) or -1 (granite/TerraTorch style).")
-    on_read_error: Literal["skip", "fail"] = Field("skip", description="Unreadable granule: skip and record, or fail.")
+    require_l4_quality: bool = Field(_LABELS.require_l4_quality, description="Keep only l4_quality_flag == 1.")
+    drop_degraded: bool = Field(_LABELS.drop_degraded, description="Keep only degrade_flag == 0.")
+    min_sensitivity: float | None = Field(_LABELS.min_sensitivity, ge=0, le=1,
+                                          description="Minimum beam sensitivity (e.g. 0.9).")
+    leaf_on_only: bool = Field(_LABELS.leaf_on_only, description="Keep only leaf_off_flag == 0.")
+    pft_classes: list[int] | None = Field(_LABELS.pft_classes, description="Keep only these plant functional types "
+                                          "(default all).")
+    nodata: float = Field(_LABELS.nodata, description="Label nodata: -9999 (default) or -1 (granite/TerraTorch style).")
+    on_read_error: Literal["skip", "fail"] = Field(_LABELS.on_read_error,
+                                                   description="Unreadable granule: skip and record, or fail.")
+
+    def label_options(self) -> LabelOptions:
+        return LabelOptions(stac_url=self.stac_url, collection=self.collection,
+                            require_l4_quality=self.require_l4_quality, drop_degraded=self.drop_degraded,
+                            min_sensitivity=self.min_sensitivity, leaf_on_only=self.leaf_on_only,
+                            pft_classes=tuple(self.pft_classes) if self.pft_classes is not None else None,
+                            nodata=self.nodata, on_read_error=self.on_read_error)
 
 
 class GediLabelsParams(_AreaYear, GediOptions):
     composites: list[str] | str | None = Field(None, description="Composite COGs whose grids to use, or the "
                                                "output_dir of hls-composite. Without it only GeoParquet is written.")
     output_dir: str = Field(description="Folder for labels/gedi_shots.parquet and labels/<TILE>/<SEASON>.tif.")
-    dask_address: str | None = Field(None, validate_default=True, description="Dask scheduler address; "
-                                     "unset: $AGB_DASK_ADDRESS, else local.")
     force: bool = False
-
-    _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
 
 
 class ChipOptions(_Model):
-    chip_size: int = Field(224, ge=16, le=2048, description="Chip size in pixels.")
-    stride: int | None = Field(None, ge=1, description="Stride in pixels (default chip_size: no overlap).")
-    min_labeled_pixels: int = Field(1, ge=0, description="Keep chips with at least this many labelled pixels.")
-    max_nodata_fraction: float = Field(0.5, ge=0, le=1, description="Keep chips with at most this image nodata.")
-    split_fractions: list[float] = Field([0.7, 0.15, 0.15], description="train/val/test fractions (by spatial block).")
-    split_block_chips: int = Field(4, ge=1, description="Spatial split blocks are this many chips square; chips "
-                                   "touching a chip of another split are dropped.")
-    seed: int = Field(0, description="Seed of the spatial-block split.")
+    chip_size: int = Field(_CHIPS.chip_size, ge=16, le=2048, description="Chip size in pixels.")
+    stride: int | None = Field(_CHIPS.stride, ge=1, description="Stride in pixels (default chip_size: no overlap).")
+    min_labeled_pixels: int = Field(_CHIPS.min_labeled_pixels, ge=0,
+                                    description="Keep chips with at least this many labelled pixels.")
+    max_nodata_fraction: float = Field(_CHIPS.max_nodata_fraction, ge=0, le=1,
+                                       description="Keep chips with at most this image nodata.")
+    split_fractions: list[float] = Field(list(_CHIPS.split_fractions),
+                                         description="train/val/test fractions (by spatial block).")
+    split_block_chips: int = Field(_CHIPS.split_block_chips, ge=1, description="Spatial split blocks are this many "
+                                   "chips square; chips touching a chip of another split are dropped.")
+    seed: int = Field(_CHIPS.seed, description="Seed of the spatial-block split.")
+
+    def chip_params(self) -> ChipParams:
+        return ChipParams(chip_size=self.chip_size, stride=self.stride, min_labeled_pixels=self.min_labeled_pixels,
+                          max_nodata_fraction=self.max_nodata_fraction,
+                          split_fractions=tuple(self.split_fractions),  # type: ignore[arg-type]
+                          split_block_chips=self.split_block_chips, seed=self.seed)
 
 
 class ExportChipsParams(ChipOptions):
@@ -140,15 +171,23 @@ class ExportChipsParams(ChipOptions):
 
 
 class TrainOptions(_Model):
-    model: Literal["tiny", "swin_t", "swin_b"] = Field("tiny", description="Model preset (swin_b = granite).")
-    epochs: int = Field(10, ge=1, description="Maximum epochs (early stopping on validation loss).")
-    batch_size: int = Field(8, ge=2, description="Chips per step (>= 2: the decoder uses BatchNorm).")
-    lr: float | None = Field(None, gt=0, description="AdamW learning rate; unset = the preset's default "
+    model: Literal["tiny", "swin_t", "swin_b"] | None = Field(
+        _TRAIN.model, description="Model preset (swin_b = granite); unset: tiny, or the init checkpoint's preset.")
+    epochs: int = Field(_TRAIN.epochs, ge=1, description="Maximum epochs (early stopping on validation loss).")
+    batch_size: int = Field(_TRAIN.batch_size, ge=2, description="Chips per step (>= 2: the decoder uses BatchNorm).")
+    lr: float | None = Field(_TRAIN.lr, gt=0, description="AdamW learning rate; unset = the preset's default "
                              "(granite swin_b: 3.1e-4).")
-    init_checkpoint: str | None = Field(None, description="Local checkpoint to start from (never downloaded).")
-    freeze_backbone: bool = Field(False, description="Train the decoder/head only (granite frozen-encoder).")
-    seed: int = 0
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    init_checkpoint: str | None = Field(_TRAIN.init_checkpoint, description="Local checkpoint to start from "
+                                        "(never downloaded).")
+    freeze_backbone: bool = Field(_TRAIN.freeze_backbone, description="Train the decoder/head only "
+                                  "(granite frozen-encoder).")
+    seed: int = Field(_TRAIN.seed, description="Seed of weights, batch order and augmentations.")
+    device: str = Field(_TRAIN.device, description="auto, cpu, cuda, cuda:N.")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                           init_checkpoint=self.init_checkpoint, freeze_backbone=self.freeze_backbone,
+                           seed=self.seed, device=self.device)
 
 
 class TrainModelParams(TrainOptions):
@@ -196,7 +235,7 @@ class BiomassPipelineParams(_Model):
     season: SeasonParam | None = None
     output_dir: str = Field(description="Root folder of every output of the run ('{year}' is replaced by the year).")
     dask_address: str | None = Field(None, validate_default=True, description="Dask scheduler (tcp://host:8786) "
-                                     "for composites and labels; unset: $AGB_DASK_ADDRESS of the worker, else local.")
+                                     "for the composites; unset: $AGB_DASK_ADDRESS of the worker, else local.")
     force: bool = Field(False, description="Re-run every stage even when cached results exist.")
     sample_world: SampleWorldOption | None = Field(None, description="Run on the embedded sample world served by a "
                                                    "loopback STAC API (no network, no credentials).")

@@ -18,10 +18,10 @@ from labels.filters import FILTER_KEYS, ShotFilters
 from labels.granule import GediReadError, parse_granule_name
 from labels.rasterize import LabelRaster, rasterize_mean, rasterize_shots
 from labels.reader import read_granule_shots
-from labels.search import DEFAULT_COLLECTION, DEFAULT_ORNL, GediSearchError, search_granules
+from labels.search import GediSearchError, search_granules
 
 __all__ = [
-    "DEFAULT_COLLECTION", "DEFAULT_ORNL", "FILTER_KEYS", "GediReadError", "GediSearchError", "LabelRaster",
+    "FILTER_KEYS", "GediReadError", "GediSearchError", "LabelRaster",
     "ShotFilters", "composite_grids", "make_filters", "merge_shots", "parse_granule_name",
     "prefer_production_version", "rasterize_labels", "rasterize_mean", "rasterize_shots",
     "read_gedi_granule", "read_granule_shots", "run_gedi_labels", "search_granules",

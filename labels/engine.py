@@ -20,16 +20,16 @@ from core.area import Season, parse_aoi, resolve_season
 from core.constants import LABEL_NODATA
 from core.files import read_json, write_json_atomic
 from core.grid import Grid
+from labels.contracts import READ_ERROR_MODES, LabelOptions, LabelsResult
 from labels.filters import ShotFilters, add_counts, empty_counts
 from labels.granule import GediReadError, basename_of, parse_granule_name
 from labels.rasterize import rasterize_shots, write_label_cog
 from labels.reader import read_granule_shots
-from labels.search import DEFAULT_COLLECTION, DEFAULT_ORNL, search_granules
+from labels.search import search_granules
 from labels.shots import concat_shots, read_shots, shots_frame, write_shots
 
 log = logging.getLogger(__name__)
 
-READ_ERROR_MODES = ("skip", "fail", "raise")
 
 
 def _digest(obj: Any) -> str:
@@ -225,24 +225,16 @@ def _file_digest(path: str) -> str:
     return f"{st.st_size}-{st.st_mtime_ns}"
 
 
-def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, stac_url: str = DEFAULT_ORNL,
-                    collection: str = DEFAULT_COLLECTION, granules: list[str] | None = None,
-                    require_l4_quality: bool = True, drop_degraded: bool = True,
-                    min_sensitivity: float | None = None, leaf_on_only: bool = False,
-                    pft_classes: list[int] | None = None, composites: Any = None, output_dir: str,
-                    nodata: float = LABEL_NODATA, on_read_error: str = "skip", skip_version_01: bool = False,
-                    session: Any = None) -> dict[str, Any]:
+def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, granules: list[str] | None = None,
+                    composites: Any = None, output_dir: str, options: LabelOptions = LabelOptions(),
+                    session: Any = None) -> LabelsResult:
     """GEDI L4A shots in ``aoi`` -> ``labels/gedi_shots.parquet`` + ``labels/<TILE>/<SEASON>.tif``.
 
     Date window: ``season`` > default season of ``year`` > the composites' ``SEASON`` tag; without any,
-    no date filter (and ``granules`` must be given). ``nodata``: label nodata (-9999, or -1 granite
-    style). ``skip_version_01``: skip production-version-01 granules instead of warning. Returns a
-    JSON-able dict (see docs/labels.md).
+    no date filter (and ``granules`` must be given). ``granules``: local paths or URLs (None: search
+    ``options.stac_url``). See docs/labels.md.
     """
-    if not np.isfinite(nodata):
-        raise ValueError(f"nodata must be a finite number (-9999 or -1), got {nodata!r}")
-    if on_read_error not in READ_ERROR_MODES:
-        raise ValueError(f"on_read_error must be one of {READ_ERROR_MODES}, got {on_read_error!r}")
+    o = options
     geom = parse_aoi(aoi)
     window = resolve_season(geom, year, season) if (season or year is not None) else None
     grids = composite_grids(composites, window.label if window else None) if composites else []
@@ -256,24 +248,25 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, st
         if not granules:
             raise ValueError("give `year`, `season`, composites with a SEASON tag, or `granules`")
         warnings.append("no date window (no year, season or composite season): shots of any date kept")
-    flt = make_filters(season=window.to_dict() if window else None, require_l4_quality=require_l4_quality,
-                       drop_degraded=drop_degraded, min_sensitivity=min_sensitivity,
-                       leaf_on_only=leaf_on_only, pft_classes=pft_classes)
+    flt = make_filters(season=window.to_dict() if window else None, require_l4_quality=o.require_l4_quality,
+                       drop_degraded=o.drop_degraded, min_sensitivity=o.min_sensitivity,
+                       leaf_on_only=o.leaf_on_only, pft_classes=list(o.pft_classes) if o.pft_classes else None)
     if granules is None:
-        granules = search_granules(aoi=aoi, season=window.to_dict(), stac_url=stac_url,  # type: ignore[union-attr]
-                                   collection=collection, output_dir=output_dir)
+        granules = search_granules(aoi=aoi, season=window.to_dict(), stac_url=o.stac_url,  # type: ignore[union-attr]
+                                   collection=o.collection, output_dir=output_dir)
     hrefs, skipped = prefer_production_version([str(g) for g in granules])
     if session is None and any(h.startswith(("http://", "https://")) for h in hrefs):
         from core.earthdata import earthdata_credentials, requests_session
 
         session = requests_session(earthdata_credentials())  # one session: URS cookies are re-used
-    if skip_version_01:
+    if o.skip_version_01:
         hrefs, old = _drop_version_01(hrefs)
         skipped += old
     results = [read_gedi_granule(h, aoi=aoi, filters=flt.to_dict(), output_dir=output_dir,
-                                 on_read_error=on_read_error, session=session) for h in hrefs]
+                                 on_read_error=o.on_read_error, session=session) for h in hrefs]
     merged = merge_shots(results, output_dir=output_dir)
-    return _assemble(results, skipped, merged, grids, window, flt, nodata, collection, output_dir, warnings)
+    res = _assemble(results, skipped, merged, grids, window, flt, o.nodata, o.collection, output_dir, warnings)
+    return LabelsResult(**res, granules=list(hrefs))
 
 
 def _drop_version_01(hrefs: list[str]) -> tuple[list[str], list[dict[str, str]]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.area import Season, parse_aoi
+from core.constants import GEDI_L4A_COLLECTION, GEDI_STAC_URL
 from core.files import write_json_atomic
 from core.http import HttpError, RetryPolicy, open_stac
 from core.http import search_items as http_search
@@ -18,8 +19,6 @@ from labels.granule import GediReadError, basename_of, parse_granule_name, produ
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ORNL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
-DEFAULT_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"
 
 
 class GediSearchError(RuntimeError):
@@ -37,8 +36,8 @@ def granule_href(item: dict[str, Any]) -> str:
     return h5[0]
 
 
-def search_items(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,
-                 collection: str = DEFAULT_COLLECTION, max_items: int | None = None,
+def search_items(*, aoi: Any, season: Any, stac_url: str = GEDI_STAC_URL,
+                 collection: str = GEDI_L4A_COLLECTION, max_items: int | None = None,
                  retries: RetryPolicy | dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """STAC item dicts of ``collection`` intersecting the AOI bbox within the season (inclusive days).
 
@@ -55,8 +54,8 @@ def search_items(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,
     return sorted(items, key=lambda it: (it.get("properties", {}).get("datetime") or "", it["id"]))
 
 
-def search_granules(*, aoi: Any, season: Any, stac_url: str = DEFAULT_ORNL,
-                    collection: str = DEFAULT_COLLECTION, output_dir: str | None = None,
+def search_granules(*, aoi: Any, season: Any, stac_url: str = GEDI_STAC_URL,
+                    collection: str = GEDI_L4A_COLLECTION, output_dir: str | None = None,
                     max_items: int | None = None) -> list[str]:
     """Hrefs (URLs or local paths) of the L4A granules found; writes ``search/gedi_items.json``.
 

@@ -16,8 +16,16 @@ from rasterio.windows import from_bounds
 
 from chips.export import ChipExportError, export_chips
 from chips.lattice import footprints_touch
+from chips.manifest import ExportResult
+from chips.params import ChipParams
 from core.grid import Grid, mgrs_tile_grid
 from sampleworld.synthetic.pairs import write_pair
+
+
+def run_export(*, composites: Any, labels: Any, output_dir: Any, **params: Any) -> ExportResult:
+    """export_chips with the chip parameters given as keywords (tests vary them one at a time)."""
+    return export_chips(composites=composites, labels=labels, output_dir=output_dir, params=ChipParams(**params))
+
 
 CS = 32  # small chips keep the tests fast; the default 224 is exercised by test_default_size_export
 
@@ -43,30 +51,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def export(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("chipout")
-    return export_chips(composites=world, labels=world, output_dir=out, chip_size=CS, split_block_chips=2,
+    return run_export(composites=world, labels=world, output_dir=out, chip_size=CS, split_block_chips=2,
                         max_nodata_fraction=0.3, min_labeled_pixels=5, seed=0)
 
 
 def _chips(export: dict[str, Any]) -> list[dict[str, Any]]:
-    return json.loads(Path(export["split_file"]).read_text())["chips"]
+    return json.loads(Path(export.split_file).read_text())["chips"]
 
 
 def test_result_and_contract(export: dict[str, Any]) -> None:
-    meta = json.loads(Path(export["chips_export"]).read_text())
+    meta = json.loads(Path(export.chips_export).read_text())
     assert meta["bands"] == ["B02", "B03", "B04", "B05", "B06", "B07"]
     assert meta["wavelengths_um"] == [0.49, 0.56, 0.665, 0.864, 1.61, 2.2]
     assert meta["chip_size"] == CS and meta["image_nodata"] == -9999 and meta["label_nodata"] == -9999
     assert meta["layouts"] == {"esri": "esri", "terratorch": "terratorch"}
     assert set(meta["stats"]["train"]) >= {"min", "max", "mean", "std"}
-    assert sum(export["splits"].values()) == export["n_chips"] == len(_chips(export))
-    assert all(export["splits"][s] > 0 for s in ("train", "val", "test"))
-    assert export["dropped"]["duplicate_overlap"] > 0  # the overlap strip is exported once
-    assert export["dropped"]["image_nodata"] > 0  # the 60 px nodata corner
-    json.dumps(export)  # JSON-able
+    assert sum(export.splits.values()) == export.n_chips == len(_chips(export))
+    assert all(export.splits[s] > 0 for s in ("train", "val", "test"))
+    assert export.dropped["duplicate_overlap"] > 0  # the overlap strip is exported once
+    assert export.dropped["image_nodata"] > 0  # the 60 px nodata corner
+    assert ExportResult.from_dict(json.loads(json.dumps(export.to_dict()))) == export  # JSON round trip
 
 
 def test_chip_pixels_and_georeferencing_equal_source_windows(export: dict[str, Any], world: Path) -> None:
-    esri = Path(export["esri_dir"])
+    esri = Path(export.esri_dir)
     for chip in _chips(export):
         comp = world / "composites" / chip["tile"] / f"{chip['season']}.tif"
         lab = world / "labels" / chip["tile"] / f"{chip['season']}.tif"
@@ -129,26 +137,26 @@ def test_no_two_splits_share_or_touch(export: dict[str, Any]) -> None:
 def test_split_is_seeded_and_written(world: Path, tmp_path: Path, export: dict[str, Any]) -> None:
     kw = dict(composites=world, labels=world, chip_size=CS, split_block_chips=2, max_nodata_fraction=0.3,
               min_labeled_pixels=5)
-    same = export_chips(output_dir=tmp_path / "a", seed=0, **kw)
-    other = export_chips(output_dir=tmp_path / "b", seed=7, **kw)
+    same = run_export(output_dir=tmp_path / "a", seed=0, **kw)
+    other = run_export(output_dir=tmp_path / "b", seed=7, **kw)
     split = lambda e: {c["index"]: c["split"] for c in _chips(e)}  # noqa: E731
     assert split(same) == split(export)
     assert split(other) != split(export)
-    doc = json.loads(Path(export["split_file"]).read_text())
+    doc = json.loads(Path(export.split_file).read_text())
     assert doc["seed"] == 0 and doc["fractions"] == [0.7, 0.15, 0.15] and doc["blocks"]
     for s in ("train", "val", "test"):
         assert doc[s] == [c["esri"] for c in doc["chips"] if c["split"] == s]
-        assert len(doc[s]) == export["splits"][s]
+        assert len(doc[s]) == export.splits[s]
 
 
 def test_terratorch_layout(export: dict[str, Any]) -> None:
-    tt = Path(export["terratorch_dir"])
-    esri = Path(export["esri_dir"])
+    tt = Path(export.terratorch_dir)
+    esri = Path(export.esri_dir)
     by_index = {c["index"]: c for c in _chips(export)}
     for split in ("train", "val", "test"):
         imgs = sorted((tt / f"{split}_images").iterdir())
         labs = sorted((tt / f"{split}_labels").iterdir())
-        assert len(imgs) == len(labs) == export["splits"][split]
+        assert len(imgs) == len(labs) == export.splits[split]
         for i, la in zip(imgs, labs, strict=True):
             m = re.fullmatch(r"(\d{2}[A-Z]{3})_(\d{5,})_tile_img\.tif", i.name)
             assert m and la.name == f"{m.group(1)}_{m.group(2)}_tile_label.tif"
@@ -156,25 +164,25 @@ def test_terratorch_layout(export: dict[str, Any]) -> None:
             assert chip["split"] == split and chip["tile"] == m.group(1)
             assert os.path.samefile(i, esri / "images" / chip["esri"])  # hard link to the Esri chip
             assert os.path.samefile(la, esri / "labels" / chip["esri"])
-    cfg = yaml.safe_load(Path(export["terratorch_config"]).read_text())
+    cfg = yaml.safe_load(Path(export.terratorch_config).read_text())
     data = cfg["data"]["init_args"]
     assert cfg["data"]["class_path"].endswith("GenericNonGeoPixelwiseRegressionDataModule")
-    assert data["means"] == pytest.approx(export["stats"]["train"]["mean"])
-    assert data["stds"] == pytest.approx(export["stats"]["train"]["std"])
+    assert data["means"] == pytest.approx(export.stats["train"]["mean"])
+    assert data["stds"] == pytest.approx(export.stats["train"]["std"])
     assert data["train_label_data_root"] == str(tt.resolve() / "train_labels")
     assert data["output_bands"] == ["BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2"]
     assert data["no_label_replace"] == -1 and cfg["model"]["init_args"]["ignore_index"] == -1
 
 
 def test_train_stats_equal_pooled_train_pixels(export: dict[str, Any]) -> None:
-    esri = Path(export["esri_dir"])
+    esri = Path(export.esri_dir)
     pix = []
     for c in _chips(export):
         if c["split"] == "train":
             with rasterio.open(esri / "images" / c["esri"]) as ds:
                 pix.append(ds.read().reshape(6, -1))
     allpix = np.concatenate(pix, axis=1).astype(np.float64)
-    st = export["stats"]["train"]
+    st = export.stats["train"]
     for b in range(6):
         v = allpix[b][allpix[b] != -9999]
         assert st["count"][b] == v.size
@@ -184,26 +192,26 @@ def test_train_stats_equal_pooled_train_pixels(export: dict[str, Any]) -> None:
 
 
 def test_esri_files(export: dict[str, Any]) -> None:
-    esri = Path(export["esri_dir"])
+    esri = Path(export.esri_dir)
     raw = (esri / "map.txt").read_bytes()
     lines = raw.split(b"\r\n")
     assert lines[-1] == b"" and b"\n" not in raw.replace(b"\r\n", b"")
-    assert len(lines) - 1 == export["n_chips"]
+    assert len(lines) - 1 == export.n_chips
     for ln in lines[:-1]:
         m = re.fullmatch(rb"images\\(\d{12}\.tif) labels\\(\d{12}\.tif) ", ln)
         assert m and m.group(1) == m.group(2)
         assert (esri / "images" / m.group(1).decode()).exists() and (esri / "labels" / m.group(1).decode()).exists()
         assert (esri / "images" / m.group(1).decode().replace(".tif", ".tfw")).exists()
-    assert (esri / "stats.txt").read_bytes().startswith(f"images = {export['n_chips']} *6*{CS}*{CS}\r\n".encode())
+    assert (esri / "stats.txt").read_bytes().startswith(f"images = {export.n_chips} *6*{CS}*{CS}\r\n".encode())
     emd = json.loads((esri / "esri_model_definition.emd").read_text())
     assert emd["ImageHeight"] == emd["ImageWidth"] == CS and emd["ImageSpaceUsed"] == "MAP_SPACE"
     assert emd["MinCellSize"]["spatialReference"]["wkid"] == 32610
     assert emd["AGB_WavelengthsMicrons"] == [0.49, 0.56, 0.665, 0.864, 1.61, 2.2]
     assert emd["AGB_LabelUnits"] == "Mg/ha" and emd["AGB_LabelNodata"] == -9999
-    assert emd["AGB_Split"]["counts"] == export["splits"]
+    assert emd["AGB_Split"]["counts"] == export.splits
     assert len(emd["AGB_SourceComposites"]) == 2
     acc = json.loads((esri / "esri_accumulated_stats.json").read_text())
-    assert acc["NumTiles"] == export["n_chips"] and acc["NumBands"] == 6 and acc["MetaDataMode"] == "Export_Tiles"
+    assert acc["NumTiles"] == export.n_chips and acc["NumBands"] == 6 and acc["MetaDataMode"] == "Export_Tiles"
     # the .tfw world file gives the centre of the upper-left pixel
     chip = _chips(export)[0]
     tfw = [float(v) for v in (esri / "images" / chip["esri"].replace(".tif", ".tfw")).read_text().split()]
@@ -212,20 +220,20 @@ def test_esri_files(export: dict[str, Any]) -> None:
 
 def test_rerun_skips_and_param_change_reexports(world: Path, tmp_path: Path) -> None:
     kw = dict(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, split_block_chips=2)
-    first = export_chips(**kw)
-    mtime = Path(first["chips_export"]).stat().st_mtime_ns
-    again = export_chips(**kw)
-    assert again["skipped"] is True and again["n_chips"] == first["n_chips"]
-    assert Path(first["chips_export"]).stat().st_mtime_ns == mtime
-    changed = export_chips(**{**kw, "chip_size": 48})
-    assert changed["skipped"] is False and changed["n_chips"] != first["n_chips"]
+    first = run_export(**kw)
+    mtime = Path(first.chips_export).stat().st_mtime_ns
+    again = run_export(**kw)
+    assert again.skipped is True and again.n_chips == first.n_chips
+    assert Path(first.chips_export).stat().st_mtime_ns == mtime
+    changed = run_export(**{**kw, "chip_size": 48})
+    assert changed.skipped is False and changed.n_chips != first.n_chips
     assert not list(tmp_path.glob(".chips.tmp-*"))
 
 
 def test_label_nodata_minus_one_and_extra_band(world: Path, tmp_path: Path) -> None:
-    res = export_chips(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, label_nodata=-1,
+    res = run_export(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, label_nodata=-1,
                        extra_bands=("count",), layouts=("terratorch",), split_block_chips=1)
-    tt = Path(res["terratorch_dir"])
+    tt = Path(res.terratorch_dir)
     assert not (tmp_path / "chips" / "esri").exists()
     img = sorted((tt / "train_images").iterdir())[0]
     lab = sorted((tt / "train_labels").iterdir())[0]
@@ -237,7 +245,7 @@ def test_label_nodata_minus_one_and_extra_band(world: Path, tmp_path: Path) -> N
         a = ds.read(1)
         assert ds.nodata == -1
         assert (a == -1).any() and (a >= 0).any() and not (a == -9999).any()
-    cfg = yaml.safe_load(Path(res["terratorch_config"]).read_text())
+    cfg = yaml.safe_load(Path(res.terratorch_config).read_text())
     assert cfg["data"]["init_args"]["dataset_bands"][-1] == "count"
     assert len(cfg["data"]["init_args"]["means"]) == 6
 
@@ -245,11 +253,11 @@ def test_label_nodata_minus_one_and_extra_band(world: Path, tmp_path: Path) -> N
 def test_default_size_export(tmp_path: Path) -> None:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 460, 4450000 + 30 * 460))
     write_pair(tmp_path / "in", g, compress=None)
-    res = export_chips(composites=[tmp_path / "in/composites/10TEK/2021-06-01_2021-09-30.tif"],
+    res = run_export(composites=[tmp_path / "in/composites/10TEK/2021-06-01_2021-09-30.tif"],
                        labels=[tmp_path / "in/labels/10TEK/2021-06-01_2021-09-30.tif"],
                        output_dir=tmp_path / "out", split_block_chips=1)
-    assert res["n_chips"] >= 1
-    with rasterio.open(Path(res["esri_dir"]) / "images" / "000000000000.tif") as ds:
+    assert res.n_chips >= 1
+    with rasterio.open(Path(res.esri_dir) / "images" / "000000000000.tif") as ds:
         assert (ds.width, ds.height, ds.count) == (224, 224, 6)
 
 
@@ -265,9 +273,9 @@ def test_cross_zone_conflicts_dropped(tmp_path: Path) -> None:
     g11 = mgrs_tile_grid("11TKE").clip((x11 - 4000, y - 4000, x11 + 4000, y + 4000))
     for g in (g10, g11):
         write_pair(tmp_path / "in", g, compress=None)
-    res = export_chips(composites=tmp_path / "in", labels=tmp_path / "in", output_dir=tmp_path / "out",
+    res = run_export(composites=tmp_path / "in", labels=tmp_path / "in", output_dir=tmp_path / "out",
                        chip_size=CS, split_block_chips=1, split_fractions=(0.5, 0.25, 0.25))
-    assert res["dropped"]["cross_zone"] > 0
+    assert res.dropped["cross_zone"] > 0
     chips = _chips(res)
     assert {c["epsg"] for c in chips} == {32610, 32611}
 
@@ -316,7 +324,7 @@ def test_clear_errors(case: str, match: str, tmp_path: Path) -> None:
     elif case == "missing":
         kw["composites"] = [tmp_path / "nope.tif"]
     with pytest.raises(ChipExportError, match=match) as ei:
-        export_chips(**kw)
+        run_export(**kw)
     if case in ("other_grid", "few_bands"):
         assert str(comp.parent.name) in str(ei.value) or "10TEK" in str(ei.value)
 
@@ -327,20 +335,20 @@ def test_negative_label_fill_under_other_tag_is_unlabelled(tmp_path: Path) -> No
     comp, lab = write_pair(tmp_path, g, label_nodata=-1.0, compress=None)
     with rasterio.open(lab, "r+") as ds:
         ds.nodata = -9999
-    res = export_chips(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS,
+    res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS,
                        split_block_chips=1)
-    assert res["label_nodata"] == -9999
-    for f in (Path(res["esri_dir"]) / "labels").glob("*.tif"):
+    assert res.label_nodata == -9999
+    for f in (Path(res.esri_dir) / "labels").glob("*.tif"):
         with rasterio.open(f) as ds:
             a = ds.read(1)
         assert not (a == -1).any() and (a == -9999).any() and (a >= 0).any()
-    assert res["label_stats"]["train"]["min"][0] >= 0
+    assert res.label_stats["train"]["min"][0] >= 0
 
 
 def test_overlapping_stride(tmp_path: Path) -> None:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 120, 4450000 + 30 * 120))
     comp, lab = write_pair(tmp_path, g, compress=None)
-    res = export_chips(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS, stride=16,
+    res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS, stride=16,
                        split_block_chips=3)
     chips = _chips(res)
     cols = sorted({c["col"] for c in chips})
@@ -348,7 +356,7 @@ def test_overlapping_stride(tmp_path: Path) -> None:
     with rasterio.open(comp) as src:
         full = src.read([1, 2, 3, 4, 5, 6])
     for c in chips:
-        with rasterio.open(Path(res["esri_dir"]) / "images" / c["esri"]) as ds:
+        with rasterio.open(Path(res.esri_dir) / "images" / c["esri"]) as ds:
             np.testing.assert_array_equal(ds.read(), full[:, c["row"]:c["row"] + CS, c["col"]:c["col"] + CS])
     for a in chips:
         for b in chips:
@@ -363,8 +371,8 @@ def test_chip_profile_matches_real_granite_chip(tmp_path: Path) -> None:
         pytest.skip(f"real granite chip not found at {real}")
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 460, 4450000 + 30 * 460))
     comp, lab = write_pair(tmp_path, g, compress=None)
-    res = export_chips(composites=[comp], labels=[lab], output_dir=tmp_path / "out", split_block_chips=1)
-    tt = Path(res["terratorch_dir"])
+    res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", split_block_chips=1)
+    tt = Path(res.terratorch_dir)
     ours = {"img": sorted((tt / "train_images").iterdir())[0], "label": sorted((tt / "train_labels").iterdir())[0]}
     theirs = {"img": real / "granite_biomass_chip_T14_input.tif", "label": real / "granite_biomass_chip_T14_label.tif"}
     for kind in ("img", "label"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +13,16 @@ from affine import Affine
 
 from chips.export import export_chips
 from chips.geotiff import geotiff_bytes, write_geotiff
+from chips.manifest import ExportResult
+from chips.params import ChipParams
 from core.grid import mgrs_tile_grid
 from sampleworld.synthetic.pairs import write_pair
+
+
+def run_export(*, composites: Any, labels: Any, output_dir: Any, **params: Any) -> ExportResult:
+    """export_chips with the chip parameters given as keywords (tests vary them one at a time)."""
+    return export_chips(composites=composites, labels=labels, output_dir=output_dir, params=ChipParams(**params))
+
 
 
 @pytest.mark.parametrize(
@@ -69,12 +78,12 @@ def test_export_identical_with_either_writer(tmp_path: Path) -> None:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 100, 4450000 + 30 * 100))
     write_pair(tmp_path / "in", g, compress=None)
     kw = dict(composites=tmp_path / "in", labels=tmp_path / "in", chip_size=32, split_block_chips=1)
-    a = export_chips(output_dir=tmp_path / "a", **kw)
-    b = export_chips(output_dir=tmp_path / "b", chip_writer="rasterio", **kw)
-    assert a["n_chips"] == b["n_chips"] > 0
+    a = run_export(output_dir=tmp_path / "a", **kw)
+    b = run_export(output_dir=tmp_path / "b", chip_writer="rasterio", **kw)
+    assert a.n_chips == b.n_chips > 0
     for kind in ("images", "labels"):
-        for fa in sorted((Path(a["esri_dir"]) / kind).glob("*.tif")):
-            fb = Path(b["esri_dir"]) / kind / fa.name
+        for fa in sorted((Path(a.esri_dir) / kind).glob("*.tif")):
+            fb = Path(b.esri_dir) / kind / fa.name
             with rasterio.open(fa) as x, rasterio.open(fb) as y:
                 assert (x.crs, x.transform, x.nodata, x.descriptions) == (y.crs, y.transform, y.nodata, y.descriptions)
                 np.testing.assert_array_equal(x.read(), y.read())

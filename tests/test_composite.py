@@ -25,6 +25,7 @@ from compositing.composite import (
     group_by_tile,
     tile_grid,
 )
+from compositing.contracts import CompositeOptions
 from compositing.kernel import _band_windows
 from core.grid import Grid, mgrs_tile_grid
 from sampleworld.synthetic.scenes import write_scene
@@ -124,37 +125,37 @@ CASES = [  # (options, masked bits, high aerosol, min_observations)
 def test_matches_numpy_reference_on_two_overlapping_tiles(world, tmp_path, opts, bits, aerosol, min_obs):
     res = build_composites(items_json=world["items_json"], aoi=world["aoi"],
                            season={"start": "2021-06-01", "end": "2021-09-30"}, output_dir=str(tmp_path),
-                           min_observations=min_obs, chunk_size=256, threads=2, **opts)
-    assert sorted(res["tiles"]) == ["10TEK", "10TFK"]
+                           options=CompositeOptions(min_observations=min_obs, chunk_size=256, **opts), threads=2)
+    assert sorted(res.tiles) == ["10TEK", "10TFK"]
     groups = group_by_tile(world["items"])
-    for tile, t in res["tiles"].items():
-        grid = Grid.from_dict(t["grid"])
+    for tile, t in res.tiles.items():
+        grid = Grid.from_dict(t.grid)
         assert grid == tile_grid(tile, world["aoi"])
-        assert t["path"] == str(tmp_path / "composites" / tile / "2021-06-01_2021-09-30.tif")
-        with rasterio.open(t["path"]) as ds:
+        assert t.path == str(tmp_path / "composites" / tile / "2021-06-01_2021-09-30.tif")
+        with rasterio.open(t.path) as ds:
             got = ds.read()
             assert ds.dtypes[0] == "float32" and ds.nodata == -9999
-            assert Grid.from_raster(t["path"]) == grid
+            assert Grid.from_raster(t.path) == grid
         ref = reference(groups[tile], grid, bits, aerosol, min_obs)
         np.testing.assert_array_equal(got[6], ref[6])  # count: exact
         assert np.all((got[:6] == -9999) == (ref[:6] == -9999))
         assert np.max(np.abs(got[:6].astype(np.float64) - ref[:6])) <= 0.5
-        assert 0 < t["valid_obs"]["pixels_with_data"] < grid.width * grid.height or min_obs == 1
-        assert t["valid_obs"]["max"] == int(ref[6].max())
+        assert 0 < t.valid_obs["pixels_with_data"] < grid.width * grid.height or min_obs == 1
+        assert t.valid_obs["max"] == int(ref[6].max())
     # the two tiles composite the same pixels of the overlap from different files: both are checked above,
     # and each tile's grid is its own tile's lattice
-    assert res["tiles"]["10TEK"]["grid"]["tile"] == "10TEK"
+    assert res.tiles["10TEK"].grid["tile"] == "10TEK"
 
 
 def test_tags_sidecar_and_rerun_skip(world, tmp_path):
     kw = dict(items_json=world["items_json"], aoi=world["aoi"], season={"start": "2021-06-01", "end": "2021-09-30"},
-              output_dir=str(tmp_path), chunk_size=256, threads=2, tiles=["10TEK"])
-    first = build_composites(**kw)["tiles"]["10TEK"]
-    assert first["reused"] is False
-    with rasterio.open(first["path"]) as ds:
+              output_dir=str(tmp_path), options=CompositeOptions(chunk_size=256), threads=2, tiles=["10TEK"])
+    first = build_composites(**kw).tiles["10TEK"]
+    assert first.reused is False
+    with rasterio.open(first.path) as ds:
         tags = ds.tags()
         assert tags["MGRS_TILE"] == "10TEK" and tags["COLLECTION"] == "HLSL30_2.0"
-        assert json.loads(tags["SCENE_IDS"]) == first["scenes_used"]
+        assert json.loads(tags["SCENE_IDS"]) == first.scenes_used
         assert tags["MASKED_BITS"] == "1:cloud,2:adjacent,3:shadow"
         assert tags["SCALE_FACTOR"] == "0.0001" and "SOFTWARE_VERSION" in tags
         assert ds.descriptions == ("Blue", "Green", "Red", "NIR_Narrow", "SWIR1", "SWIR2", "count")
@@ -162,14 +163,14 @@ def test_tags_sidecar_and_rerun_skip(world, tmp_path):
         assert ds.scales[:6] == (0.0001,) * 6
         assert ds.profile["blockxsize"] == 256 and ds.profile["compress"] == "zstd"
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-    side = json.loads(Path(first["sidecar"]).read_text())
-    assert side["scenes_used"] == first["scenes_used"] and side["grid"] == first["grid"]
-    mtime = os.stat(first["path"]).st_mtime_ns
-    again = build_composites(**kw)["tiles"]["10TEK"]
-    assert again["reused"] is True and os.stat(first["path"]).st_mtime_ns == mtime
-    changed = build_composites(**{**kw, "mask_snow": True})["tiles"]["10TEK"]
-    assert changed["reused"] is False and os.stat(first["path"]).st_mtime_ns != mtime
-    assert not [p for p in Path(first["path"]).parent.iterdir() if ".tmp-" in p.name]
+    side = json.loads(Path(first.sidecar).read_text())
+    assert side["scenes_used"] == first.scenes_used and side["grid"] == first.grid
+    mtime = os.stat(first.path).st_mtime_ns
+    again = build_composites(**kw).tiles["10TEK"]
+    assert again.reused is True and os.stat(first.path).st_mtime_ns == mtime
+    changed = build_composites(**{**kw, "options": CompositeOptions(chunk_size=256, mask_snow=True)}).tiles["10TEK"]
+    assert changed.reused is False and os.stat(first.path).st_mtime_ns != mtime
+    assert not [p for p in Path(first.path).parent.iterdir() if ".tmp-" in p.name]
 
 
 def test_corrupt_asset_is_skipped_with_reason_or_fails(world, tmp_path):
@@ -187,25 +188,25 @@ def test_corrupt_asset_is_skipped_with_reason_or_fails(world, tmp_path):
     missing["assets"]["B06"]["href"] = str(tmp_path / "does-not-exist.B06.tif")
     season = {"start": "2021-06-01", "end": "2021-09-30"}
     t = composite_tile(tile="10TEK", items=items, aoi=world["aoi"], season=season, output_dir=str(tmp_path / "o"),
-                       chunk_size=256, threads=2)
-    skipped = {s["id"]: s for s in t["scenes_skipped"]}
+                       options=CompositeOptions(chunk_size=256), threads=2)
+    skipped = {s["id"]: s for s in t.scenes_skipped}
     assert set(skipped) == {bad["id"], missing["id"]}
     assert skipped[bad["id"]]["asset"] == "B04" and "cannot read window" in skipped[bad["id"]]["reason"]
     assert skipped[missing["id"]]["asset"] == "B06" and "cannot open" in skipped[missing["id"]]["reason"]
-    assert bad["id"] not in t["scenes_used"] and len(t["scenes_used"]) == len(items) - 2
+    assert bad["id"] not in t.scenes_used and len(t.scenes_used) == len(items) - 2
     # the result equals a composite of the good scenes only (a failing scene is removed from every chunk)
     good = [it for it in items if it["id"] not in skipped]
-    with rasterio.open(t["path"]) as ds:
-        np.testing.assert_array_equal(ds.read(7), reference(good, Grid.from_dict(t["grid"]), (1, 2, 3), False, 1)[6])
+    with rasterio.open(t.path) as ds:
+        np.testing.assert_array_equal(ds.read(7), reference(good, Grid.from_dict(t.grid), (1, 2, 3), False, 1)[6])
     with pytest.raises(CompositeError, match=r"tile 10TEK: .*does-not-exist"):
         composite_tile(tile="10TEK", items=[items[0], missing], aoi=world["aoi"], season=season, output_dir=str(tmp_path / "f"),
-                       on_read_error="fail", chunk_size=256, threads=2)
+                       options=CompositeOptions(on_read_error="fail", chunk_size=256), threads=2)
     with pytest.raises(CompositeError, match=rf"10TEK.*{trunc.name}"):
         composite_tile(tile="10TEK", items=[bad], aoi=world["aoi"], season=season, output_dir=str(tmp_path / "g"),
-                       on_read_error="fail", chunk_size=256, threads=2)
+                       options=CompositeOptions(on_read_error="fail", chunk_size=256), threads=2)
     with pytest.raises(CompositeError, match="tile 10TEK: no readable scene"):
         composite_tile(tile="10TEK", items=[bad, missing], aoi=world["aoi"], season=season,
-                       output_dir=str(tmp_path / "h"), chunk_size=256, threads=2)
+                       output_dir=str(tmp_path / "h"), options=CompositeOptions(chunk_size=256), threads=2)
 
 
 def test_grid_mismatch_is_a_clear_error(world, tmp_path):
@@ -214,7 +215,7 @@ def test_grid_mismatch_is_a_clear_error(world, tmp_path):
     item["assets"]["Fmask"]["href"] = fk_href  # same zone, but a file of another scene grid window
     with pytest.raises(CompositeError, match="different grid"):
         composite_tile(tile="10TEK", items=[item], aoi=world["aoi"], season="2021-06-01/2021-09-30",
-                       output_dir=str(tmp_path), chunk_size=256, threads=1)
+                       output_dir=str(tmp_path), options=CompositeOptions(chunk_size=256), threads=1)
     item2 = json.loads(json.dumps(item))
     wrong = mgrs_tile_grid("11TKE").clip((200_000, 4_440_000, 203_000, 4_443_000))
     bands = {b: np.zeros(wrong.shape, np.int16) for b in BANDS}
@@ -223,7 +224,7 @@ def test_grid_mismatch_is_a_clear_error(world, tmp_path):
     item2["assets"] = other["assets"]
     with pytest.raises(CompositeError, match="EPSG:32611 is not the tile's EPSG:32610"):
         composite_tile(tile="10TEK", items=[item2], aoi=world["aoi"], season="2021-06-01/2021-09-30",
-                       output_dir=str(tmp_path), chunk_size=256, threads=1)
+                       output_dir=str(tmp_path), options=CompositeOptions(chunk_size=256), threads=1)
 
 
 WINDOW_CASES = [  # (clear blocks pattern, r0, c0, shape, expected windows)
@@ -260,13 +261,13 @@ def test_dask_cluster_gives_the_same_composite(world, tmp_path):
     from distributed import LocalCluster
 
     kw = dict(items_json=world["items_json"], aoi=world["aoi"], season={"start": "2021-06-01", "end": "2021-09-30"},
-              chunk_size=256, tiles=["10TFK"])
-    local = build_composites(output_dir=str(tmp_path / "local"), threads=2, **kw)["tiles"]["10TFK"]
+              options=CompositeOptions(chunk_size=256), tiles=["10TFK"])
+    local = build_composites(output_dir=str(tmp_path / "local"), threads=2, **kw).tiles["10TFK"]
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         remote = build_composites(output_dir=str(tmp_path / "dask"), dask_address=cluster.scheduler_address,
-                                  **kw)["tiles"]["10TFK"]
-    assert remote["scenes_used"] == local["scenes_used"] and remote["grid"] == local["grid"]
-    with rasterio.open(local["path"]) as a, rasterio.open(remote["path"]) as b:
+                                  **kw).tiles["10TFK"]
+    assert remote.scenes_used == local.scenes_used and remote.grid == local.grid
+    with rasterio.open(local.path) as a, rasterio.open(remote.path) as b:
         np.testing.assert_array_equal(a.read(), b.read())
 
 

@@ -96,12 +96,14 @@ def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], sta
     from distributed import Client
 
     from compositing.composite import build_composites
+    from compositing.contracts import CompositeOptions, SearchOptions
     from compositing.search import search_hls
 
     w = small_world
-    search = search_hls(aoi=w["aoi"], year=w["year"], max_cloud_cover=80, stac_url=stac_url,
+    search = search_hls(aoi=w["aoi"], year=w["year"], options=SearchOptions(stac_url=stac_url, max_cloud_cover=80),
                         output_dir=str(tmp_path / "search"))
-    common = dict(items_json=search["items_json"], aoi=w["aoi"], season=w["season"], chunk_size=CHUNK)
+    common = dict(items_json=search.items_json, aoi=w["aoi"], season=w["season"],
+                  options=CompositeOptions(chunk_size=CHUNK))
     local = build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
     with Client(dask_cluster) as client:
         before = client.run(lambda dask_worker: dask_worker.state.executed_count)
@@ -109,13 +111,13 @@ def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], sta
     with Client(dask_cluster) as client:
         after = client.run(lambda dask_worker: dask_worker.state.executed_count)
 
-    assert sorted(dist["tiles"]) == sorted(local["tiles"]) == sorted(w["tiles"])
+    assert sorted(dist.tiles) == sorted(local.tiles) == sorted(w["tiles"])
     done = {addr: after[addr] - before.get(addr, 0) for addr in after}
     assert len(done) == 2 and all(n > 0 for n in done.values()), f"tasks per worker: {done}"
-    for tile, res in local["tiles"].items():
-        a, meta_a = _read(res["path"])
-        b, meta_b = _read(dist["tiles"][tile]["path"])
-        assert res["path"] != dist["tiles"][tile]["path"]
+    for tile, res in local.tiles.items():
+        a, meta_a = _read(res.path)
+        b, meta_b = _read(dist.tiles[tile].path)
+        assert res.path != dist.tiles[tile].path
         assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
         assert np.array_equal(a, b), f"{tile}: {np.count_nonzero(a != b)} pixels differ"
         assert (a[:6] != -9999).any(), f"{tile}: composite is all nodata"

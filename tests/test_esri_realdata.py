@@ -15,8 +15,16 @@ from typing import Any
 import pytest
 
 from chips.export import export_chips
+from chips.manifest import ExportResult
+from chips.params import ChipParams
 from core.grid import mgrs_tile_grid
 from sampleworld.synthetic.pairs import write_pair
+
+
+def run_export(*, composites: Any, labels: Any, output_dir: Any, **params: Any) -> ExportResult:
+    """export_chips with the chip parameters given as keywords (tests vary them one at a time)."""
+    return export_chips(composites=composites, labels=labels, output_dir=output_dir, params=ChipParams(**params))
+
 
 PLACEHOLDER = re.compile(r"^e\.g\. ")
 
@@ -35,9 +43,9 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("esri")
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 130, 4450000 + 30 * 130))
     write_pair(root / "in", g, compress=None)
-    res = export_chips(composites=root / "in", labels=root / "in", output_dir=root / "out", chip_size=32,
+    res = run_export(composites=root / "in", labels=root / "in", output_dir=root / "out", chip_size=32,
                        split_block_chips=1)
-    return Path(res["esri_dir"])
+    return Path(res.esri_dir)
 
 
 def _same_shape(real: Any, ours: Any, path: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sampleworld.synthetic.export import write_synthetic_export
+from training.config import TrainConfig
 from training.evaluate import binned_rmse, evaluate_model, fit_ridge, regression_metrics
 from training.train import train_model
 
@@ -55,35 +56,34 @@ def test_ridge_recovers_a_linear_relation():
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     exp = write_synthetic_export(root / "export", chip=64, grid=(4, 3), seed=2)
-    res = train_model(export=exp["export"], model="tiny", epochs=2, batch_size=4, steps_per_epoch=3,
-                      output_dir=str(root / "run"), device="cpu", cpu_threads=1)
+    res = train_model(export=exp["export"], output_dir=str(root / "run"), config=TrainConfig(model="tiny", epochs=2, batch_size=4, steps_per_epoch=3, device="cpu", cpu_threads=1))
     return exp, res, root
 
 
 def test_evaluate_writes_metrics_baselines_and_plots(trained):
     exp, res, root = trained
-    out = evaluate_model(checkpoint=res["best_checkpoint"], export=exp["export"], output_dir=str(root / "eval"))
-    saved = json.loads(open(out["metrics_path"]).read())
-    assert out["metrics_path"] == str(root / "eval" / "metrics.json") and saved["split"] == "test"
+    out = evaluate_model(checkpoint=res.best_checkpoint, export=exp["export"], output_dir=str(root / "eval"))
+    saved = json.loads(open(out.metrics_path).read())
+    assert out.metrics_path == str(root / "eval" / "metrics.json") and saved["split"] == "test"
     assert set(saved["metrics"]) == {"model", "baseline_mean", "baseline_ridge"}
     n = saved["n_pixels"]
     assert n > 0 and all(m["n"] == n for m in saved["metrics"].values())
     model = saved["metrics"]["model"]
     assert set(model["binned_rmse"]) == {"0-100", "100-200", "200-300", "0-300"}
     assert set(model["per_pft"]) <= {"1", "6"} and model["per_pft"]
-    for path in out["plots"].values():
+    for path in out.plots.values():
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert saved["model_beats"].keys() == {"baseline_mean", "baseline_ridge"}
 
 
 def test_zero_shot_on_a_lightning_checkpoint_needs_a_preset(trained, tmp_path):
     exp, res, _ = trained
-    state = torch.load(res["best_checkpoint"], weights_only=True)["state_dict"]
+    state = torch.load(res.best_checkpoint, weights_only=True)["state_dict"]
     foreign = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": {"model." + k: v for k, v in state.items()}}, foreign)
     with pytest.raises(ValueError, match="model=<preset>"):
         evaluate_model(checkpoint=str(foreign), export=exp["export"], output_dir=str(tmp_path))
     out = evaluate_model(checkpoint=str(foreign), model="tiny", export=exp["export"], split="val",
                          output_dir=str(tmp_path))
-    assert out["zero_shot"] is True and out["metrics_path"].endswith("metrics_val.json")
-    assert out["metrics"]["model"]["rmse"] is not None
+    assert out.zero_shot is True and out.metrics_path.endswith("metrics_val.json")
+    assert out.metrics["model"]["rmse"] is not None

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 
 from compositing.composite import CompositeError, composite_tile
+from compositing.contracts import CompositeOptions
 from compositing.fmask import FmaskRule, bit_fractions, clear_mask
 from core.grid import mgrs_tile_grid
 from sampleworld.synthetic.scenes import write_scene
@@ -85,11 +86,11 @@ def test_real_truncated_b01_is_skipped_with_reason_or_fails(tmp_path):
     season = {"start": "2019-12-01", "end": "2020-09-30"}
     t = composite_tile(tile="19LBJ", items=[good, bad], aoi=aoi, season=season, output_dir=str(tmp_path / "o"),
                        threads=2)
-    assert t["scenes_used"] == [good["id"]]
-    (skip,) = t["scenes_skipped"]
+    assert t.scenes_used == [good["id"]]
+    (skip,) = t.scenes_skipped
     assert skip["id"] == bad["id"] and skip["asset"] == "B02"
     assert re.search(r"^cannot read window rows \d+:\d+ cols \d+:\d+: .*(Decoding error|TIFFRead)", skip["reason"])
-    assert json.loads(Path(t["sidecar"]).read_text())["scenes_skipped"] == [skip]
+    assert json.loads(Path(t.sidecar).read_text())["scenes_skipped"] == [skip]
     with pytest.raises(CompositeError, match=rf"tile 19LBJ: .*{TRUNCATED_B01.name}.*on_read_error='fail'"):
         composite_tile(tile="19LBJ", items=[good, bad], aoi=aoi, season=season, output_dir=str(tmp_path / "f"),
-                       on_read_error="fail", threads=2)
+                       options=CompositeOptions(on_read_error="fail"), threads=2)

@@ -18,6 +18,7 @@ import rasterio
 
 from core.grid import Grid, mgrs_tile_grid
 from labels import composite_grids, prefer_production_version, run_gedi_labels, search_granules
+from labels.contracts import LabelOptions
 from labels.filters import ShotFilters
 from labels.reader import read_granule_shots
 from sampleworld.synthetic.granules import RangeFileHandler, synthetic_beam, write_l4a_granule
@@ -64,10 +65,10 @@ def test_label_raster_equals_independent_rasterization(setup: dict) -> None:
     res = run_gedi_labels(aoi=AOI, year=2023, granules=[str(setup["granule"])], composites=[str(setup["composite"])],
                           output_dir=str(setup["out"]))
     grid: Grid = setup["grid"]
-    assert set(res["labels"]) == {"10TEK"} and res["all_nodata"] == {"10TEK": False}
-    assert res["labels"]["10TEK"] == str(setup["out"] / "labels" / "10TEK" / f"{SEASON}.tif")
-    gdf = gpd.read_parquet(res["shots"])
-    assert len(gdf) == res["n_shots"] == res["filter_counts"]["total"]["kept"] > 100
+    assert set(res.labels) == {"10TEK"} and res.all_nodata == {"10TEK": False}
+    assert res.labels["10TEK"] == str(setup["out"] / "labels" / "10TEK" / f"{SEASON}.tif")
+    gdf = gpd.read_parquet(res.shots)
+    assert len(gdf) == res.n_shots == res.filter_counts["total"]["kept"] > 100
     assert set(gdf["beam"]) == {"BEAM0000", "BEAM0101"}  # BEAM0110 holds only fill shots
     assert {"shot_number", "time", "beam", "lon", "lat", "agbd", "agbd_se", "pft_class", "l4_quality_flag",
             "degrade_flag", "leaf_off_flag", "sensitivity", "granule"} <= set(gdf.columns)
@@ -85,12 +86,12 @@ def test_label_raster_equals_independent_rasterization(setup: dict) -> None:
     np.add.at(s, (rows[ok], cols[ok]), gdf["agbd"].to_numpy()[ok].astype(np.float64))
     np.add.at(n, (rows[ok], cols[ok]), 1)
     ref = np.where(n > 0, (s / np.maximum(n, 1)).astype(np.float32), np.float32(-9999.0))
-    with rasterio.open(res["labels"]["10TEK"]) as ds:
+    with rasterio.open(res.labels["10TEK"]) as ds:
         assert Grid.from_raster(ds.name) == grid
         np.testing.assert_array_equal(ds.read(1), ref)
         np.testing.assert_array_equal(ds.read(2), n.astype(np.float32))
         assert json.loads(ds.tags()["GRANULE_IDS"]) == [setup["granule"].name[:-3]]
-    assert res["label_stats"]["10TEK"]["n_labelled_pixels"] == int((n > 0).sum())
+    assert res.label_stats["10TEK"]["n_labelled_pixels"] == int((n > 0).sum())
 
 
 def test_composites_folder_and_season_from_tags(setup: dict) -> None:
@@ -100,29 +101,27 @@ def test_composites_folder_and_season_from_tags(setup: dict) -> None:
     # no year/season: the date window is the composites' SEASON tag
     res = run_gedi_labels(aoi=AOI, granules=[str(setup["granule"])], composites=str(setup["comp_dir"]),
                           output_dir=str(setup["out"]))
-    assert res["season"] == {"start": "2023-06-01", "end": "2023-09-30"} and res["n_shots"] > 0
+    assert res.season == {"start": "2023-06-01", "end": "2023-09-30"} and res.n_shots > 0
 
 
 def test_rerun_reuses_outputs(setup: dict) -> None:
     kw = dict(aoi=AOI, year=2023, granules=[str(setup["granule"])], composites=[str(setup["composite"])],
               output_dir=str(setup["out"]))
     first = run_gedi_labels(**kw)
-    stamps = {p: os.stat(p).st_mtime_ns for p in (first["shots"], first["labels"]["10TEK"])}
+    stamps = {p: os.stat(p).st_mtime_ns for p in (first.shots, first.labels["10TEK"])}
     second = run_gedi_labels(**kw)
     assert second == first
     assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps
-    third = run_gedi_labels(**{**kw, "min_sensitivity": 0.95})  # other inputs: recomputed
-    assert third["n_shots"] < first["n_shots"] and third["filter_counts"]["total"]["sensitivity"] > 0
-    assert os.stat(first["labels"]["10TEK"]).st_mtime_ns != stamps[first["labels"]["10TEK"]]
+    third = run_gedi_labels(**kw, options=LabelOptions(min_sensitivity=0.95))  # other inputs: recomputed
+    assert third.n_shots < first.n_shots and third.filter_counts["total"]["sensitivity"] > 0
+    assert os.stat(first.labels["10TEK"]).st_mtime_ns != stamps[first.labels["10TEK"]]
 
 
 def test_season_outside_granule_and_nodata_minus_one(setup: dict) -> None:
-    res = run_gedi_labels(aoi=AOI, season={"start": "2023-07-01", "end": "2023-07-31"},
-                          granules=[str(setup["granule"])], composites=[str(setup["composite"])],
-                          output_dir=str(setup["out"]), nodata=-1.0)
-    assert res["n_shots"] == 0 and res["all_nodata"] == {"10TEK": True}
-    assert res["filter_counts"]["total"]["outside_dates"] > 0
-    with rasterio.open(res["labels"]["10TEK"]) as ds:
+    res = run_gedi_labels(aoi=AOI, season={"start": "2023-07-01", "end": "2023-07-31"}, granules=[str(setup["granule"])], composites=[str(setup["composite"])], output_dir=str(setup["out"]), options=LabelOptions(nodata=-1.0))
+    assert res.n_shots == 0 and res.all_nodata == {"10TEK": True}
+    assert res.filter_counts["total"]["outside_dates"] > 0
+    with rasterio.open(res.labels["10TEK"]) as ds:
         assert ds.nodata == -1.0 and (ds.read(1) == -1.0).all()
 
 
@@ -169,9 +168,8 @@ def test_search_granules_on_loopback_stac(setup: dict, tmp_path: Path) -> None:
                                 output_dir=str(setup["out"]))
         assert hrefs == [str(setup["granule"])]  # the October one and the far one are not found
         assert (setup["out"] / "search" / "gedi_items.json").is_file()
-        res = run_gedi_labels(aoi=AOI, year=2023, stac_url=url, composites=[str(setup["composite"])],
-                              output_dir=str(setup["out"]))
-    assert res["granules_used"] == [setup["granule"].name[:-3]] and res["n_shots"] > 0
+        res = run_gedi_labels(aoi=AOI, year=2023, composites=[str(setup["composite"])], output_dir=str(setup["out"]), options=LabelOptions(stac_url=url))
+    assert res.granules_used == [setup["granule"].name[:-3]] and res.n_shots > 0
 
 
 # ------------------------------------------------------------------ HTTP range reads
@@ -273,9 +271,9 @@ def test_area_without_any_shot(setup: dict, tmp_path: Path) -> None:
     comp = _composite(tmp_path / "c" / "10TEK" / f"{SEASON}.tif", tile.clip((min(xs), min(ys), max(xs), max(ys))))
     res = run_gedi_labels(aoi=aoi, year=2023, granules=[str(setup["granule"])], composites=[str(comp)],
                           output_dir=str(tmp_path / "o"))
-    total = res["filter_counts"]["total"]
-    assert total["outside_area"] == total["input"] > 0 and total["kept"] == 0 == res["n_shots"]
-    assert res["all_nodata"] == {"10TEK": True} and res["label_stats"]["10TEK"]["n_labelled_pixels"] == 0
-    assert any("no shot kept in the area" in w for w in res["warnings"])
-    with rasterio.open(res["labels"]["10TEK"]) as ds:
+    total = res.filter_counts["total"]
+    assert total["outside_area"] == total["input"] > 0 and total["kept"] == 0 == res.n_shots
+    assert res.all_nodata == {"10TEK": True} and res.label_stats["10TEK"]["n_labelled_pixels"] == 0
+    assert any("no shot kept in the area" in w for w in res.warnings)
+    with rasterio.open(res.labels["10TEK"]) as ds:
         assert (ds.read(1) == -9999.0).all() and Grid.from_raster(ds.name).shape == ds.shape

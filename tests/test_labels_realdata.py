@@ -13,6 +13,7 @@ from affine import Affine
 
 from core.grid import Grid
 from labels import run_gedi_labels
+from labels.contracts import LabelOptions
 from labels.filters import FILTER_KEYS
 from labels.rasterize import pixel_index
 
@@ -69,15 +70,15 @@ def _h5py_counts(path: Path, bbox: list[float], params: dict) -> dict[str, int]:
 ])
 def test_filter_counts_equal_h5py(realdata: Path, tmp_path: Path, bbox: list[float], params: dict) -> None:
     path = _file(realdata, V01)
-    res = run_gedi_labels(aoi=bbox, granules=[str(path)], output_dir=str(tmp_path), **params)
+    res = run_gedi_labels(aoi=bbox, granules=[str(path)], output_dir=str(tmp_path), options=LabelOptions(**params))
     expected = _h5py_counts(path, bbox, params)
-    got = res["filter_counts"]["per_granule"][path.name[:-3]]
+    got = res.filter_counts["per_granule"][path.name[:-3]]
     assert got == expected
-    assert res["filter_counts"]["total"] == expected
-    assert res["n_shots"] == expected["kept"] > 0
+    assert res.filter_counts["total"] == expected
+    assert res.n_shots == expected["kept"] > 0
     import geopandas as gpd
 
-    gdf = gpd.read_parquet(res["shots"])
+    gdf = gpd.read_parquet(res.shots)
     assert len(gdf) == expected["kept"] and gdf.crs.to_epsg() == 4326
     assert (gdf["agbd"] != -9999).all() and gdf["shot_number"].is_unique
     if params.get("require_l4_quality", True):
@@ -88,13 +89,13 @@ def test_version_01_warning_and_date_window(realdata: Path, tmp_path: Path) -> N
     path = _file(realdata, V01)  # acquired 2020-02-05
     res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "a"),
                           season={"start": "2020-02-05", "end": "2020-02-05"})
-    assert res["n_shots"] > 0 and any("production version 01" in w for w in res["warnings"])
+    assert res.n_shots > 0 and any("production version 01" in w for w in res.warnings)
     res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "b"),
                           season={"start": "2020-02-06", "end": "2020-03-01"})
-    total = res["filter_counts"]["total"]
-    assert res["n_shots"] == 0 and total["outside_dates"] == total["input"] - total["outside_area"]
-    res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "c"), skip_version_01=True)
-    assert res["granules_used"] == [] and "production version 01" in res["granules_skipped"][0]["reason"]
+    total = res.filter_counts["total"]
+    assert res.n_shots == 0 and total["outside_dates"] == total["input"] - total["outside_area"]
+    res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "c"), options=LabelOptions(skip_version_01=True))
+    assert res.granules_used == [] and "production version 01" in res.granules_skipped[0]["reason"]
 
 
 def _composite(path: Path, grid: Grid, season: str) -> Path:
@@ -119,26 +120,24 @@ def test_all_fill_granule_outcomes(realdata: Path, tmp_path: Path) -> None:
                       "2019-04-01_2019-05-31")
     # default filters need l4_quality_flag / degrade_flag: the granule is skipped, naming what is missing
     res = run_gedi_labels(aoi=aoi, granules=[str(path)], composites=[str(comp)], output_dir=str(tmp_path / "d"))
-    assert res["granules_used"] == []
-    reason = res["granules_skipped"][0]["reason"]
+    assert res.granules_used == []
+    reason = res.granules_skipped[0]["reason"]
     assert path.name in reason and "lacks dataset(s) l4_quality_flag, degrade_flag" in reason
-    assert res["all_nodata"] == {"16GCP": True} and res["n_shots"] == 0
+    assert res.all_nodata == {"16GCP": True} and res.n_shots == 0
     # on_read_error="fail": the same message as an exception
     with pytest.raises(ValueError, match="lacks dataset"):
-        run_gedi_labels(aoi=aoi, granules=[str(path)], output_dir=str(tmp_path / "e"), season="2019-04-01/2019-05-31",
-                        on_read_error="fail")
+        run_gedi_labels(aoi=aoi, granules=[str(path)], output_dir=str(tmp_path / "e"), season="2019-04-01/2019-05-31", options=LabelOptions(on_read_error="fail"))
     # without the quality filters it is read: every shot is fill, the label raster is all nodata (-1 style)
-    res = run_gedi_labels(aoi=aoi, granules=[str(path)], composites=str(tmp_path), output_dir=str(tmp_path / "f"),
-                          require_l4_quality=False, drop_degraded=False, nodata=-1.0)
-    total = res["filter_counts"]["total"]
-    assert res["granules_used"] == [path.name[:-3]] and total["kept"] == 0
+    res = run_gedi_labels(aoi=aoi, granules=[str(path)], composites=str(tmp_path), output_dir=str(tmp_path / "f"), options=LabelOptions(require_l4_quality=False, drop_degraded=False, nodata=-1.0))
+    total = res.filter_counts["total"]
+    assert res.granules_used == [path.name[:-3]] and total["kept"] == 0
     assert (total["fill"], total["outside_area"], total["input"]) == (7000, 1000, 8000)  # BEAM0110 is outside
-    assert res["all_nodata"] == {"16GCP": True} and any("all nodata" in w for w in res["warnings"])
+    assert res.all_nodata == {"16GCP": True} and any("all nodata" in w for w in res.warnings)
     with h5py.File(path) as h5:  # the fill shots do lie on the grid: nodata comes from the fill filter
         xs, ys = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(
             h5["BEAM0000/lon_lowestmode"][()], h5["BEAM0000/lat_lowestmode"][()])
     assert (pixel_index(np.asarray(xs), np.asarray(ys), grid) >= 0).sum() > 100
-    with rasterio.open(res["labels"]["16GCP"]) as ds:
+    with rasterio.open(res.labels["16GCP"]) as ds:
         assert ds.nodata == -1.0 and (ds.read(1) == -1.0).all() and (ds.read(2) == 0).all()
         assert Grid.from_raster(ds.name) == grid and ds.transform == Affine(*grid.transform[:6])
 
@@ -146,8 +145,8 @@ def test_all_fill_granule_outcomes(realdata: Path, tmp_path: Path) -> None:
 def test_l2a_granule_outcomes(realdata: Path, tmp_path: Path) -> None:
     path = _file(realdata, L2A)
     res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path))
-    assert res["granules_used"] == [] and res["n_shots"] == 0
-    assert res["granules_skipped"] == [{"granule": path.name[:-3], "reason": f"{path.name}: is a GEDI L2A granule "
+    assert res.granules_used == [] and res.n_shots == 0
+    assert res.granules_skipped == [{"granule": path.name[:-3], "reason": f"{path.name}: is a GEDI L2A granule "
                                         "(file name prefix GEDI02_A), not GEDI L4A (GEDI04_A_...)"}]
     with pytest.raises(ValueError, match=f"{path.name}: is a GEDI L2A granule"):
-        run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path), on_read_error="fail")
+        run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path), options=LabelOptions(on_read_error="fail"))

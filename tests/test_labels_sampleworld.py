@@ -14,6 +14,7 @@ from pyproj import Transformer
 
 from core.grid import Grid, mgrs_tile_grid
 from labels import run_gedi_labels
+from labels.contracts import LabelOptions
 
 
 def _season(world: dict[str, Any]) -> str:
@@ -53,21 +54,21 @@ def world_labels(small_world: dict[str, Any], tmp_path_factory: pytest.TempPathF
 
 def test_every_tile_labelled_and_counts_consistent(small_world: dict, world_labels: dict) -> None:
     res = world_labels["result"]
-    assert set(res["labels"]) == set(small_world["tiles"])
-    assert not any(res["all_nodata"].values())
-    total = res["filter_counts"]["total"]
+    assert set(res.labels) == set(small_world["tiles"])
+    assert not any(res.all_nodata.values())
+    total = res.filter_counts["total"]
     assert total["input"] - sum(v for k, v in total.items() if k not in ("input", "kept")) == total["kept"]
-    assert total["kept"] == res["n_shots"] > 500
+    assert total["kept"] == res.n_shots > 500
     assert total["input"] == sum(small_world["gedi"]["shots"])
     for name in small_world["gedi"]["granules"]:
         if name.endswith("_01_V002.h5"):
-            assert any(Path(name).name in w and "production version 01" in w for w in res["warnings"])
+            assert any(Path(name).name in w and "production version 01" in w for w in res.warnings)
 
 
 def test_label_raster_equals_numpy_rasterization(world_labels: dict) -> None:
     res = world_labels["result"]
-    shots = gpd.read_parquet(res["shots"])
-    for tile, path in res["labels"].items():
+    shots = gpd.read_parquet(res.shots)
+    for tile, path in res.labels.items():
         with rasterio.open(path) as ds:
             grid = Grid.from_raster(path)
             agbd, count = ds.read(1), ds.read(2)
@@ -94,7 +95,7 @@ def test_label_error_against_truth_is_the_generators(small_world: dict, world_la
     truth_grid = Grid.from_raster(small_world["truth"]["agb"])
     with rasterio.open(small_world["truth"]["agb"]) as ds:
         truth = ds.read(1)
-    for path in world_labels["result"]["labels"].values():
+    for path in world_labels["result"].labels.values():
         grid = Grid.from_raster(path)
         with rasterio.open(path) as ds:
             agbd, count = ds.read(1), ds.read(2)
@@ -114,21 +115,18 @@ def test_label_error_against_truth_is_the_generators(small_world: dict, world_la
 
 def test_search_on_loopback_stac_finds_the_worlds_granules(small_world: dict, stac_url: str,
                                                          world_labels: dict, tmp_path: Path) -> None:
-    res = run_gedi_labels(aoi=small_world["aoi"], year=small_world["year"], stac_url=stac_url,
-                          composites=world_labels["composites"], output_dir=str(tmp_path))
+    res = run_gedi_labels(aoi=small_world["aoi"], year=small_world["year"], composites=world_labels["composites"], output_dir=str(tmp_path), options=LabelOptions(stac_url=stac_url))
     found = {Path(g).name[:-3] for g in small_world["gedi"]["granules"]}
-    assert set(res["granules_used"]) | {s["granule"] for s in res["granules_skipped"]} <= found
-    assert res["n_shots"] == world_labels["result"]["n_shots"]
-    assert res["filter_counts"] == world_labels["result"]["filter_counts"]
+    assert set(res.granules_used) | {s["granule"] for s in res.granules_skipped} <= found
+    assert res.n_shots == world_labels["result"].n_shots
+    assert res.filter_counts == world_labels["result"].filter_counts
 
 
 def test_degrade_switch_on_a_fully_degraded_granule(small_world: dict, world_labels: dict, tmp_path: Path) -> None:
-    per = world_labels["result"]["filter_counts"]["per_granule"]
+    per = world_labels["result"].filter_counts["per_granule"]
     degraded = [g for g, c in per.items() if c["degraded"] and c["kept"] == 0]
     if not degraded:
         pytest.skip("the small world has no fully degraded granule")
-    res = run_gedi_labels(aoi=small_world["aoi"], year=small_world["year"], drop_degraded=False,
-                          granules=[g for g in small_world["gedi"]["granules"] if Path(g).name[:-3] in degraded],
-                          output_dir=str(tmp_path))
-    c = res["filter_counts"]["total"]
+    res = run_gedi_labels(aoi=small_world["aoi"], year=small_world["year"], granules=[g for g in small_world["gedi"]["granules"] if Path(g).name[:-3] in degraded], output_dir=str(tmp_path), options=LabelOptions(drop_degraded=False))
+    c = res.filter_counts["total"]
     assert c["degraded"] == 0 and c["kept"] == per[degraded[0]]["degraded"] > 0

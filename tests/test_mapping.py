@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sampleworld.synthetic.export import write_synthetic_export
+from training.config import TrainConfig
 from training.mapping import MappingError, predict_map, tile_starts, tiled_predict
 from training.train import train_model
 
@@ -58,22 +59,21 @@ def test_stride_larger_than_crop_is_refused():
 
 def test_predict_map_writes_a_cog_on_the_composite_grid(tmp_path):
     exp = write_synthetic_export(tmp_path / "export", chip=64, grid=(3, 2), seed=4)
-    res = train_model(export=exp["export"], model="tiny", epochs=1, batch_size=2, steps_per_epoch=2,
-                      output_dir=str(tmp_path / "run"), device="cpu", cpu_threads=1)
-    out = predict_map(checkpoint=res["best_checkpoint"], composite=exp["composite"],
+    res = train_model(export=exp["export"], output_dir=str(tmp_path / "run"), config=TrainConfig(model="tiny", epochs=1, batch_size=2, steps_per_epoch=2, device="cpu", cpu_threads=1))
+    out = predict_map(checkpoint=res.best_checkpoint, composite=exp["composite"],
                       output_dir=str(tmp_path / "maps"), crop=64, stride=48)
-    assert out["map"] == str(tmp_path / "maps" / "10TEK_agb.tif") and out["band_match"] == "by description"
-    with rasterio.open(exp["composite"]) as c, rasterio.open(out["map"]) as m:
+    assert out.map == str(tmp_path / "maps" / "10TEK_agb.tif") and out.band_match == "by description"
+    with rasterio.open(exp["composite"]) as c, rasterio.open(out.map) as m:
         assert (m.crs, m.transform, m.width, m.height) == (c.crs, c.transform, c.width, c.height)
         assert m.nodata == -9999.0 and m.dtypes == ("float32",) and m.tags()["UNITS"] == "Mg/ha"
         assert m.profile["tiled"] and m.overviews(1) == [] and m.profile["compress"] == "deflate"
         agb, comp = m.read(1), c.read(1)
     assert np.array_equal(agb == -9999.0, comp == -9999.0)
     assert (agb[agb != -9999.0] >= 0).all()
-    assert out["mpx_per_s"] > 0 and out["valid_fraction"] < 1.0
-    again = predict_map(checkpoint=res["best_checkpoint"], composite=exp["composite"],
+    assert out.mpx_per_s > 0 and out.valid_fraction < 1.0
+    again = predict_map(checkpoint=res.best_checkpoint, composite=exp["composite"],
                         output_dir=str(tmp_path / "maps"), crop=64, stride=48)
-    assert again["skipped"] is True
+    assert again.skipped is True
 
 
 def test_missing_composite_is_named(tmp_path):

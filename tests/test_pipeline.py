@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 
@@ -42,23 +43,23 @@ def pipeline_run(prefect_harness, small_world, world_dir, tmp_path_factory):
 
 def test_pipeline_outputs(pipeline_run, small_world) -> None:
     _, res = pipeline_run
-    assert set(res["composites"]) == set(small_world["tiles"]) == {"10TEK", "10TFK"}
-    for tile, comp in res["composites"].items():
-        grid = Grid.from_raster(comp["path"])
-        assert grid.to_dict()["transform"] == comp["grid"]["transform"]
-        label = Grid.from_raster(res["labels"][tile])
+    assert set(res.composites.tiles) == set(small_world["tiles"]) == {"10TEK", "10TFK"}
+    for tile, comp in res.composites.tiles.items():
+        grid = Grid.from_raster(comp.path)
+        assert grid.to_dict()["transform"] == comp.grid["transform"]
+        label = Grid.from_raster(res.labels.labels[tile])
         assert (label.crs, label.transform, label.shape) == (grid.crs, grid.transform, grid.shape)
-        with rasterio.open(res["maps"][tile]) as m:
+        with rasterio.open(res.maps[tile]) as m:
             assert (m.crs.to_epsg(), tuple(m.transform)[:6], m.shape) == (grid.epsg, grid.transform, grid.shape)
-    assert Path(res["shots"]).is_file()
-    assert res["filter_counts"]["total"]["kept"] > 0
-    counts = res["chips"]["counts"]
-    assert all(counts[s] > 0 for s in ("train", "val", "test")), counts
-    assert Path(res["checkpoint"]).is_file()
-    metrics = json.loads(Path(res["evaluation"]["metrics_path"]).read_text())
-    assert {"model", "baseline_mean", "baseline_ridge"} <= set(metrics["metrics"] if "metrics" in metrics else metrics)
-    assert res["cached_stages"] == []
-    assert all(v["n"] > 0 for v in res["map_vs_truth"].values())
+    assert Path(res.labels.shots).is_file()
+    assert res.labels.filter_counts["total"]["kept"] > 0
+    assert all(res.chips.splits[s] > 0 for s in ("train", "val", "test")), res.chips.splits
+    assert Path(res.checkpoint).is_file()
+    metrics = json.loads(Path(res.evaluation.metrics_path).read_text())
+    assert {"model", "baseline_mean", "baseline_ridge"} <= set(metrics["metrics"])
+    assert res.cached_stages == []
+    assert all(v["n"] > 0 for v in res.map_vs_truth.values())
+    assert json.loads(json.dumps(res.to_dict()))["chips"]["n_chips"] == res.chips.n_chips  # JSON-able
 
 
 def test_pipeline_artifacts(pipeline_run) -> None:
@@ -83,6 +84,35 @@ def test_stac_searches_use_the_global_concurrency_limit(pipeline_run) -> None:
 def test_pipeline_rerun_skips_finished_stages(pipeline_run) -> None:
     params, first = pipeline_run
     again = biomass_pipeline(params)
-    assert set(again["cached_stages"]) == STAGES
-    assert again["checkpoint"] == first["checkpoint"]
-    assert again["evaluation"]["metrics"] == first["evaluation"]["metrics"]
+    assert set(again.cached_stages) == STAGES
+    assert again.checkpoint == first.checkpoint
+    assert again.evaluation.metrics == first.evaluation.metrics
+
+
+def test_labels_rewritten_by_another_run_invalidate_the_downstream_caches(pipeline_run, small_world) -> None:
+    """pipeline -> stand-alone gedi-labels with other filters into the same folder -> pipeline: the second
+    pipeline run must not report the stale cached result: labels, chips, model and evaluation are redone."""
+    from flows.params import GediLabelsParams
+    from flows.stages import gedi_labels
+
+    params, first = pipeline_run
+    tile = sorted(first.labels.labels)[0]
+    label_path = first.labels.labels[tile]
+    with rasterio.open(label_path) as ds:
+        before = ds.read(2)
+    other = gedi_labels(GediLabelsParams(aoi=small_world["aoi"], year=small_world["year"],
+                                         output_dir=params.output_dir, composites=first.composites.paths,
+                                         granules=small_world["gedi"]["granules"], nodata=-1.0,
+                                         min_sensitivity=0.99))
+    with rasterio.open(label_path) as ds:
+        assert (ds.read(2) != before).any()  # the stand-alone run overwrote the label raster
+    assert other.result.n_shots < first.labels.n_shots
+    chips_manifest = Path(first.chips.chips_export).stat().st_mtime_ns
+    again = biomass_pipeline(params)
+    assert again.cached_stages == ["hls-composite"]
+    assert again.labels.n_shots == first.labels.n_shots  # the pipeline's own filters again
+    with rasterio.open(label_path) as ds:
+        np.testing.assert_array_equal(ds.read(2), before)
+    assert Path(again.chips.chips_export).stat().st_mtime_ns != chips_manifest
+    assert again.chips.skipped is False and again.training.skipped is False
+    assert again.training.resumed_from_epoch is None  # trained again, not resumed from the stale run

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from compositing.contracts import SearchOptions
 from compositing.search import SearchError, keep_item, search_hls
 from core.http import RetryPolicy
 from core.http import parse_retry_after as _parse_retry_after
@@ -61,41 +62,41 @@ def rustac_world(tmp_path_factory: pytest.TempPathFactory):
 
 def test_rustac_paging_and_client_side_cloud_filter(rustac_world, tmp_path):
     url, items = rustac_world
-    res = search_hls(aoi=AOI, year=2021, max_cloud_cover=30, stac_url=url, output_dir=str(tmp_path), limit=50)
+    res = search_hls(aoi=AOI, year=2021, output_dir=str(tmp_path), options=SearchOptions(max_cloud_cover=30, stac_url=url, limit=50))
     in_season = [it for it in items if it["properties"]["datetime"] < "2021-10" and it["properties"]["datetime"] >= "2021-06"]
     expected = {it["id"] for it in in_season if it["properties"]["eo:cloud_cover"] <= 30 and it["bbox"][0] < 0}
-    saved = json.loads(Path(res["items_json"]).read_text())
+    saved = json.loads(Path(res.items_json).read_text())
     assert {f["id"] for f in saved["features"]} == expected
-    assert res["n_items"] == len(expected) and res["pages"] >= 5  # 231 items answered in pages of 50
-    assert res["dropped_cloud"] == sum(it["properties"]["eo:cloud_cover"] > 30 for it in in_season) > 0
-    assert res["server_cloud_filter"] is False  # rustac does not declare `query`
-    assert res["duplicates"] == 0 and set(res["ids_by_tile"]) == {"10TEK", "10TFK"}
-    assert sorted(res["ids_by_tile"]["10TEK"] + res["ids_by_tile"]["10TFK"]) == sorted(expected)
+    assert res.n_items == len(expected) and res.pages >= 5  # 231 items answered in pages of 50
+    assert res.dropped_cloud == sum(it["properties"]["eo:cloud_cover"] > 30 for it in in_season) > 0
+    assert res.server_cloud_filter is False  # rustac does not declare `query`
+    assert res.duplicates == 0 and set(res.ids_by_tile) == {"10TEK", "10TFK"}
+    assert sorted(res.ids_by_tile["10TEK"] + res.ids_by_tile["10TFK"]) == sorted(expected)
     # items saved exactly as the server returned them (e.g. the hrefs and the properties)
     by_id = {it["id"]: it for it in items}
     for f in saved["features"]:
         assert f["assets"]["Fmask"]["href"] == by_id[f["id"]]["assets"]["Fmask"]["href"]
         assert f["properties"]["eo:cloud_cover"] == by_id[f["id"]]["properties"]["eo:cloud_cover"]
-    rows = list(csv.DictReader(Path(res["items_csv"]).open()))
+    rows = list(csv.DictReader(Path(res.items_csv).open()))
     assert [r["id"] for r in rows] == [f["id"] for f in saved["features"]]
     assert {r["tile"] for r in rows} == {"10TEK", "10TFK"} and all(float(r["eo:cloud_cover"]) <= 30 for r in rows)
 
 
 def test_saved_search_is_reused_without_the_server(rustac_world, tmp_path):
     url, _ = rustac_world
-    first = search_hls(aoi=AOI, season=SEASON, max_cloud_cover=50, stac_url=url, output_dir=str(tmp_path))
-    stamp = Path(first["items_json"]).stat().st_mtime_ns
-    reused = search_hls(aoi=AOI, season=SEASON, max_cloud_cover=50, stac_url=url, output_dir=str(tmp_path))
-    assert reused["reused"] is True and reused["n_items"] == first["n_items"]
-    assert Path(first["items_json"]).stat().st_mtime_ns == stamp
-    other = search_hls(aoi=AOI, season=SEASON, max_cloud_cover=20, stac_url=url, output_dir=str(tmp_path))
-    assert other["reused"] is False and other["n_items"] < first["n_items"]
+    first = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), options=SearchOptions(max_cloud_cover=50, stac_url=url))
+    stamp = Path(first.items_json).stat().st_mtime_ns
+    reused = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), options=SearchOptions(max_cloud_cover=50, stac_url=url))
+    assert reused.reused is True and reused.n_items == first.n_items
+    assert Path(first.items_json).stat().st_mtime_ns == stamp
+    other = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), options=SearchOptions(max_cloud_cover=20, stac_url=url))
+    assert other.reused is False and other.n_items < first.n_items
 
 
 def test_max_items_bounds_the_search(rustac_world, tmp_path):
     url, _ = rustac_world
-    res = search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), limit=20, max_items=45)
-    assert res["n_items"] <= 45 and res["pages"] == 3
+    res = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), options=SearchOptions(stac_url=url, limit=20, max_items=45))
+    assert res.n_items <= 45 and res.pages == 3
 
 
 # --------------------------------------------------------------------------------- scripted loopback server
@@ -193,22 +194,22 @@ def test_retries_503_and_429_honouring_retry_after_then_succeeds(scripted, tmp_p
                     [[make_item(1), make_item(2)]])
     url = scripted(script)
     t0 = time.monotonic()
-    res = search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries=FAST)
+    res = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries=FAST, options=SearchOptions(stac_url=url))
     elapsed = time.monotonic() - t0
-    assert res["n_items"] == 2 and res["retries"] == 3
+    assert res.n_items == 2 and res.retries == 3
     assert elapsed >= 1.0  # the 429's Retry-After: 1 was honoured
-    assert res["retry_wait_s"] >= 1.0
+    assert res.retry_wait_s >= 1.0
     assert not script.failures and [r[:2] for r in script.requests].count(("POST", "/search")) == 1
 
 
 def test_retry_budget_exhausted_is_a_clear_error(scripted, tmp_path):
     url = scripted(Script([(503, {"Retry-After": "0"})] * 50, [[make_item(1)]]))
     with pytest.raises(SearchError, match=r"failed after 4 attempts.*HTTP 503"):
-        search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries={**FAST, "max_attempts": 4})
+        search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries={**FAST, "max_attempts": 4}, options=SearchOptions(stac_url=url))
     url2 = scripted(Script([(503, {"Retry-After": "30"})] * 50, [[make_item(1)]]))
     t0 = time.monotonic()
     with pytest.raises(SearchError, match=r"retry budget .* 5 s"):
-        search_hls(aoi=AOI, season=SEASON, stac_url=url2, output_dir=str(tmp_path), retries={**FAST, "budget_s": 5})
+        search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries={**FAST, "budget_s": 5}, options=SearchOptions(stac_url=url2))
     assert time.monotonic() - t0 < 5  # a Retry-After beyond the budget fails at once
     assert not (tmp_path / "search" / "hls_items.json").exists()
 
@@ -217,7 +218,7 @@ def test_client_errors_are_not_retried(scripted, tmp_path):
     script = Script([(400, {})], [[make_item(1)]])
     url = scripted(script)
     with pytest.raises(SearchError, match="HTTP 400"):
-        search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries=FAST)
+        search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries=FAST, options=SearchOptions(stac_url=url))
     assert len(script.requests) == 1
 
 
@@ -226,7 +227,7 @@ def test_a_stuck_cursor_fails_clearly_instead_of_truncating(scripted, tmp_path):
     script = Script([], [[a, b], [b, c, c]], repeat_last=True)  # the cursor keeps answering the last page
     url = scripted(script)
     with pytest.raises(SearchError, match=r"/search: page 3 repeated items already seen 3 times"):
-        search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries=FAST)
+        search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries=FAST, options=SearchOptions(stac_url=url))
     assert not (tmp_path / "search" / "hls_items.json").exists()
 
 
@@ -234,21 +235,21 @@ def test_a_repeated_page_is_re_requested_and_duplicate_ids_dropped(scripted, tmp
     a, b, c, d = make_item(1), make_item(2), make_item(3), make_item(4)
     script = Script([], [[a, b], [b, c, c], [d]], stale_once=(2,))  # page 3 first answers page 2 again
     url = scripted(script)
-    res = search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), retries=FAST)
-    ids = [f["id"] for f in json.loads(Path(res["items_json"]).read_text())["features"]]
+    res = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries=FAST, options=SearchOptions(stac_url=url))
+    ids = [f["id"] for f in json.loads(Path(res.items_json).read_text())["features"]]
     assert ids == [a["id"], b["id"], c["id"], d["id"]]
-    assert res["duplicates"] == 2 and res["repeated_pages"] == 1 and res["pages"] == 3
+    assert res.duplicates == 2 and res.repeated_pages == 1 and res.pages == 3
 
 
 def test_server_query_used_when_declared_and_client_filter_still_applies(scripted, tmp_path):
     items = [make_item(1, cloud=5), make_item(2, cloud=30), make_item(3, cloud=30.5), make_item(4, cloud=None)]
     script = Script([], [items], query_conformance=True)  # declares `query` but ignores it
     url = scripted(script)
-    res = search_hls(aoi=AOI, season=SEASON, stac_url=url, output_dir=str(tmp_path), max_cloud_cover=30, retries=FAST)
+    res = search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries=FAST, options=SearchOptions(stac_url=url, max_cloud_cover=30))
     body = script.requests[-1][2]
     assert body["query"] == {"eo:cloud_cover": {"lte": 30}} and body["collections"] == ["HLSL30_2.0"]
     assert body["datetime"] == "2021-06-01T00:00:00Z/2021-09-30T23:59:59Z" and body["limit"] == 100
-    assert res["server_cloud_filter"] is True and res["dropped_cloud"] == 1 and res["n_items"] == 3
+    assert res.server_cloud_filter is True and res.dropped_cloud == 1 and res.n_items == 3
 
 
 KEEP_CASES = [  # (item, max cloud, expected reason)
@@ -285,6 +286,6 @@ def test_retry_after_http_date_and_backoff():
 
 def test_bad_parameters_are_clear(tmp_path):
     with pytest.raises(ValueError, match="max_cloud_cover"):
-        search_hls(aoi=AOI, year=2021, max_cloud_cover=150, output_dir=str(tmp_path))
+        search_hls(aoi=AOI, year=2021, output_dir=str(tmp_path), options=SearchOptions(max_cloud_cover=150))
     with pytest.raises(ValueError, match="year"):
         search_hls(aoi=AOI, output_dir=str(tmp_path))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pytest
 
+from core.contracts import Contract
 from core.earthdata import earthdata_credentials, gdal_env_options, requests_session
 from core.files import atomic_path, read_json, write_json_atomic
 from flows.cache import load_cached, stage_key, store
@@ -79,15 +81,31 @@ def test_json_roundtrip_and_bad_json(tmp_path) -> None:
         read_json(tmp_path / "b.json")
 
 
-def test_stage_cache(tmp_path) -> None:
+@dataclass(frozen=True)
+class _Out(Contract):
+    path: str
+    n: int
+
+
+def test_stage_cache_keys_on_parameters_and_input_files(tmp_path) -> None:
     params = {"aoi": [0, 0, 1, 1], "stac_url": "http://127.0.0.1:4321/", "force": False}
-    key = stage_key("s", params)
-    assert key == stage_key("s", {**params, "force": True, "stac_url": "http://127.0.0.1:9999/"})
-    assert key != stage_key("s", {**params, "aoi": [0, 0, 2, 2]})
-    assert key != stage_key("other", params)
+    inp = tmp_path / "input.tif"
+    inp.write_text("a")
+    key = stage_key("s", params, [inp])
+    assert key == stage_key("s", {**params, "force": True, "stac_url": "http://127.0.0.1:9999/"}, [inp])
+    assert key != stage_key("s", {**params, "aoi": [0, 0, 2, 2]}, [inp])
+    assert key != stage_key("other", params, [inp])
+    inp.write_text("bb")  # the input file changed: another key
+    assert key != stage_key("s", params, [inp])
+
+
+def test_stage_cache_checks_its_outputs(tmp_path) -> None:
     out = tmp_path / "result.tif"
     out.write_text("x")
-    store(str(tmp_path), "s", key, {"path": str(out), "n": 3})
-    assert load_cached(str(tmp_path), "s", key) == {"path": str(out), "n": 3}
+    store(str(tmp_path), "s", "k", _Out(str(out), 3))
+    assert load_cached(str(tmp_path), "s", "k", _Out) == _Out(str(out), 3)
+    out.write_text("rewritten by another run")
+    assert load_cached(str(tmp_path), "s", "k", _Out) is None  # an output changed: re-run
+    store(str(tmp_path), "s", "k", _Out(str(out), 3))
     out.unlink()
-    assert load_cached(str(tmp_path), "s", key) is None  # an output went missing: re-run
+    assert load_cached(str(tmp_path), "s", "k", _Out) is None  # an output went missing: re-run

@@ -12,6 +12,7 @@ import torch
 
 from sampleworld.synthetic.export import write_synthetic_export
 from training.checkpoint import CheckpointError, read_checkpoint
+from training.config import TrainConfig
 from training.data import ExportError, load_split, read_export
 from training.train import Batcher, lr_at, train_model
 
@@ -85,18 +86,18 @@ def test_lr_schedule_warms_up_and_decays():
 
 
 def test_train_writes_checkpoints_history_and_skips_when_finished(export, tmp_path):
-    res = train_model(export=export["export"], epochs=2, output_dir=str(tmp_path), **FAST)
-    assert res["epochs_run"] == 2 and res["stopped"] == "completed"
-    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in res["history"])
-    assert res["best_checkpoint"] == str(tmp_path / "best.ckpt")
-    assert res["last_checkpoint"] == str(tmp_path / "last.ckpt")
-    ck = read_checkpoint(res["last_checkpoint"])
+    res = train_model(export=export["export"], output_dir=str(tmp_path), config=TrainConfig(**FAST, epochs=2))
+    assert res.epochs_run == 2 and res.stopped == "completed"
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in res.history)
+    assert res.best_checkpoint == str(tmp_path / "best.ckpt")
+    assert res.last_checkpoint == str(tmp_path / "last.ckpt")
+    ck = read_checkpoint(res.last_checkpoint)
     assert ck["model_config"]["preset"] == "tiny" and ck["bands"] == read_export(export["export"]).bands
     assert len(ck["norm"]["mean"]) == 6 and ck["train_state"]["finished"] is True
-    assert json.loads((tmp_path / "history.json").read_text()) == res["history"]
-    assert res["throughput"]["model_img_per_s"] > 0
-    again = train_model(export=export["export"], epochs=2, output_dir=str(tmp_path), **FAST)
-    assert again.get("skipped") is True
+    assert json.loads((tmp_path / "history.json").read_text()) == res.history
+    assert res.throughput["model_img_per_s"] > 0
+    again = train_model(export=export["export"], output_dir=str(tmp_path), config=TrainConfig(**FAST, epochs=2))
+    assert again.skipped is True
 
 
 class _Interrupt(RuntimeError):
@@ -104,44 +105,43 @@ class _Interrupt(RuntimeError):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(export, tmp_path):
-    full = train_model(export=export["export"], epochs=3, output_dir=str(tmp_path / "a"), **FAST)
+    full = train_model(export=export["export"], output_dir=str(tmp_path / "a"), config=TrainConfig(**FAST, epochs=3))
 
     def kill(epoch: int, step: int) -> None:
         if epoch == 1 and step == 1:
             raise _Interrupt("killed mid-epoch")
 
     with pytest.raises(_Interrupt):
-        train_model(export=export["export"], epochs=3, output_dir=str(tmp_path / "b"), on_step=kill, **FAST)
+        train_model(export=export["export"], output_dir=str(tmp_path / "b"), on_step=kill, config=TrainConfig(**FAST, epochs=3))
     partial = read_checkpoint(tmp_path / "b" / "last.ckpt")
     assert partial["train_state"]["epoch"] == 0
-    resumed = train_model(export=export["export"], epochs=3, output_dir=str(tmp_path / "b"), **FAST)
-    assert resumed["resumed_from_epoch"] == 0
-    assert [h["val_loss"] for h in resumed["history"]] == [h["val_loss"] for h in full["history"]]
-    a = read_checkpoint(full["last_checkpoint"])["state_dict"]
-    b = read_checkpoint(resumed["last_checkpoint"])["state_dict"]
+    resumed = train_model(export=export["export"], output_dir=str(tmp_path / "b"), config=TrainConfig(**FAST, epochs=3))
+    assert resumed.resumed_from_epoch == 0
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in full.history]
+    a = read_checkpoint(full.last_checkpoint)["state_dict"]
+    b = read_checkpoint(resumed.last_checkpoint)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_with_other_settings_is_refused(export, tmp_path):
-    train_model(export=export["export"], epochs=1, output_dir=str(tmp_path), **FAST)
+    train_model(export=export["export"], output_dir=str(tmp_path), config=TrainConfig(**FAST, epochs=1))
     with pytest.raises(CheckpointError, match="other settings.*lr"):
-        train_model(export=export["export"], epochs=2, output_dir=str(tmp_path), **(FAST | {"lr": 1e-5}))
+        train_model(export=export["export"], output_dir=str(tmp_path), config=TrainConfig(**(FAST | {"lr": 1e-5}), epochs=2))
 
 
 def test_fine_tune_with_frozen_backbone_keeps_encoder_weights(export, tmp_path):
-    base = train_model(export=export["export"], epochs=1, output_dir=str(tmp_path / "base"), **FAST)
-    tuned = train_model(export=export["export"], epochs=1, output_dir=str(tmp_path / "ft"),
-                        init_checkpoint=base["best_checkpoint"], freeze_backbone=True, **FAST)
-    assert tuned["init"]["missing"] == [] and tuned["frozen_parameters"] > 0
-    a = read_checkpoint(base["best_checkpoint"])["state_dict"]
-    b = read_checkpoint(tuned["last_checkpoint"])["state_dict"]
+    base = train_model(export=export["export"], output_dir=str(tmp_path / "base"), config=TrainConfig(**FAST, epochs=1))
+    tuned = train_model(export=export["export"], output_dir=str(tmp_path / "ft"), config=TrainConfig(**FAST, epochs=1, init_checkpoint=base.best_checkpoint, freeze_backbone=True))
+    assert tuned.init["missing"] == [] and tuned.frozen_parameters > 0
+    a = read_checkpoint(base.best_checkpoint)["state_dict"]
+    b = read_checkpoint(tuned.last_checkpoint)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
 
 
 def test_batch_size_one_is_refused_clearly(export, tmp_path):
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
-        train_model(export=export["export"], epochs=1, output_dir=str(tmp_path), **(FAST | {"batch_size": 1}))
+        TrainConfig(**(FAST | {"batch_size": 1}), epochs=1)
 
 
 def test_chips_without_nodata_tags_use_the_export_nodata_values(export, tmp_path):

@@ -11,17 +11,20 @@ Writes ``<output_dir>/metrics.json`` (``metrics_<split>.json`` for other splits)
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from core.contracts import Contract
 from core.files import write_json_atomic
 from training.checkpoint import load_model
+from training.config import torch_run_scope
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
 from training.model import DEFAULT_BANDS, BiomassModel
-from training.train import _autocast, _to_layout, configure_cpu_threads, resolve_device
+from training.train import _autocast, _to_layout, resolve_device
 
 BINS = ((0.0, 100.0), (100.0, 200.0), (200.0, 300.0), (0.0, 300.0))
 
@@ -137,17 +140,46 @@ def _save_fig(fig: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class EvalResult(Contract):
+    """Metrics of a checkpoint on one split against the baselines, written to ``metrics_path``.
+
+    ``metrics``: ``{"model", "baseline_mean", "baseline_ridge"}`` -> ``{"n", "rmse", "mae", "bias", "r2",
+    "binned_rmse", ...}`` in Mg/ha over the split's labelled pixels.
+    """
+
+    metrics_path: str
+    checkpoint: str
+    model: str
+    export: str
+    split: str
+    n_chips: int
+    n_pixels: int
+    bands: list[str]
+    train_label_mean: float | None
+    metrics: dict[str, Any]
+    model_beats: dict[str, bool]
+    plots: dict[str, str]
+    load_report: dict[str, Any]
+    zero_shot: bool
+    notes: list[str]
+
+
 def evaluate_model(*, checkpoint: str, model: str | None = None, export: str, split: str = "test",
                    output_dir: str, device: str = "auto", batch_size: int = 8, allow_partial: bool = False,
-                   ridge_alpha: float = 1.0, cpu_threads: int | None = None) -> dict[str, Any]:
+                   ridge_alpha: float = 1.0, cpu_threads: int | None = None) -> EvalResult:
     """Evaluate ``checkpoint`` (project, or Lightning/TerraTorch with ``model`` preset) on ``split``.
 
     Normalisation: the checkpoint's stats for a project checkpoint, else the export's train stats.
-    Returns ``{"metrics_path", "metrics": {"model", "baseline_mean", "baseline_ridge"}, "plots", ...}``.
+    Torch threads and RNG states are scoped to the call.
     """
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        configure_cpu_threads(cpu_threads)
+    with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
+        return _evaluate(checkpoint, model, export, split, output_dir, dev, batch_size, allow_partial, ridge_alpha)
+
+
+def _evaluate(checkpoint: str, model: str | None, export: str, split: str, output_dir: str, dev: torch.device,
+              batch_size: int, allow_partial: bool, ridge_alpha: float) -> EvalResult:
     net, ck, report = load_model(checkpoint, model=model, allow_partial=allow_partial)
     info = read_export(export)
     bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
@@ -182,12 +214,10 @@ def evaluate_model(*, checkpoint: str, model: str | None = None, export: str, sp
         notes.append(f"split {split!r} has no labelled pixel: metrics are empty")
     beats = {b: (metrics["model"]["rmse"] is not None and metrics[b]["rmse"] is not None
                  and metrics["model"]["rmse"] < metrics[b]["rmse"]) for b in preds if b != "model"}
-    result = {
-        "checkpoint": str(checkpoint), "model": net.config.preset, "export": str(export), "split": split,
-        "n_chips": len(data), "n_pixels": int(y.size), "bands": bands, "train_label_mean": train_mean,
-        "metrics": metrics, "model_beats": beats, "plots": plots, "load_report": report.to_dict(),
-        "zero_shot": bool(ck.get("foreign")), "notes": notes,
-    }
     path = out_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
-    write_json_atomic(path, result)
-    return {"metrics_path": str(path), "metrics_json": str(path), **result}
+    result = EvalResult(
+        metrics_path=str(path), checkpoint=str(checkpoint), model=net.config.preset, export=str(export), split=split,
+        n_chips=len(data), n_pixels=int(y.size), bands=bands, train_label_mean=train_mean, metrics=metrics,
+        model_beats=beats, plots=plots, load_report=report.to_dict(), zero_shot=bool(ck.get("foreign")), notes=notes)
+    write_json_atomic(path, result.to_dict())
+    return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,12 @@ import rasterio.shutil
 import torch
 
 from core.constants import IMAGE_NODATA
+from core.contracts import Contract
 from core.files import atomic_path
 from training.checkpoint import load_model
+from training.config import torch_run_scope
 from training.model import DEFAULT_BANDS, BiomassModel
-from training.train import _autocast, _to_layout, configure_cpu_threads, resolve_device
+from training.train import _autocast, _to_layout, resolve_device
 
 log = logging.getLogger(__name__)
 MAP_NODATA = IMAGE_NODATA
@@ -124,21 +127,45 @@ def _inputs_key(checkpoint: Path, composite: Path, crop: int, stride: int) -> st
                        "stride": stride}, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class MapResult(Contract):
+    """A biomass map COG (Mg/ha, nodata -9999) on the composite's grid; the timing fields are None when an
+    up-to-date map was found and skipped."""
+
+    map: str
+    tile: str
+    skipped: bool
+    width: int
+    height: int
+    megapixels: float | None = None
+    seconds: float | None = None
+    mpx_per_s: float | None = None
+    valid_fraction: float | None = None
+    band_match: str | None = None
+    model: str | None = None
+    device: str | None = None
+    load_report: dict[str, Any] | None = None
+
+
 def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = None, model: str | None = None,
                 device: str = "auto", batch_size: int = 8, crop: int = 224, stride: int = 192,
-                allow_partial: bool = False, cpu_threads: int | None = None) -> dict[str, Any]:
-    """Biomass map (Mg/ha COG) of ``composite`` with ``checkpoint``; returns path, size and Mpx/s.
+                allow_partial: bool = False, cpu_threads: int | None = None) -> MapResult:
+    """Biomass map (Mg/ha COG) of ``composite`` with ``checkpoint``.
 
     Normalisation: the checkpoint's bands and stats (a foreign checkpoint needs ``model`` and uses the
     six HLS bands with granite's train statistics unless the composite names its bands; see docs).
+    Torch threads and RNG states are scoped to the call.
     """
     comp = Path(composite)
-    ckpt_path = Path(checkpoint)
     if not comp.is_file():
         raise MappingError(f"composite {comp} does not exist")
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        configure_cpu_threads(cpu_threads)
+    with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
+        return _predict(Path(checkpoint), comp, output_dir, model, dev, batch_size, crop, stride, allow_partial)
+
+
+def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | None, dev: torch.device,
+             batch_size: int, crop: int, stride: int, allow_partial: bool) -> MapResult:
     with rasterio.open(comp) as src:
         tags = src.tags()
         tile = _tile_of(comp, tags)
@@ -149,8 +176,7 @@ def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = Non
             with rasterio.open(dst) as old:
                 if old.tags().get("INPUTS_KEY") == key:
                     log.info("map %s is up to date; skipping", dst)
-                    return {"map": str(dst), "tile": tile, "skipped": True, "width": old.width,
-                            "height": old.height}
+                    return MapResult(map=str(dst), tile=tile, skipped=True, width=old.width, height=old.height)
         net, ck, report = load_model(ckpt_path, model=model, allow_partial=allow_partial)
         bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
         mean, std = _norm_stats(ck, bands)
@@ -173,10 +199,10 @@ def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = Non
                 "SEASON": tags.get("SEASON", ""), "CROP": str(crop), "STRIDE": str(stride), "INPUTS_KEY": key}
     _write_cog(dst, agb, profile, out_tags)
     mpx = profile["width"] * profile["height"] / 1e6
-    return {"map": str(dst), "tile": tile, "skipped": False, "width": profile["width"],
-            "height": profile["height"], "megapixels": mpx, "seconds": seconds,
-            "mpx_per_s": mpx / max(seconds, 1e-9), "valid_fraction": float(1.0 - invalid.mean()),
-            "band_match": match, "model": net.config.preset, "device": str(dev), "load_report": report.to_dict()}
+    return MapResult(map=str(dst), tile=tile, skipped=False, width=profile["width"], height=profile["height"],
+                     megapixels=mpx, seconds=seconds, mpx_per_s=mpx / max(seconds, 1e-9),
+                     valid_fraction=float(1.0 - invalid.mean()), band_match=match, model=net.config.preset,
+                     device=str(dev), load_report=report.to_dict())
 
 
 # granite-geospatial-biomass train statistics of its six bands (configs/config.yaml), for foreign checkpoints

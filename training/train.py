@@ -9,10 +9,10 @@ from ``last.ckpt`` repeats that epoch exactly and ends with the same weights as 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from chips.manifest import MANIFEST_NAME
+from core.contracts import Contract
 from core.files import write_json_atomic
 from training import checkpoint as ckpt
+from training.config import TrainConfig, torch_run_scope
 from training.data import SplitArrays, label_mean, load_split, read_export
-from training.losses import LOSSES, masked_loss
+from training.losses import masked_loss
 from training.model import DEFAULT_BANDS, BiomassModel, build_model, count_parameters
 from training.model import freeze_backbone as freeze_encoder
 
@@ -41,15 +44,6 @@ DEFAULT_SCHEDULE = {"tiny": "constant"}
 MIN_STEPS_PER_EPOCH = 8
 # run settings that may change between an interrupted run and its resumption
 _RESUMABLE_DIFFS = {"epochs", "patience", "device", "num_workers", "resume", "time_limit_s", "cpu_threads"}
-
-
-def configure_cpu_threads(threads: int | None = None) -> int:
-    """Set torch's CPU threads: ``None`` -> 1 on machines with <= 2 cores (shared 2-core machines collapse
-    by ~30x with 2 spinning OpenMP threads under load, measured), else torch's default. Returns the count."""
-    if threads is None:
-        threads = 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    return torch.get_num_threads()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -156,10 +150,6 @@ def _to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    write_json_atomic(path, obj)
-
-
 @dataclass
 class _Setup:
     net: BiomassModel
@@ -186,10 +176,6 @@ def _setup_model(info: Any, model: str | None, init_checkpoint: str | None, band
     return _Setup(net, use, [info.mean[i] for i in idx], [info.std[i] for i in idx], None)
 
 
-def _run_config(**kw: Any) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
-
-
 def _check_resume(state: dict[str, Any], config: dict[str, Any], path: Path) -> None:
     old = state.get("run_config", {})
     diffs = sorted(k for k in set(old) | set(config) if k not in _RESUMABLE_DIFFS and old.get(k) != config.get(k))
@@ -200,80 +186,108 @@ def _check_resume(state: dict[str, Any], config: dict[str, Any], path: Path) -> 
         )
 
 
-def train_model(*, export: str, model: str | None = None, epochs: int = 30, batch_size: int = 8,
-                lr: float | None = None, init_checkpoint: str | None = None, freeze_backbone: bool = False,
-                seed: int = 0, device: str = "auto", output_dir: str, num_workers: int = 2, patience: int = 10,
-                loss: str = "rmse", max_steps_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-                weight_decay: float = 0.033, schedule: str | None = None, warmup_steps: int | None = None,
-                grad_clip: float = 1.0, crop_size: int | None = None, bands: list[str] | None = None,
-                augment: bool = True, resume: bool = True, compile: bool = False,
-                allow_partial_init: bool = False, time_limit_s: float | None = None,
-                cpu_threads: int | None = None, output_lr_mult: float | None = None, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Train (or fine-tune from ``init_checkpoint``) a biomass model on a chips export.
+@dataclass(frozen=True)
+class TrainResult(Contract):
+    """A finished (or resumed, or skipped) training run: checkpoints, history and throughput."""
 
-    ``model``: preset (``tiny``, ``swin_t``, ``swin_b``; default ``tiny``, or the preset of a project
-    ``init_checkpoint``). ``lr`` defaults per preset (3e-3 tiny, granite's 3.1e-4 for swin_b). ``schedule``:
-    ``cosine`` (per-step, linear warm-up), ``plateau`` (ReduceLROnPlateau on val loss, as granite) or
-    ``constant`` (after the warm-up); default constant for tiny, cosine otherwise. ``steps_per_epoch``
-    default: one pass over the train chips, at least 8 batches; ``max_steps_per_epoch`` caps it.
-    ``crop_size``: random crops of that size, on labelled pixels (default 64 for tiny, else the chip size). ``on_step(epoch, step)`` is called
-    after every optimiser step (tests use it to inject an interruption). Returns a JSON-able dict.
+    checkpoint: str
+    best_checkpoint: str
+    last_checkpoint: str
+    history_path: str
+    history: list[dict[str, Any]]
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    stopped: str
+    resumed_from_epoch: int | None
+    loss: str
+    steps_per_epoch: int
+    throughput: dict[str, float]
+    model: str
+    parameters: int
+    frozen_parameters: int
+    trainable_parameters: int
+    device: str
+    cpu_threads: int | None
+    init: dict[str, Any] | None
+    label_mean: float
+    seconds: float
+    data: dict[str, Any]
+    norm: dict[str, list[float]]
+    skipped: bool = False
+
+
+def _resolved_config(c: TrainConfig, export: str, setup: _Setup, dev: torch.device, steps: int,
+                     chip_size: int, lr: float, schedule: str, output_lr_mult: float) -> dict[str, Any]:
+    """The run's settings as recorded in checkpoints (a resumed run must match them)."""
+    preset = setup.net.config.preset
+    manifest = Path(export) / MANIFEST_NAME
+    return {
+        "export": str(Path(export).resolve()), "export_digest": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "model": preset, "epochs": c.epochs, "batch_size": c.batch_size,
+        "lr": lr, "init_checkpoint": c.init_checkpoint, "freeze_backbone": c.freeze_backbone, "seed": c.seed,
+        "device": str(dev), "num_workers": c.num_workers, "patience": c.patience, "loss": c.loss,
+        "steps_per_epoch": steps, "weight_decay": c.weight_decay, "schedule": schedule,
+        "warmup_steps": c.warmup_steps, "grad_clip": c.grad_clip, "bands": setup.bands,
+        "crop_size": c.crop_size or DEFAULT_CROP.get(preset, chip_size), "augment": c.augment,
+        "compile": c.compile, "resume": c.resume, "time_limit_s": c.time_limit_s, "output_lr_mult": output_lr_mult,
+    }
+
+
+def train_model(*, export: str, output_dir: str, config: TrainConfig = TrainConfig(),
+                on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train (or fine-tune from ``config.init_checkpoint``) a biomass model on a chips export.
+
+    Seeds and torch thread settings are scoped to the run (:func:`training.config.torch_run_scope`).
+    ``on_step(epoch, step)`` is called after every optimiser step (tests use it to inject an interruption).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if schedule not in (None, "cosine", "plateau", "constant"):
-        raise ValueError(f"schedule must be cosine, plateau or constant, got {schedule!r}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (the decoder's 1x1 pyramid BatchNorm needs 2 samples), "
-                         f"got {batch_size}")
+    dev = resolve_device(config.device)
+    with torch_run_scope(config.cpu_threads if dev.type == "cpu" else None) as threads:
+        return _train(export, output_dir, config, dev, threads if dev.type == "cpu" else None, on_step)
+
+
+def _train(export: str, output_dir: str, c: TrainConfig, dev: torch.device, threads: int | None,
+           on_step: Callable[[int, int], None] | None) -> TrainResult:
     t_start = time.perf_counter()
     info = read_export(export)
-    dev = resolve_device(device)
-    threads = configure_cpu_threads(cpu_threads) if dev.type == "cpu" else None
-    setup = _setup_model(info, model, init_checkpoint, bands, seed, allow_partial_init)
+    setup = _setup_model(info, c.model, c.init_checkpoint, list(c.bands) if c.bands else None, c.seed,
+                         c.allow_partial_init)
     preset = setup.net.config.preset
-    schedule = schedule or DEFAULT_SCHEDULE.get(preset, "cosine")
-    lr = float(lr if lr is not None else DEFAULT_LR.get(preset, 3e-4))
     model_dir = Path(output_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    cache = model_dir / "cache"
-    train = load_split(info, "train", setup.bands, mean=setup.mean, std=setup.std, cache_dir=cache,
-                       num_workers=num_workers)
-    val = load_split(info, "val", setup.bands, mean=setup.mean, std=setup.std, cache_dir=cache,
-                     num_workers=num_workers)
+    train, val = (load_split(info, s, setup.bands, mean=setup.mean, std=setup.std, cache_dir=model_dir / "cache",
+                             num_workers=c.num_workers) for s in ("train", "val"))
     lmean = label_mean(train)
     lab = np.asarray(train.labels)
     lstd = float(lab[lab >= 0].std()) if (lab >= 0).any() else 1.0
-    if output_lr_mult is None:  # the output layer must move in Mg/ha: scale its lr with the label spread
-        output_lr_mult = float(min(50.0, max(1.0, lstd / 7.0)))
-    if init_checkpoint is None:
+    # the output layer must move in Mg/ha: scale its lr with the label spread
+    out_mult = c.output_lr_mult if c.output_lr_mult is not None else float(min(50.0, max(1.0, lstd / 7.0)))
+    if c.init_checkpoint is None:
         setup.net.set_output_bias(lmean)
-    frozen = freeze_encoder(setup.net) if freeze_backbone else 0
-    steps = steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train) / batch_size))
-    if max_steps_per_epoch:
-        steps = min(steps, int(max_steps_per_epoch))
-    config = _run_config(
-        export=str(Path(export).resolve()), model=preset, epochs=epochs, batch_size=batch_size, lr=lr,
-        init_checkpoint=init_checkpoint, freeze_backbone=freeze_backbone, seed=seed, device=str(dev),
-        num_workers=num_workers, patience=patience, loss=loss, steps_per_epoch=steps, weight_decay=weight_decay,
-        schedule=schedule, warmup_steps=warmup_steps, grad_clip=grad_clip, bands=setup.bands,
-        crop_size=crop_size or DEFAULT_CROP.get(preset, info.chip_size), augment=augment, compile=compile, resume=resume,
-        time_limit_s=time_limit_s, output_lr_mult=output_lr_mult,
-    )
-    result = _fit(setup, info, train, val, dev, config, model_dir, lmean, on_step)
-    result.update({
-        "model": preset, "parameters": count_parameters(setup.net), "frozen_parameters": frozen,
-        "trainable_parameters": sum(p.numel() for p in setup.net.parameters() if p.requires_grad),
-        "device": str(dev), "cpu_threads": threads, "init": setup.init_report, "label_mean": lmean, "seconds": time.perf_counter() - t_start,
-        "data": {"train_chips": len(train), "val_chips": len(val), "train_labelled_pixels": train.n_labelled,
-                 "tiff_or_cache_read_s": train.read_seconds + val.read_seconds,
-                 "read_chips_per_s": (len(train) + len(val)) / max(1e-9, train.read_seconds + val.read_seconds),
-                 "from_cache": train.from_cache and val.from_cache},
-    })
-    _write_json(model_dir / "train_result.json", result)
+    frozen = freeze_encoder(setup.net) if c.freeze_backbone else 0
+    steps = c.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train) / c.batch_size))
+    if c.max_steps_per_epoch:
+        steps = min(steps, int(c.max_steps_per_epoch))
+    cfg = _resolved_config(c, export, setup, dev, steps, info.chip_size,
+                           float(c.lr if c.lr is not None else DEFAULT_LR.get(preset, 3e-4)),
+                           c.schedule or DEFAULT_SCHEDULE.get(preset, "cosine"), out_mult)
+    fit = _fit(setup, info, train, val, dev, cfg, model_dir, lmean, on_step)
+    if fit.get("skipped"):
+        return TrainResult.from_dict(fit)
+    result = TrainResult(**fit, model=preset, parameters=count_parameters(setup.net), frozen_parameters=frozen,
+                         trainable_parameters=sum(p.numel() for p in setup.net.parameters() if p.requires_grad),
+                         device=str(dev), cpu_threads=threads, init=setup.init_report, label_mean=lmean,
+                         seconds=time.perf_counter() - t_start, data=_data_report(train, val),
+                         norm={"mean": list(setup.mean), "std": list(setup.std)})
+    write_json_atomic(model_dir / "train_result.json", result.to_dict())
     return result
+
+
+def _data_report(train: SplitArrays, val: SplitArrays) -> dict[str, Any]:
+    read_s = train.read_seconds + val.read_seconds
+    return {"train_chips": len(train), "val_chips": len(val), "train_labelled_pixels": train.n_labelled,
+            "tiff_or_cache_read_s": read_s, "read_chips_per_s": (len(train) + len(val)) / max(1e-9, read_s),
+            "from_cache": train.from_cache and val.from_cache}
 
 
 def _save(path: Path, setup: _Setup, lmean: float, info: Any, train_state: dict[str, Any] | None,
@@ -324,6 +338,9 @@ def _restore(loop: _Loop, setup: _Setup, state: dict[str, Any], cfg: dict[str, A
         return None
     saved = ckpt.read_checkpoint(last)
     ts = saved.get("train_state") or {}
+    if ts.get("run_config", {}).get("export_digest") != cfg["export_digest"]:
+        log.info("the chips export changed since %s was written: training starts over", last)
+        return None
     _check_resume(ts, cfg, last)
     prev = model_dir / "train_result.json"
     if ts.get("finished") and ts.get("run_config", {}).get("epochs") == cfg["epochs"] and prev.is_file():
@@ -417,7 +434,7 @@ def _fit(setup: _Setup, info: Any, train: SplitArrays, val: SplitArrays, dev: to
         ts = dict(state, optimizer=loop.opt.state_dict(), plateau=loop.plateau.state_dict(), run_config=cfg,
                   finished=stop is not None or epoch == cfg["epochs"] - 1)
         _save(last, setup, lmean, info, ts, meta)
-        _write_json(model_dir / "history.json", state["history"])
+        write_json_atomic(model_dir / "history.json", state["history"])
         log.info("epoch %d/%d train_loss %.3f val_loss %.3f val_rmse %.2f Mg/ha lr %.2e %.1f img/s", epoch + 1,
                  cfg["epochs"], rec["train_loss"] or float("nan"), v["loss"], v["rmse"], rec["lr"], rec["img_per_s"])
         if stop:

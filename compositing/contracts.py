@@ -1,0 +1,127 @@
+"""Options and results of the HLS search and the composite engine (the stage contract).
+
+Defaults are defined here once; the flow parameters (flows/params.py) take theirs from these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.constants import HLS_L30, HLS_STAC_URL
+from core.contracts import Contract
+
+READ_ERROR_MODES = ("skip", "fail")
+DEFAULT_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class SearchOptions(Contract):
+    """Where and what to search. ``max_cloud_cover``: percent, inclusive (None: no filter);
+    ``limit``: page size (CMR caps it at 100); ``max_items``: stop after that many unique items."""
+
+    stac_url: str = HLS_STAC_URL
+    collection: str = HLS_L30
+    max_cloud_cover: float | None = None
+    limit: int = 100
+    max_items: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_cloud_cover is not None and not 0 <= float(self.max_cloud_cover) <= 100:
+            raise ValueError(f"max_cloud_cover must be a percentage 0..100, got {self.max_cloud_cover}")
+        if not 1 <= self.limit <= 1000:
+            raise ValueError(f"limit (page size) must be 1..1000, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class SearchResult(Contract):
+    """A finished search: the saved files, counts, and the item ids per MGRS tile."""
+
+    items_json: str
+    items_csv: str
+    search_json: str
+    n_items: int
+    n_returned: int
+    duplicates: int
+    repeated_pages: int
+    pages: int
+    server_cloud_filter: bool
+    retries: int
+    retry_wait_s: float
+    dropped_cloud: int
+    dropped_season: int
+    dropped_aoi: int
+    dropped_collection: int
+    tiles: list[str]
+    ids_by_tile: dict[str, list[str]]
+    season: dict[str, str]
+    stac_url: str
+    collection: str
+    max_cloud_cover: float | None
+    searched_at: str
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class CompositeOptions(Contract):
+    """How scenes are masked and combined.
+
+    ``mask_snow``/``mask_water``/``mask_high_aerosol``: also mask Fmask bit 4, bit 5, aerosol level 3
+    (cloud, adjacent and shadow are always masked). Pixels with fewer than ``min_observations`` valid
+    observations get nodata (-9999) on the mean bands. ``on_read_error``: ``skip`` a scene that cannot be
+    read (recorded with the reason) or ``fail``. ``chunk_size``: output window edge (px, multiple of 256).
+    """
+
+    mask_snow: bool = False
+    mask_water: bool = False
+    mask_high_aerosol: bool = False
+    min_observations: int = 1
+    on_read_error: str = "skip"
+    chunk_size: int = DEFAULT_CHUNK
+    collection: str = HLS_L30
+
+    def __post_init__(self) -> None:
+        if self.on_read_error not in READ_ERROR_MODES:
+            raise ValueError(f"on_read_error must be 'skip' or 'fail', got {self.on_read_error!r}")
+        if self.min_observations < 1:
+            raise ValueError(f"min_observations must be >= 1, got {self.min_observations}")
+        if self.chunk_size <= 0 or self.chunk_size % 256:
+            raise ValueError(f"chunk_size must be a positive multiple of 256 (the HLS block), got {self.chunk_size}")
+
+
+@dataclass(frozen=True)
+class TileComposite(Contract):
+    """One tile's composite COG and what went into it (also its JSON sidecar).
+
+    ``scenes_skipped``: ``{"id", "asset", "reason"}`` per skipped scene; ``valid_obs``: count statistics
+    (``mean``, ``min``, ``max``, ``pixels``, ``pixels_with_data``, ``nodata_fraction``).
+    """
+
+    tile: str
+    path: str
+    sidecar: str
+    grid: dict[str, Any]
+    season: dict[str, str]
+    collection: str
+    scenes_used: list[str]
+    scenes_skipped: list[dict[str, str]]
+    valid_obs: dict[str, Any]
+    masked_bits: str
+    min_observations: int
+    software_version: str
+    inputs_key: str
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class CompositeResult(Contract):
+    """Composites of every tile of a search; ``tiles_outside_aoi``: tiles of the search the area misses."""
+
+    season: dict[str, str]
+    items_json: str
+    tiles: dict[str, TileComposite]
+    tiles_outside_aoi: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return [t.path for t in self.tiles.values()]

@@ -1,0 +1,108 @@
+"""Markdown artifacts summarising each stage's typed result in the Prefect UI (tables and quicklooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chips.manifest import ExportResult
+from flows import artifacts as art
+from flows.results import HlsStageResult
+from labels.contracts import LabelsResult
+from training.evaluate import EvalResult
+from training.mapping import MapResult
+from training.train import TrainResult
+
+METRIC_HEADERS = ["model", "RMSE", "MAE", "bias", "R²", "RMSE 0-100", "100-200", "200-300", "0-300"]
+
+
+def _skip_note(cached: bool) -> str:
+    return "\n\n_Skipped: a finished result for the same inputs was found (force=true re-runs)._\n" if cached else ""
+
+
+def world(manifest: dict[str, Any], size: str, seed: int) -> None:
+    art.markdown("sample-world", f"# Sample world `{size}` (seed {seed})\n\n"
+                 + art.table_md(["key", "value"], [(k, manifest.get(k)) for k in ("aoi", "tiles", "year", "season")]))
+
+
+def composites(res: HlsStageResult, cached: bool) -> None:
+    rows, skipped, images = [], [], []
+    for tile, t in res.composites.tiles.items():
+        stats = t.valid_obs or {}
+        rows.append((tile, len(t.scenes_used), len(t.scenes_skipped), stats.get("mean", ""),
+                     stats.get("nodata_fraction", ""), t.path))
+        skipped += [(tile, s.get("id", ""), s.get("asset", ""), s.get("reason", "")) for s in t.scenes_skipped]
+        png = art.safe_quicklook(art.quicklook_rgb, t.path, str(Path(t.path).with_suffix(".quicklook.png")))
+        if png:
+            images.append(art.image_markdown(f"{tile} true colour", png))
+    s = res.search
+    text = (f"# HLS composites {res.composites.season}\n\nScenes found: {s.n_items}"
+            f" (dropped by cloud filter: {s.dropped_cloud}, duplicate ids: {s.duplicates})" + _skip_note(cached)
+            + "\n\n" + art.table_md(["tile", "scenes used", "skipped", "mean valid obs", "nodata fraction", "path"], rows)
+            + ("\n\n## Skipped scenes\n\n" + art.table_md(["tile", "scene", "asset", "reason"], skipped) if skipped else "")
+            + "\n\n" + "\n".join(images))
+    art.markdown("hls-composite-summary", text, "Composites per MGRS tile")
+
+
+def labels(res: LabelsResult, cached: bool) -> None:
+    total = res.filter_counts.get("total", {})
+    per = res.filter_counts.get("per_granule", {})
+    prow = [(g, *[c.get(k, "") for k in total]) for g, c in per.items()]
+    images = []
+    for tile, path in res.labels.items():
+        png = art.safe_quicklook(art.quicklook_band, path, str(Path(path).with_suffix(".coverage.png")),
+                                 title=f"{tile} GEDI AGBD labels", cmap="YlGn")
+        if png:
+            images.append(art.image_markdown(f"{tile} label coverage", png))
+    text = ("# GEDI L4A labels" + _skip_note(cached) + "\n\n## Shots removed by each filter (total)\n\n"
+            + art.table_md(["filter", "shots"], list(total.items()))
+            + ("\n\n## Per granule\n\n" + art.table_md(["granule", *list(total)], prow) if prow else "")
+            + f"\n\nGeoParquet: `{res.shots}`\n\n"
+            + ("\n\n## Skipped granules\n\n" + art.table_md(["granule", "reason"],
+               [(s.get("granule", ""), s.get("reason", "")) for s in res.granules_skipped])
+               if res.granules_skipped else "")
+            + "\n\n" + "\n".join(images))
+    art.markdown("gedi-labels-summary", text, "GEDI filter table and label coverage")
+
+
+def chips(res: ExportResult, cached: bool) -> None:
+    train = res.stats["train"]  # per-band lists, training split
+    srows = [(b, *(train[k][i] for k in ("min", "max", "mean", "std"))) for i, b in enumerate(train["bands"])]
+    text = ("# Training chips" + _skip_note(cached) + "\n\n" + art.table_md(["split", "chips"], list(res.splits.items()))
+            + "\n\n## Train statistics (HLS units x 10000)\n\n"
+            + art.table_md(["band", "min", "max", "mean", "std"], srows) + f"\n\nExport: `{res.export_dir}`\n")
+    art.markdown("export-chips-summary", text, "Chips per split")
+
+
+def training(res: TrainResult, cached: bool) -> None:
+    rows = [(h.get("epoch"), h.get("train_loss"), h.get("val_loss"), h.get("lr"), h.get("img_per_s"))
+            for h in res.history]
+    text = ("# Training" + _skip_note(cached) + "\n\n"
+            + art.table_md(["epoch", "train loss", "val loss", "lr", "img/s"], rows)
+            + f"\n\nBest checkpoint: `{res.best_checkpoint}`\n")
+    art.markdown("train-model-summary", text, "Training history")
+
+
+def metrics_rows(res: EvalResult) -> list[tuple[Any, ...]]:
+    rows = []
+    for name in ("model", "baseline_mean", "baseline_ridge"):
+        m = res.metrics.get(name)
+        if isinstance(m, dict):
+            binned = m.get("binned_rmse", {})
+            rows.append((name, m.get("rmse"), m.get("mae"), m.get("bias"), m.get("r2"),
+                         *((binned.get(b) or {}).get("rmse") for b in ("0-100", "100-200", "200-300", "0-300"))))
+    return rows
+
+
+def evaluation(res: EvalResult, cached: bool) -> None:
+    images = [art.image_markdown(Path(p).stem, Path(p)) for p in res.plots.values() if Path(p).is_file()]
+    text = ("# Evaluation" + _skip_note(cached) + "\n\nMg/ha over labelled pixels of the split.\n\n"
+            + art.table_md(METRIC_HEADERS, metrics_rows(res)) + "\n\n" + "\n".join(images))
+    art.markdown("evaluate-model-summary", text, "Metrics against baselines")
+
+
+def biomass_map(res: MapResult, cached: bool) -> None:
+    png = art.safe_quicklook(art.quicklook_band, res.map, str(Path(res.map).with_suffix(".preview.png")),
+                             title="Biomass map", cmap="YlGn")
+    art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n"
+                 + (art.image_markdown("biomass map", png) if png else ""), "Biomass map preview")
