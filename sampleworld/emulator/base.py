@@ -6,8 +6,11 @@ request in the shared ``Stats`` (without credentials).
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from email.message import Message
@@ -75,6 +78,12 @@ class EmulatorServer(ThreadingHTTPServer):
         self.shaper = Shaper(link.conn_bytes_per_s, link.total_bytes_per_s, link.burst_bytes)
         super().__init__(address, handler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that drop or reset a connection are routine here (faults, timeouts): stay quiet."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
@@ -134,18 +143,19 @@ class BaseHandler(BaseHTTPRequestHandler):
             time.sleep(self.server.link.latency_s)
         if fault == "slow":
             time.sleep(self.server.faults.faults.slow_s)
-        status, sent, body_sent = 0, 0, 0
+        status = 0
+        self._sent = [0, 0]  # bytes written: all, body
         try:
             if fault == "reset_before":
                 self._reset()
             else:
                 resp, fault = self._answer(req, fault, v)
                 status = resp.status
-                sent, body_sent = self._send(req, resp, fault)
+                self._send(req, resp, fault)
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True
         finally:
-            self._record(req, status, sent, body_sent, fault, time.monotonic() - t0)
+            self._record(req, status, self._sent[0], self._sent[1], fault, time.monotonic() - t0)
 
     def special_fault(self, req: Request, fault: str) -> Response | None:
         """The answer for a host-specific fault (None: the fault does not apply to this request)."""
@@ -181,11 +191,10 @@ class BaseHandler(BaseHTTPRequestHandler):
             lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _send(self, req: Request, resp: Response, fault: str | None) -> tuple[int, int]:
-        """Write ``resp`` (headers, then body unless HEAD), applying truncate/reset_mid and the link shape.
-        Returns (bytes sent, body bytes sent)."""
-        head = self._header_bytes(resp)
-        self._write(head)
+    def _send(self, req: Request, resp: Response, fault: str | None) -> None:
+        """Write ``resp`` (headers, then body unless HEAD), applying truncate/reset_mid and the link shape;
+        ``self._sent`` counts what was written."""
+        self._write(self._header_bytes(resp), body=False)
         n = resp.body_length if req.method != "HEAD" else 0
         cut = fault in ("truncate", "reset_mid") and n > 0
         if cut:
@@ -199,25 +208,31 @@ class BaseHandler(BaseHTTPRequestHandler):
                 self._reset()
             else:
                 self.close_connection = True
-        return len(head) + n, n
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _count(self, n: int, body: bool) -> None:
+        self._sent[0] += n
+        if body:
+            self._sent[1] += n
+
+    def _write(self, data: bytes | memoryview, body: bool = True) -> None:
         shaper = self.server.shaper
         if not shaper.active:
             self.wfile.write(data)
+            self._count(len(data), body)
             return
         view = memoryview(data)
         for i in range(0, len(view), shaper.chunk):
             piece = view[i:i + shaper.chunk]
             shaper.take(self._bucket, len(piece))
             self.wfile.write(piece)
+            self._count(len(piece), body)
 
     def _send_file(self, path: Path, offset: int, count: int) -> None:
         if count <= 0:
             return
         with open(path, "rb") as fh:
             if not self.server.shaper.active:
-                self.connection.sendfile(fh, offset, count)
+                self._sendfile(fh.fileno(), offset, count)
                 return
             fh.seek(offset)
             left = count
@@ -227,6 +242,22 @@ class BaseHandler(BaseHTTPRequestHandler):
                     raise ConnectionError(f"{path} shrank while being served")
                 self._write(data)
                 left -= len(data)
+
+    def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Zero-copy ``os.sendfile`` loop (the socket is non-blocking under its timeout: wait with select)."""
+        sock = self.connection
+        done = 0
+        while done < count:
+            try:
+                n = os.sendfile(sock.fileno(), fd, offset + done, count - done)
+            except BlockingIOError:
+                if not select.select([], [sock], [], self.timeout)[1]:
+                    raise TimeoutError("client stopped reading") from None
+                continue
+            if n == 0:
+                raise ConnectionError("file ended early")
+            done += n
+            self._count(n, True)
 
     def _reset(self) -> None:
         """Abort the connection with a TCP RST (SO_LINGER 0, then close)."""
