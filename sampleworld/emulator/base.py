@@ -230,10 +230,14 @@ class BaseHandler(BaseHTTPRequestHandler):
     def _send_file(self, path: Path, offset: int, count: int) -> None:
         if count <= 0:
             return
+        if not self.server.shaper.active:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                self._sendfile(fd, offset, count)
+            finally:
+                os.close(fd)
+            return
         with open(path, "rb") as fh:
-            if not self.server.shaper.active:
-                self._sendfile(fh.fileno(), offset, count)
-                return
             fh.seek(offset)
             left = count
             while left > 0:
@@ -271,7 +275,7 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _record(self, req: Request, status: int, sent: int, body_sent: int, fault: str | None,
                 dt: float) -> None:
-        keys = tuple(sorted({k for k, _ in parse_qsl(req.query, keep_blank_values=True)}))
+        keys = tuple(sorted({p.partition("=")[0] for p in req.query.split("&") if p}))
         rec = RequestRecord(t=time.time(), host=self.server.kind, method=req.method, path=req.path,
                             query_keys=keys, status=status, bytes_sent=sent,
                             auth_scheme=auth_scheme(req.headers.get("Authorization")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -22,11 +23,21 @@ def resolve(roots: Mapping[str, str], url_path: str) -> tuple[str, Path | None]:
         return "", None
     if len(parts) < 2 or not parts[1]:
         return prefix, None
+    key = (roots[prefix], parts[1])
+    hit = _FOUND.get(key)
+    if hit is not None:
+        return prefix, hit
     root = Path(roots[prefix]).resolve()
     cand = (root / parts[1]).resolve()
     if root not in cand.parents or not cand.is_file():
         return prefix, None
+    if len(_FOUND) > 100_000:
+        _FOUND.clear()
+    _FOUND[key] = cand
     return prefix, cand
+
+
+_FOUND: dict[tuple[str, str], Path] = {}  # (root, relative path) -> resolved file (hits only)
 
 
 @dataclass(frozen=True)
@@ -72,9 +83,14 @@ def parse_range(header: str | None, size: int) -> ByteRange | None | str:
     return ByteRange(start, min(end, size - 1), size)
 
 
-def object_headers(path: Path) -> list[tuple[str, str]]:
-    """ETag, Last-Modified and Accept-Ranges of a served file (ETag from size and mtime, quoted)."""
+def object_info(path: Path) -> tuple[int, list[tuple[str, str]]]:
+    """Size of a served file and its ETag (from size and mtime, quoted), Last-Modified and Accept-Ranges."""
     st = path.stat()
-    etag = hashlib.md5(f"{st.st_size}:{st.st_mtime_ns}".encode(), usedforsecurity=False).hexdigest()
-    return [("ETag", f'"{etag}"'), ("Last-Modified", formatdate(st.st_mtime, usegmt=True)),
-            ("Accept-Ranges", "bytes")]
+    return st.st_size, list(_headers(st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4096)
+def _headers(size: int, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    etag = hashlib.md5(f"{size}:{mtime_ns}".encode(), usedforsecurity=False).hexdigest()
+    return (("ETag", f'"{etag}"'), ("Last-Modified", formatdate(mtime_ns / 1e9, usegmt=True)),
+            ("Accept-Ranges", "bytes"))

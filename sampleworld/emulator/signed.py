@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 
 from sampleworld.emulator.base import BaseHandler, Request, Response
-from sampleworld.emulator.files import ByteRange, object_headers, parse_range, resolve
+from sampleworld.emulator.files import ByteRange, object_info, parse_range, resolve
 from sampleworld.emulator.signing import one_auth_error, s3_error_xml
 
 OBJECT_TYPE = "binary/octet-stream"  # S3's type for objects stored without one (assumed for DAAC COGs)
@@ -53,14 +53,14 @@ class SignedHandler(BaseHandler):
         if path is None:
             return self._error(404, "NoSuchKey", "The specified key does not exist.",
                                {"Key": req.path.lstrip("/")})
-        size = path.stat().st_size
+        size, obj_headers = object_info(path)
         rng = parse_range(req.headers.get("Range"), size)
         if rng == "unsatisfiable":
             return self._error(416, "InvalidRange", "The requested range is not satisfiable",
                                {"RangeRequested": req.headers.get("Range", ""),
                                 "ActualObjectSize": str(size)},
                                [("Content-Range", f"bytes */{size}")])
-        hdrs = [("Content-Type", OBJECT_TYPE), *object_headers(path), *self._s3_headers()]
+        hdrs = [("Content-Type", OBJECT_TYPE), *obj_headers, *self._s3_headers()]
         if isinstance(rng, ByteRange):
             hdrs.append(("Content-Range", rng.content_range))
             return Response(206, hdrs, file=path, offset=rng.start, length=rng.length)

@@ -4,7 +4,7 @@ The URL carries ``X-Amz-Algorithm=AWS4-HMAC-SHA256``, ``X-Amz-Credential=<key>/<
 aws4_request``, ``X-Amz-Date=<YYYYMMDDTHHMMSSZ>``, ``X-Amz-Expires=<s>``, ``X-Amz-SignedHeaders=host`` and
 ``X-Amz-Signature=<64 hex>``: GDAL's /vsicurl/ recognises such a URL by ``X-Amz-Signature`` and reuses it
 until X-Amz-Date + X-Amz-Expires (when that is more than 10 s after the response's Date header). The
-signature is an HMAC-SHA256 over method, host, path and the other parameters with the emulator's secret
+signature is an HMAC-SHA256 over method, host, raw path and the other parameters with the emulator's secret
 (not AWS's key derivation: nothing outside the emulator has to verify it). As with SigV4 the method is
 signed: a URL signed for GET answers a HEAD with 403 SignatureDoesNotMatch (TEA signs HEAD separately).
 """
@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
 ACCESS_KEY_ID = "ASIAEMULATOREXAMPLE0"
@@ -36,9 +36,8 @@ class Signer:
         self._secret = secret or secrets.token_bytes(32)
         self._retired: list[bytes] = []
 
-    def _mac(self, method: str, path: str, params: list[tuple[str, str]], secret: bytes | None = None) -> str:
-        canon = "\n".join([method.upper(), self.host, quote(path, safe="/~-._"),
-                           urlencode(sorted(params))])
+    def _mac(self, method: str, path: str, query: str, secret: bytes | None = None) -> str:
+        canon = "\n".join((method.upper(), self.host, path, query))
         return hmac.new(secret or self._secret, canon.encode(), hashlib.sha256).hexdigest()
 
     def expire_all(self) -> None:
@@ -48,40 +47,47 @@ class Signer:
         self._secret = secrets.token_bytes(32)
 
     def presign(self, method: str, path: str, now: float | None = None) -> str:
-        """``path?query`` valid for ``ttl_s`` seconds from ``now`` (epoch s) for ``method``."""
+        """``path?query`` valid for ``ttl_s`` seconds from ``now`` (epoch s) for ``method``; ``path`` is
+        the raw (%-encoded) URL path, kept as it is."""
         t = time.gmtime(now if now is not None else time.time())
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", t)
-        params = [("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
-                  ("X-Amz-Credential", f"{ACCESS_KEY_ID}/{amz_date[:8]}/{REGION}/s3/aws4_request"),
-                  ("X-Amz-Date", amz_date), ("X-Amz-Expires", str(self.ttl_s)),
-                  ("X-Amz-SignedHeaders", "host")]
-        params.append(("X-Amz-Signature", self._mac(method, path, params)))
-        return quote(path, safe="/~-._") + "?" + urlencode(params)
+        query = urlencode([("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+                           ("X-Amz-Credential", f"{ACCESS_KEY_ID}/{amz_date[:8]}/{REGION}/s3/aws4_request"),
+                           ("X-Amz-Date", amz_date), ("X-Amz-Expires", str(self.ttl_s)),
+                           ("X-Amz-SignedHeaders", "host")])
+        return f"{path}?{query}&X-Amz-Signature={self._mac(method, path, query)}"
 
     def check(self, method: str, path: str, query: str, now: float | None = None) -> SignatureCheck:
-        """Verify a request's query string: ``ok``, or the S3 error it deserves."""
-        params = parse_qsl(query, keep_blank_values=True)
-        d = dict(params)
+        """Verify a request's raw path and query string: ``ok``, or the S3 error it deserves. The MAC covers
+        the other parameters in the order they were issued (clients do not reorder a URL's query)."""
+        pairs = [p.partition("=") for p in query.split("&") if p]
+        d = {k: v for k, _, v in pairs}
         if "X-Amz-Signature" not in d or any(p not in d for p in SIGNED_PARAMS):
             return SignatureCheck(False, 403, "AccessDenied", "Access Denied")
-        others = [(k, v) for k, v in params if k != "X-Amz-Signature"]
-        retired = any(hmac.compare_digest(self._mac(method, path, others, old), d["X-Amz-Signature"])
-                      for old in self._retired)
-        if not retired and not hmac.compare_digest(self._mac(method, path, others), d["X-Amz-Signature"]):
+        rest = "&".join(f"{k}{eq}{v}" for k, eq, v in pairs if k != "X-Amz-Signature")
+        sig = d["X-Amz-Signature"]
+        retired = any(hmac.compare_digest(self._mac(method, path, rest, old), sig) for old in self._retired)
+        if not retired and not hmac.compare_digest(self._mac(method, path, rest), sig):
             return SignatureCheck(False, 403, "SignatureDoesNotMatch",
                                   "The request signature we calculated does not match the signature "
                                   "you provided. Check your key and signing method.")
-        try:
-            start = calendar.timegm(time.strptime(d["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-            expires = int(d["X-Amz-Expires"])
-        except ValueError:
+        start, expires = _amz_time(d["X-Amz-Date"]), d["X-Amz-Expires"]
+        if start is None or not expires.isdigit():
             return SignatureCheck(False, 400, "AuthorizationQueryParametersError",
                                   "X-Amz-Date or X-Amz-Expires is malformed")
         now = time.time() if now is None else now
-        if retired or now > start + expires:
-            extra = {"X-Amz-Expires": str(expires), "Expires": _iso(start + expires), "ServerTime": _iso(now)}
+        if retired or now > start + int(expires):
+            extra = {"X-Amz-Expires": expires, "Expires": _iso(start + int(expires)), "ServerTime": _iso(now)}
             return SignatureCheck(False, 403, "AccessDenied", "Request has expired", extra)
         return SignatureCheck(True, 200, "", "")
+
+
+def _amz_time(v: str) -> int | None:
+    """Epoch seconds of ``YYYYMMDDTHHMMSSZ``, or None when malformed."""
+    if len(v) != 16 or v[8] != "T" or v[15] != "Z" or not (v[:8] + v[9:15]).isdigit():
+        return None
+    return calendar.timegm((int(v[:4]), int(v[4:6]), int(v[6:8]), int(v[9:11]), int(v[11:13]),
+                            int(v[13:15]), 0, 0, 0))
 
 
 @dataclass(frozen=True)
