@@ -234,6 +234,31 @@ def test_many_range_reads_on_one_keep_alive_connection(emu, raw, roots) -> None:
     assert b"".join(chunks) == (roots["lp-prod-protected"] / REL).read_bytes()
 
 
+def test_many_concurrent_keep_alive_connections(emu, raw, roots) -> None:
+    loc = urlsplit(_bearer(emu, raw))
+    blob = (roots["lp-prod-protected"] / REL).read_bytes()
+    bad: list[str] = []
+    gate = threading.Barrier(48)
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection(loc.hostname, loc.port, timeout=30)
+        gate.wait()  # all 48 connections open at once
+        for k in range(4):
+            start = (i * 4 + k) * 10_000
+            conn.request("GET", f"{loc.path}?{loc.query}", headers={"Range": f"bytes={start}-{start + 9999}"})
+            r = conn.getresponse()
+            if r.status != 206 or r.read() != blob[start:start + 10_000]:
+                bad.append(f"{i}/{k}: {r.status}")
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+
+
 def test_find_or_create_token_then_bearer(emu, raw) -> None:
     r = raw.post(emu.login_url + "/api/users/find_or_create_token", auth=(USER, PASSWORD))
     tok = r.json()
