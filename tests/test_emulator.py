@@ -4,11 +4,14 @@ GDAL and pystac-client are in test_emulator_clients.py."""
 
 from __future__ import annotations
 
+import calendar
 import collections
 import http.client
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -112,7 +115,7 @@ def test_requests_with_a_netrc_follows_the_whole_chain(emu, roots, tmp_path, mon
     r = requests.get(emu.data_url("lp-prod-protected", REL), headers={"Range": "bytes=0-9"})
     assert r.status_code == 206 and r.content == (roots["lp-prod-protected"] / REL).read_bytes()[:10]
     assert [h.status_code for h in r.history] == [302, 302, 302, 307]
-    assert _settled(emu, lambda st: st["hosts"]["signed"]["requests"] == 1)
+    assert emu.wait_idle()
     hosts = emu.stats()["hosts"]
     assert hosts["login"]["auth_schemes"] == {"Basic": 1}
     assert hosts["signed"]["with_authorization"] == 0 and hosts["signed"]["with_cookie"] == 0
@@ -130,7 +133,7 @@ def test_bearer_gets_307_with_cache_control_and_cookie(emu, raw, roots) -> None:
     full = raw.get(emu.data_url("ornl-cumulus-prod-protected", "gedi/GEDI04_A.h5"),
                    headers={"Authorization": f"Bearer {TOKEN}"})  # requests drops it on the host change
     assert full.status_code == 200 and full.content.startswith(b"\x89HDF")
-    assert _settled(emu, lambda st: st["hosts"]["signed"]["requests"] == 1)
+    assert emu.wait_idle()
     assert emu.stats()["hosts"]["signed"]["with_authorization"] == 0
 
 
@@ -171,13 +174,15 @@ def test_bad_or_missing_signature_and_wrong_method_403(emu, raw) -> None:
 
 
 def test_expired_url_403_then_reresolving_through_the_original_url_works(roots, raw) -> None:
-    with _emu(roots, signed_ttl_s=1) as emu:
+    with _emu(roots, signed_ttl_s=2) as emu:  # X-Amz-Date has whole seconds: valid 1-2 s from now
         loc = _bearer(emu, raw)
         assert raw.get(loc, headers={"Range": "bytes=0-0"}).status_code == 206
-        time.sleep(2.05)
+        amz_date = parse_qs(urlsplit(loc).query)["X-Amz-Date"][0]
+        expires = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")) + 2
+        time.sleep(max(0.0, expires - time.time()) + 0.05)
         r = raw.get(loc, headers={"Range": "bytes=0-0"})
         assert r.status_code == 403 and "<Message>Request has expired</Message>" in r.text
-        assert "<X-Amz-Expires>1</X-Amz-Expires>" in r.text
+        assert "<X-Amz-Expires>2</X-Amz-Expires>" in r.text
         assert raw.get(_bearer(emu, raw), headers={"Range": "bytes=0-0"}).status_code == 206
 
 
@@ -291,17 +296,6 @@ def test_request_log_never_holds_credentials(emu, raw) -> None:
 
 # --- faults and link shape ------------------------------------------------------------------------
 
-def _settled(emu: EarthdataEmulator, done, timeout_s: float = 5.0) -> bool:
-    """Wait until ``done(stats)``: a request is counted once its last byte is written (or it is dropped),
-    which can be just after the client has its answer."""
-    deadline = time.monotonic() + timeout_s
-    while not done(emu.stats()):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _classify(host: str, port: int, target: str, timeout: float) -> str:
     """What a client sees for one GET: ok, 5xx, 429 (with Retry-After), reset, truncated or timeout."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -326,19 +320,19 @@ def _classify(host: str, port: int, target: str, timeout: float) -> str:
 
 @pytest.mark.parametrize("knob,rate,n", [("error_5xx", 0.2, 100), ("throttle_429", 0.2, 100),
                                          ("reset_before", 0.2, 100), ("reset_mid", 0.2, 100),
-                                         ("truncate", 0.2, 100), ("slow", 0.1, 60)])
+                                         ("truncate", 0.2, 100), ("slow", 0.1, 40)])
 def test_fault_knob_rate_is_seeded_and_reported(roots, raw, knob: str, rate: float, n: int) -> None:
     faults = Faults(seed=7, retry_after_s=2, slow_s=1.0, **{knob: rate})
     seen = []
     for _ in range(2):
         with _emu(roots, faults={"signed": faults}) as emu:
             loc = urlsplit(_bearer(emu, raw))
-            timeout = 0.3 if knob == "slow" else 10.0
+            timeout = 0.5 if knob == "slow" else 10.0
             out = [_classify(loc.hostname, loc.port, f"{loc.path}?{loc.query}", timeout) for _ in range(n)]
             counts = collections.Counter(out)
             expected = "reset" if knob.startswith("reset") else knob
             assert set(counts) <= {"ok", expected}, counts
-            assert _settled(emu, lambda st: st["hosts"]["signed"]["requests"] == n)  # slow ones finish
+            assert emu.wait_idle()  # slow ones finish
             assert counts[expected] == emu.stats()["hosts"]["signed"]["faults"].get(knob, 0)
             assert abs(counts[expected] - rate * n) <= 4 * (rate * (1 - rate) * n) ** 0.5 + 1
             assert emu.stats()["hosts"]["data"]["faults"] == {}  # knobs are per host
@@ -358,15 +352,20 @@ def test_fault_draw_table() -> None:
         Faults(error_5xx=0.6, truncate=0.6)
 
 
-def test_latency_per_request(roots, raw) -> None:
-    with _emu(roots, link={"signed": LinkShape(latency_s=0.08)}) as emu:
-        loc = _bearer(emu, raw)
-        times = []
-        for _ in range(8):
-            t0 = time.perf_counter()
-            assert raw.get(loc, headers={"Range": "bytes=0-9"}).status_code == 206
-            times.append(time.perf_counter() - t0)
-        assert 0.08 <= statistics.median(times) < 0.08 + 0.05
+def _median_get_s(raw: requests.Session, url: str, n: int = 8) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        assert raw.get(url, headers={"Range": "bytes=0-9"}).status_code == 206
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def test_latency_per_request(emu, roots, raw) -> None:
+    base = _median_get_s(raw, _bearer(emu, raw))
+    with _emu(roots, link={"signed": LinkShape(latency_s=0.08)}) as shaped:
+        added = _median_get_s(raw, _bearer(shaped, raw)) - base
+    assert 0.075 <= added <= 0.12  # once per request, not per hop or per write
 
 
 def test_bandwidth_caps_per_connection_and_aggregate(roots, raw) -> None:
@@ -376,7 +375,7 @@ def test_bandwidth_caps_per_connection_and_aggregate(roots, raw) -> None:
         t0 = time.perf_counter()
         assert len(raw.get(loc).content) == SIZE
         one = SIZE / (time.perf_counter() - t0)
-        assert 0.8 * 20e6 < one < 1.1 * 20e6
+        assert 0.6 * 20e6 < one < 1.1 * 20e6  # the cap holds; a loaded machine may lag behind it
         got: list[int] = []
 
         def pull() -> None:
@@ -391,7 +390,7 @@ def test_bandwidth_caps_per_connection_and_aggregate(roots, raw) -> None:
         for t in threads:
             t.join()
         agg = sum(got) / (time.perf_counter() - t0)
-        assert sum(got) == 4 * SIZE and 0.8 * 30e6 < agg < 1.1 * 30e6
+        assert sum(got) == 4 * SIZE and 0.6 * 30e6 < agg < 1.1 * 30e6
 
 
 def test_token_bucket_table() -> None:
@@ -430,7 +429,7 @@ def test_subprocess_mode_serves_counts_and_leaves_nothing_behind(roots, raw, tmp
         r = raw.get(emu.data_url("lp-prod-protected", REL), headers={"Authorization": f"Bearer {TOKEN}",
                                                                       "Range": "bytes=0-999"})
         assert r.status_code == 206 and len(r.content) == 1000
-        assert _settled(emu, lambda st: st["hosts"]["signed"]["requests"] == 1)
+        assert emu.wait_idle()
         hosts = emu.stats()["hosts"]
         assert hosts["signed"]["statuses"] == {"206": 1} and hosts["signed"]["with_authorization"] == 0
         assert hosts["signed"]["body_bytes"] == 1000 and hosts["data"]["auth_schemes"] == {"Bearer": 1}
@@ -439,3 +438,32 @@ def test_subprocess_mode_serves_counts_and_leaves_nothing_behind(roots, raw, tmp
         os.kill(pid, 0)
     final = json.loads(stats_file.read_text())
     assert final["hosts"]["signed"]["requests"] == 1
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie left for a non-reaping init counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_cli_child_exits_when_its_parent_dies_and_rejects_bad_config(roots, tmp_path) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(EmulatorConfig(roots={k: str(v) for k, v in roots.items()}).to_dict()))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    launcher = ("import os, subprocess, sys\n"
+                "p = subprocess.Popen([sys.executable, '-m', 'sampleworld.emulator', 'serve', '--config', "
+                f"{str(cfg)!r}, '--parent-pid', str(os.getpid())], stdout=subprocess.PIPE)\n"
+                "print(p.stdout.readline().decode().strip(), flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, env=env, timeout=60)
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["data_base_url"].startswith("http://127.0.0.2:")
+    deadline = time.monotonic() + 10
+    while _alive(info["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(info["pid"])  # orphaned: it noticed and stopped
+    cfg.write_text(json.dumps({"roots": {"a": "/tmp"}, "signed_tll_s": 3}))
+    bad = subprocess.run([sys.executable, "-m", "sampleworld.emulator", "serve", "--config", str(cfg)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "signed_tll_s" in bad.stderr and bad.stdout == ""

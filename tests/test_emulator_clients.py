@@ -70,6 +70,7 @@ def _read(emu: EarthdataEmulator, opts: dict[str, str], expire_between: bool = F
 def _check(cog, a: np.ndarray, b: np.ndarray, emu: EarthdataEmulator) -> dict:
     data = cog[1]
     assert (a == data[:256, :256]).all() and (b == data[768:, 768:]).all()
+    assert emu.wait_idle()
     hosts = emu.stats()["hosts"]
     assert hosts["signed"]["with_authorization"] == 0 and hosts["signed"]["with_cookie"] == 0
     assert "400" not in hosts["signed"]["statuses"]
@@ -127,6 +128,7 @@ def test_gdal_310_bearer_header_alone_fails(cog, head_presign_method: str, signe
     with _emu(cog, head_presign_method=head_presign_method) as emu:
         with pytest.raises(rasterio.errors.RasterioIOError):
             _read(emu, {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {TOKEN}"})
+        assert emu.wait_idle()
         hosts = emu.stats()["hosts"]
     assert signed_status in hosts["signed"]["statuses"]
     if signed_status == "400":
@@ -165,6 +167,7 @@ def _ids(url: str, **kw: object) -> list[str]:
 def test_proxy_passes_through_and_rewrites_links(stac_upstream: str) -> None:
     with FaultProxy(stac_upstream) as proxy:
         assert _ids(proxy.url) == [f"item-{i}" for i in range(7)]
+        assert proxy.wait_idle()
         paths = [r["path"] for r in proxy.records()]
         assert paths.count("/search") == 3  # all three pages came through the proxy
         item = Client.open(proxy.url).get_collection("tiny").get_item("item-0")
@@ -175,6 +178,7 @@ def test_proxy_passes_through_and_rewrites_links(stac_upstream: str) -> None:
 def test_proxy_repeated_page(stac_upstream: str) -> None:
     with FaultProxy(stac_upstream, Faults(repeat_page=1.0)) as proxy:
         ids = _ids(proxy.url, max_items=9)
+        assert proxy.wait_idle()
         assert ids == ["item-0", "item-1", "item-2"] * 3  # every next page is the first one again
         assert proxy.stats()["hosts"]["stac"]["faults"] == {"repeat_page": 2}
 
@@ -182,6 +186,7 @@ def test_proxy_repeated_page(stac_upstream: str) -> None:
 def test_proxy_repeated_page_seeded_rate(stac_upstream: str) -> None:
     with FaultProxy(stac_upstream, Faults(seed=5, repeat_page=0.5)) as proxy:
         ids = _ids(proxy.url, max_items=30)
+        assert proxy.wait_idle()
         repeats = proxy.stats()["hosts"]["stac"]["faults"].get("repeat_page", 0)
     assert sorted(set(ids)) == [f"item-{i}" for i in range(7)] and len(ids) == 7 + 3 * repeats
 

@@ -137,7 +137,14 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         t0 = time.monotonic()
-        req = self._read_request()
+        self.server.stats.begin()
+        try:
+            req = self._read_request()
+        except (OSError, ValueError):
+            req = Request(self.command, urlsplit(self.path).path, "", self.headers)
+            self._record(req, 0, 0, 0, None, time.monotonic() - t0)
+            self.close_connection = True
+            return
         fault, v = self.server.faults.draw(self.allowed_faults)
         if self.server.link.latency_s:
             time.sleep(self.server.link.latency_s)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from sampleworld.emulator.config import HOST_KINDS, EmulatorConfig, Faults, LinkShape
 from sampleworld.emulator.servers import RunningHosts
+from sampleworld.emulator.stats import wait_idle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,6 +186,11 @@ class EarthdataEmulator:
         if self._hosts is not None:
             return self._hosts.stats.records(host)
         return self._control("GET", "/records" + (f"?host={host}" if host else ""))
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until no request is being answered (a request is counted once its last byte is written,
+        which can be just after the client has read it); False on timeout. Call before reading stats."""
+        return wait_idle(self.stats, timeout_s)
 
     def reset_stats(self) -> None:
         """Zero the counters and drop the records."""

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sampleworld.emulator.base import HTTP_FAULTS, BaseHandler, EmulatorServer, Request, Response
 from sampleworld.emulator.config import Faults, LinkShape
-from sampleworld.emulator.stats import Stats
+from sampleworld.emulator.stats import Stats, wait_idle
 
 PAGING_KEYS = frozenset({"skip", "page", "token", "cursor", "next", "search_after", "searchAfter"})
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -137,7 +137,12 @@ class FaultProxy:
         return self._server.base_url + self._up_path
 
     def stats(self) -> dict[str, Any]:
+        """Counters of the proxy (host ``stac``), as ``EarthdataEmulator.stats``."""
         return self._stats.snapshot()
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until no request is being answered; False on timeout."""
+        return wait_idle(self.stats, timeout_s)
 
     def records(self) -> list[dict[str, Any]]:
         return self._stats.records()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,9 +64,16 @@ class Stats:
             self._counters = {h: HostCounters() for h in self._hosts}
             self._records: deque[RequestRecord] = deque(maxlen=self._max)
             self._t0 = time.time()
+            self._in_flight = getattr(self, "_in_flight", 0)
+
+    def begin(self) -> None:
+        """A request is being answered (``add`` ends it)."""
+        with self._lock:
+            self._in_flight += 1
 
     def add(self, rec: RequestRecord, body_bytes: int) -> None:
         with self._lock:
+            self._in_flight -= 1
             c = self._counters.setdefault(rec.host, HostCounters())
             c.requests += 1
             c.bytes_sent += rec.bytes_sent
@@ -82,8 +90,9 @@ class Stats:
             self._records.append(rec)
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-able counters: ``{"since": epoch s, "hosts": {host: {requests, bytes_sent, body_bytes,
-        statuses{code: n}, methods, faults, with_authorization, auth_schemes, with_cookie}}}``."""
+        """JSON-able counters: ``{"since": epoch s, "in_flight": requests being answered, "hosts": {host:
+        {requests, bytes_sent, body_bytes, statuses{code: n}, methods, faults, with_authorization,
+        auth_schemes, with_cookie}}}``. A request is counted when its last byte is written."""
         with self._lock:
             hosts = {}
             for h, c in self._counters.items():
@@ -91,7 +100,7 @@ class Stats:
                 for k in ("statuses", "methods", "faults", "auth_schemes"):
                     d[k] = dict(getattr(c, k))
                 hosts[h] = d
-            return {"since": self._t0, "hosts": hosts}
+            return {"since": self._t0, "in_flight": self._in_flight, "hosts": hosts}
 
     def records(self, host: str | None = None) -> list[dict[str, Any]]:
         """The kept request records (oldest first), optionally of one host, as dicts."""
@@ -113,3 +122,13 @@ def cookie_names(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(sorted({p.split("=", 1)[0].strip() for p in value.split(";") if p.strip()}))
+
+
+def wait_idle(snapshot: Callable[[], dict[str, Any]], timeout_s: float) -> bool:
+    """Poll ``snapshot()`` until no request is in flight; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while snapshot()["in_flight"] > 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
