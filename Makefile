@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint bench interop clean
+.PHONY: venv demo test lint bench interop interop-esri clean
 
 # torch first: 2.13.0 is the CPU build on this machine's disk; the project's range (<2.14) then installs nothing more.
 $(STAMP): pyproject.toml
@@ -35,9 +35,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@ls benchmarks/*.py
 
-# TerraTorch interoperability check in its own venv (.interop-venv, torch 2.14.1 + torchvision 0.29.1).
+# Interoperability checks, not part of `make test`; each builds its own venv once. `EXPORT=path/to/chips`
+# checks an existing export instead of the synthetic world's.
+# TerraTorch (generated config as written) + granite drop-in (.interop-venv, torch 2.14.1 + torchvision 0.29.1).
 interop: $(STAMP)
-	bash scripts/interop.sh
+	bash scripts/interop.sh $(EXPORT)
+
+# arcgis.learn 2.4.4 prepare_data on the Esri layout (.esri-venv; needs libgdal-dev + gdal-bin).
+interop-esri: $(STAMP)
+	bash scripts/interop_esri.sh $(EXPORT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info out

@@ -5,12 +5,20 @@
 #    terratorch 1.2.x. The main .venv (torch 2.13) is never touched: TerraTorch's torchvision does not
 #    import beside torch 2.13.
 # 2. Exports a small synthetic world with the project's exporter (main .venv), or uses $INTEROP_EXPORT.
-# 3. Loads the export with TerraTorch's GenericNonGeoPixelwiseRegressionDataModule (interop venv) and
-#    checks shapes, dtypes, nodata -> ignore index, and the generated config YAML.
+# 3. scripts/interop_check.py: loads the export with TerraTorch's GenericNonGeoPixelwiseRegressionDataModule
+#    from the GENERATED terratorch_config.yaml as written (batch size, workers, drop_last) and runs
+#    `terratorch fit --trainer.fast_dev_run=1` on it unchanged: one training step must happen.
+# 4. scripts/interop_granite_check.py: granite-geospatial-biomass drop-in. granite's published config
+#    (../shared/reference/granite_config.yaml, read in place, only its data roots replaced; batch size 2
+#    for the CPU fit) must load the export's chips (10-band granite layout), run a fast_dev_run fit and
+#    LightningInferenceModel.inference_on_dir with a checkpoint of this project's model.
+# Every check runs; the script exits 1 at the end when any failed.
 #
-# Usage: bash scripts/interop.sh [--build-only]
-# Env:   INTEROP_VENV (default .interop-venv), INTEROP_EXPORT (an existing export dir to check),
-#        PY (python used to create the venv, default python3).
+# Usage: bash scripts/interop.sh [--build-only] [EXPORT_DIR]
+# Env:   INTEROP_VENV (default .interop-venv), INTEROP_EXPORT (same as EXPORT_DIR),
+#        GRANITE_COMPOSITES (a folder of granite-layout composites for inference_on_dir),
+#        PY (python used to create the venv, default python3), MAIN_PY (the project's python for the
+#        synthetic exports, default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -29,23 +37,53 @@ if [ ! -f "$STAMP" ]; then
 else
     echo "[interop] reusing $VENV"
 fi
-[ "${1:-}" = "--build-only" ] && exit 0
+BUILD_ONLY=0
+EXPORT="${INTEROP_EXPORT:-}"
+for arg in "$@"; do
+    case "$arg" in
+        --build-only) BUILD_ONLY=1 ;;
+        -*) echo "[interop] unknown option $arg" >&2; exit 2 ;;
+        *) EXPORT="$arg" ;;
+    esac
+done
+[ "$BUILD_ONLY" = "1" ] && exit 0
 
-MAINPY="$ROOT/.venv/bin/python"
-if [ -n "${INTEROP_EXPORT:-}" ]; then
-    echo "[interop] checking $INTEROP_EXPORT with TerraTorch"
-    "$VENV/bin/python" "$ROOT/scripts/interop_check.py" "$INTEROP_EXPORT"
+FAILED=()
+run_check() {  # label, then the command; records a failure and goes on
+    local label="$1"; shift
+    echo "[interop] == $label"
+    if ! "$@"; then FAILED+=("$label"); fi
+}
+GRANITE_ARGS=()
+[ -n "${GRANITE_COMPOSITES:-}" ] && GRANITE_ARGS+=(--composites "$GRANITE_COMPOSITES")
+check_export() {  # export dir, then extra args for both checks (e.g. --no-fit)
+    local export="$1"; shift
+    run_check "TerraTorch, generated config: $export" "$VENV/bin/python" "$ROOT/scripts/interop_check.py" "$export" "$@"
+    run_check "granite drop-in: $export" "$VENV/bin/python" "$ROOT/scripts/interop_granite_check.py" "$export" \
+        "${GRANITE_ARGS[@]}" "$@"
+}
+finish() {
+    if [ "${#FAILED[@]}" -gt 0 ]; then
+        echo "[interop] FAILED: ${#FAILED[@]} check(s):"; printf '[interop]   - %s\n' "${FAILED[@]}"; exit 1
+    fi
+    echo "[interop] ALL PASSED"
+}
+
+if [ -n "$EXPORT" ]; then
+    check_export "$EXPORT"
+    finish
     exit 0
 fi
+MAINPY="${MAIN_PY:-$ROOT/.venv/bin/python}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/interop.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 echo "[interop] 1/2 synthetic 2-tile world, default export (label nodata -9999 as the label rasters say)"
 "$MAINPY" -m chips.export --demo "$WORK/world" --output-dir "$WORK/out" | tail -n 1 > "$WORK/result1.json"
 "$MAINPY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("[interop] export:", r["n_chips"], "chips", r["splits"], "dropped", r["dropped"])' "$WORK/result1.json"
-"$VENV/bin/python" "$ROOT/scripts/interop_check.py" "$WORK/out/chips"
+check_export "$WORK/out/chips"
 echo "[interop] 2/2 same world, label_nodata -1 (granite style), extra band 'count', 2 x 2 blocks"
 echo '{"label_nodata": -1, "extra_bands": ["count"], "split_block_chips": 2, "export_name": "chips_m1"}' > "$WORK/p.json"
 "$MAINPY" -m chips.export --composites "$WORK/world/composites" --labels "$WORK/world/labels" \
     --output-dir "$WORK/out" --params "$WORK/p.json" | tail -n 1 > "$WORK/result2.json"
-"$VENV/bin/python" "$ROOT/scripts/interop_check.py" "$WORK/out/chips_m1" --no-fit
-echo "[interop] ALL PASSED"
+check_export "$WORK/out/chips_m1" --no-fit
+finish
