@@ -29,6 +29,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
+from core.constants import HLS_NODATA
 from sampleworld.emulator import EarthdataEmulator
 
 TOKEN = "bench-token"
@@ -95,7 +96,7 @@ def write_inputs(folder: Path, size_mb: int) -> tuple[Path, Path]:
     tif = folder / "lp" / "bench" / "cog.tif"
     data = np.random.default_rng(0).integers(0, 10000, (2048, 2048), dtype=np.int16)
     with rasterio.open(tif, "w", driver="COG", width=2048, height=2048, count=1, dtype="int16",
-                       crs="EPSG:32610", transform=Affine(30, 0, 500010, 0, -30, 4500000), nodata=-9999,
+                       crs="EPSG:32610", transform=Affine(30, 0, 500010, 0, -30, 4500000), nodata=HLS_NODATA,
                        blocksize=256, compress="deflate") as ds:
         ds.write(data, 1)
     return blob, tif

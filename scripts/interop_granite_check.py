@@ -53,7 +53,10 @@ GRANITE_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B09", "B10", 
 USED = (1, 2, 3, 4, 5, 6)  # 0-based positions of B02..B07 = granite's BLUE..SWIR_2
 PLACEHOLDER = (0, 7, 8, 9)
 SPLITS = ("train", "val", "test")
-NODATA = -9999.0
+sys.path.insert(0, str(ROOT))
+from core.constants import GRANITE_LABEL_NODATA, IMAGE_NODATA  # noqa: E402
+
+NODATA = IMAGE_NODATA
 FAILED: list[str] = []
 
 
@@ -311,7 +314,7 @@ def project_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
     model = build_model("swin_b", in_channels=6)
     return save_checkpoint(path, model=model, bands=list(GRANITE_BANDS[1:7]), norm_mean=[0.0] * 6,
-                           norm_std=[1.0] * 6, image_nodata=NODATA, label_nodata=-1.0, label_mean=0.0)
+                           norm_std=[1.0] * 6, image_nodata=NODATA, label_nodata=GRANITE_LABEL_NODATA, label_mean=0.0)
 
 
 def check_inference(cfg_path: Path, layout: Path, ckpt: Path | None, composites: Path | None) -> None:
