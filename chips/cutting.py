@@ -1,8 +1,10 @@
-"""Cutting chips: read each source in strips of rows, filter chips, write them under temporary names."""
+"""Cutting chips: read each source in strips of rows, filter chips, write the image chips under temporary
+names and keep each chip's labelled pixels (sparse) until the split decides its label copies."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,15 +30,35 @@ ESRI_NAME_DIGITS = 12  # as the real ArcGIS export: 000000000000.tif
 JOB_ROWS = 1024  # pixel rows read by one worker job
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A chip position that passed the image filters; its image is written under ``tmp_name``.
+
+    ``lab_idx``: flat (row-major) indexes of the chip's labelled pixels, ``lab_val`` their AGBD (Mg/ha).
+    ``bounds`` in the source CRS, metres.
+    """
+
+    source: int
+    row: int
+    col: int
+    n_labeled: int
+    nodata_fraction: float
+    bounds: tuple[float, float, float, float]
+    tmp_name: str
+    stats: Any = field(repr=False)
+    lab_idx: np.ndarray = field(repr=False)
+    lab_val: np.ndarray = field(repr=False)
+
+
 @dataclass
 class Chip:
-    """One exported chip (index = Esri number). ``bounds`` in the source CRS, metres."""
+    """One exported chip file pair (index = Esri number) of one split: a candidate's image and the copy of
+    its labels for ``split``. ``bounds`` in the source CRS, metres."""
 
     index: int
     source: int
     row: int
     col: int
-    block: tuple[int, int, int]
     n_labeled: int
     nodata_fraction: float
     bounds: tuple[float, float, float, float]
@@ -69,12 +91,17 @@ def _write_tif(out: Out, path: Path, arr: np.ndarray, transform: Any, nodata: fl
         ds.descriptions = tuple(descriptions)
 
 
-def _write_chip(out: Out, name: str, img: np.ndarray, lab: np.ndarray, transform: Any) -> None:
-    """Write one image/label chip pair (+ .tfw world files for the Esri layout)."""
+def _write_image(out: Out, name: str, img: np.ndarray, transform: Any) -> None:
+    """Write one image chip (+ .tfw world file for the Esri layout)."""
     _write_tif(out, out.images / f"{name}.tif", img, transform, IMAGE_NODATA, out.image_descriptions)
-    _write_tif(out, out.labels / f"{name}.tif", lab[None], transform, out.label_nodata, ("agbd",))
     if out.tfw:
         esri.write_tfw(out.images / f"{name}.tfw", tuple(transform))
+
+
+def _write_label(out: Out, name: str, lab: np.ndarray, transform: Any) -> None:
+    """Write one label chip (+ .tfw world file for the Esri layout)."""
+    _write_tif(out, out.labels / f"{name}.tif", lab[None], transform, out.label_nodata, ("agbd",))
+    if out.tfw:
         esri.write_tfw(out.labels / f"{name}.tfw", tuple(transform))
 
 
@@ -95,24 +122,10 @@ def _read_strip(c: Any, la: Any, src: Source, win: Window, label_nodata: float) 
     return img, lab, valid, nodata
 
 
-@dataclass(frozen=True)
-class _Cut:
-    """A chip kept by a strip job, written under the temporary name ``tmp_name``."""
-
-    row: int
-    col: int
-    block: tuple[int, int, int]
-    n_labeled: int
-    nodata_fraction: float
-    bounds: tuple[float, float, float, float]
-    tmp_name: str
-    stats: Any
-    label_stats: Any
-
-
-def _strip_job(si: int, src: Source, sel: np.ndarray, params: ChipParams, out: Out) -> tuple[list[_Cut], int, int]:
-    """Read one band of rows of a source (one or more chip rows), filter its chips, write the kept ones
-    under temp names.
+def _strip_job(si: int, src: Source, sel: np.ndarray, params: ChipParams, out: Out
+               ) -> tuple[list[Candidate], int, int]:
+    """Read one band of rows of a source (one or more chip rows), filter its chips, write the kept ones'
+    images under temp names and keep their labelled pixels.
 
     Runs in a worker thread with its own dataset handles; one read per job, so each compressed block is
     decoded about once. Returns (kept, n dropped for image nodata, n dropped for too few labelled pixels).
@@ -126,27 +139,25 @@ def _strip_job(si: int, src: Source, sel: np.ndarray, params: ChipParams, out: O
     except rasterio.errors.RasterioIOError as exc:
         raise ChipExportError(f"{src.composite} / {src.label}: cannot read rows {r0}..{r0 + win.height}: "
                               f"{exc}") from exc
-    kept: list[_Cut] = []
+    kept: list[Candidate] = []
     n_nodata = n_unlab = 0
-    for row, col, brow, bcol in sel:
+    for row, col in sel:
         y, x = int(row) - r0, int(col) - c0
         frac = float(np.count_nonzero(nodata[y:y + cs, x:x + cs])) / (cs * cs)
         if frac > params.max_nodata_fraction:
             n_nodata += 1
             continue
-        chip_valid = valid[y:y + cs, x:x + cs]
-        n_lab = int(np.count_nonzero(chip_valid))
-        if n_lab < params.min_labeled_pixels:
+        lab_idx = np.flatnonzero(valid[y:y + cs, x:x + cs]).astype(np.int32)
+        if len(lab_idx) < params.min_labeled_pixels:  # before the split masks any label
             n_unlab += 1
             continue
         t = src.grid.affine @ rasterio.Affine.translation(int(col), int(row))
         name = f"_tmp_{si}_{int(row)}_{int(col)}"
         chip_img = np.ascontiguousarray(img[:, y:y + cs, x:x + cs])
-        chip_lab = np.ascontiguousarray(lab[y:y + cs, x:x + cs])
-        _write_chip(out, name, chip_img, chip_lab, t)
-        kept.append(_Cut(int(row), int(col), (src.grid.epsg, int(brow), int(bcol)), n_lab, frac,
-                         (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f), name, chip_band_stats(chip_img, IMAGE_NODATA),
-                         values_stats(chip_lab[chip_valid])))
+        _write_image(out, name, chip_img, t)
+        kept.append(Candidate(si, int(row), int(col), len(lab_idx), frac, (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f),
+                              name, chip_band_stats(chip_img, IMAGE_NODATA),
+                              lab_idx, lab[y:y + cs, x:x + cs].ravel()[lab_idx].copy()))
     return kept, n_nodata, n_unlab
 
 
@@ -161,23 +172,16 @@ def _row_groups(rows: np.ndarray, cs: int, max_rows: int) -> list[np.ndarray]:
     return [np.array(g) for g in groups]
 
 
-def _rename_chip(out: Out, tmp_name: str, name: str) -> None:
-    for folder in (out.images, out.labels):
-        os.replace(folder / f"{tmp_name}.tif", folder / f"{name}.tif")
-        if out.tfw:
-            os.replace(folder / f"{tmp_name}.tfw", folder / f"{name}.tfw")
-
-
 def cut_source(si: int, src: Source, positions: np.ndarray, params: ChipParams, out: Out,
-                pool: ThreadPoolExecutor, chips: list[Chip], counters: dict[str, int],
-                taken: set[tuple[Any, ...]]) -> None:
-    """Cut, filter and write the chips of one source; appends them to ``chips`` numbered in row-major order.
+               pool: ThreadPoolExecutor, cands: list[Candidate], counters: dict[str, int],
+               taken: set[tuple[Any, ...]]) -> None:
+    """Cut, filter and write the image chips of one source; appends them to ``cands`` in row-major order.
 
     Strips are processed in parallel by ``pool``. ``taken`` holds lattice positions already exported (same
     zone and season) from an overlapping tile: those are skipped, so a ground position is exported once.
     """
     gy0, gx0 = grid_lattice_origin(src.grid)
-    keys = [(src.grid.epsg, src.season, gy0 + int(r), gx0 + int(c)) for r, c, _, _ in positions]
+    keys = [(src.grid.epsg, src.season, gy0 + int(r), gx0 + int(c)) for r, c in positions]
     fresh = np.array([k not in taken for k in keys], dtype=bool)
     counters["duplicate_overlap"] += int((~fresh).sum())
     positions = positions[fresh]
@@ -189,12 +193,62 @@ def cut_source(si: int, src: Source, positions: np.ndarray, params: ChipParams, 
         kept, n_nodata, n_unlab = job.result()
         counters["image_nodata"] += n_nodata
         counters["unlabeled"] += n_unlab
-        for cut in kept:
-            idx = counters["next"]
-            counters["next"] += 1
-            _rename_chip(out, cut.tmp_name, f"{idx:0{ESRI_NAME_DIGITS}d}")
-            taken.add((src.grid.epsg, src.season, gy0 + cut.row, gx0 + cut.col))
-            chips.append(Chip(idx, si, cut.row, cut.col, cut.block, cut.n_labeled, cut.nodata_fraction,
-                              cut.bounds, stats=cut.stats, label_stats=cut.label_stats))
+        for cand in kept:
+            taken.add((src.grid.epsg, src.season, gy0 + cand.row, gx0 + cand.col))
+            cands.append(cand)
 
 
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _place_image(out: Out, tmp_name: str, names: list[str]) -> None:
+    """The candidate's image chip under its copies' names: renamed to the first, hard links (else copies)
+    for the others; removed when it has no copy."""
+    exts = (".tif", ".tfw") if out.tfw else (".tif",)
+    for ext in exts:
+        tmp = out.images / f"{tmp_name}{ext}"
+        if not names:
+            tmp.unlink()
+            continue
+        first = out.images / f"{names[0]}{ext}"
+        os.replace(tmp, first)
+        for name in names[1:]:
+            _link_or_copy(first, out.images / f"{name}{ext}")
+
+
+def _write_copy_label(out: Out, name: str, c: Candidate, keep: np.ndarray, chip_size: int, transform: Any) -> None:
+    lab = np.full(chip_size * chip_size, np.float32(out.label_nodata), np.float32)
+    lab[c.lab_idx[keep]] = c.lab_val[keep]
+    _write_label(out, name, lab.reshape(chip_size, chip_size), transform)
+
+
+def write_copies(out: Out, sources: Sequence[Source], cands: Sequence[Candidate],
+                 copies: Sequence[tuple[int, str, np.ndarray]], chip_size: int, first_index: int,
+                 pool: ThreadPoolExecutor) -> list[Chip]:
+    """Write the label chip of every ``(candidate, split, kept label indexes)`` copy and give it its image.
+
+    Copies are numbered from ``first_index`` in the given order. A label chip holds the candidate's labels
+    at ``kept`` and ``out.label_nodata`` elsewhere. Returns the exported chips (one per copy).
+    """
+    chips: list[Chip] = []
+    names: list[list[str]] = [[] for _ in cands]
+    jobs = []
+    for n, (ci, split, keep) in enumerate(copies):
+        c = cands[ci]
+        name = f"{first_index + n:0{ESRI_NAME_DIGITS}d}"
+        names[ci].append(name)
+        t = sources[c.source].grid.affine @ rasterio.Affine.translation(c.col, c.row)
+        jobs.append(pool.submit(_write_copy_label, out, name, c, keep, chip_size, t))
+        chips.append(Chip(first_index + n, c.source, c.row, c.col, len(keep), c.nodata_fraction, c.bounds, split,
+                          stats=c.stats, label_stats=values_stats(c.lab_val[keep])))
+    for job in jobs:
+        job.result()
+    for c, nm in zip(cands, names, strict=True):
+        _place_image(out, c.tmp_name, nm)
+    return chips

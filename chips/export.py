@@ -31,15 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from chips import esri
-from chips.cutting import ESRI_NAME_DIGITS, Chip, Out, cut_source
-from chips.lattice import (
-    SPLITS,
-    chip_positions,
-)
+from chips.cutting import ESRI_NAME_DIGITS, Candidate, Chip, Out, cut_source, write_copies
+from chips.lattice import SPLITS, chip_positions
 from chips.manifest import EXPORT_VERSION, ExportError, ExportManifest, ExportResult, SourcePair
 from chips.params import ChipParams
 from chips.sources import BANDS, ChipExportError, Source, band_lists, discover_sources, label_nodata_of
-from chips.splits import assign_splits
+from chips.splits import SplitPlan, check_plan, plan_splits
 from chips.stats import StatsAccumulator
 from chips.terratorch import (
     HLS_BANDS,
@@ -137,7 +134,7 @@ def _write_terratorch(tt: Path, final_tt: Path, store: Out, kept: list[Chip], so
 
 
 def _contract(params: ChipParams, sources: Sequence[Source], label_nodata: float, counts: dict[str, int],
-              stats: dict[str, Any], label_stats: dict[str, Any]) -> ExportManifest:
+              stats: dict[str, Any], label_stats: dict[str, Any], labelled: dict[str, int]) -> ExportManifest:
     ids, names, _, wl = band_lists(sources)
     return ExportManifest(
         bands=ids, band_names=names, wavelengths_um=wl, chip_size=params.chip_size, stride=params.layout.stride,
@@ -145,45 +142,57 @@ def _contract(params: ChipParams, sources: Sequence[Source], label_nodata: float
         label_bands=["agbd"], label_units=AGB_UNITS, splits=counts, stats=stats, label_stats=label_stats,
         layouts={k: k for k in params.layouts}, split_file="split.json",
         terratorch_config="terratorch/terratorch_config.yaml" if "terratorch" in params.layouts else None,
-        sources=[SourcePair(s.tile, s.season, s.composite, s.label, s.grid.crs) for s in sources])
+        sources=[SourcePair(s.tile, s.season, s.composite, s.label, s.grid.crs) for s in sources],
+        labelled_pixels=labelled)
 
 
-def _cut_all(out: Out, sources: list[Source], params: ChipParams, label_nodata: float
-             ) -> tuple[list[Chip], dict[str, int]]:
-    """Cut every source's chips into ``out`` (numbered export-wide); returns the chips and the counters."""
-    chips: list[Chip] = []
-    counters = {"next": 0, "candidates": 0, "image_nodata": 0, "unlabeled": 0, "duplicate_overlap": 0}
+def _cut_all(out: Out, sources: list[Source], params: ChipParams, label_nodata: float, pool: ThreadPoolExecutor
+             ) -> tuple[list[Candidate], dict[str, int]]:
+    """Cut every source's candidate chips (images written under temporary names); returns them and counters."""
+    cands: list[Candidate] = []
+    counters = {"candidates": 0, "image_nodata": 0, "unlabeled": 0, "duplicate_overlap": 0}
     taken: set[tuple[Any, ...]] = set()
-    with ThreadPoolExecutor(max_workers=params.workers) as pool:
-        for si, src in enumerate(sources):
-            pos = chip_positions(src.grid, params.layout)
-            counters["candidates"] += len(pos)
-            if len(pos) == 0:
-                log.warning("%s: grid %dx%d holds no %d px chip", src.composite, src.grid.height,
-                            src.grid.width, params.chip_size)
-                continue
-            o = Out(out.images, out.labels, src.grid.epsg, out.image_descriptions, label_nodata, out.tfw,
-                    params.chip_writer)
-            cut_source(si, src, pos, params, o, pool, chips, counters, taken)
-    if not chips:
+    for si, src in enumerate(sources):
+        pos = chip_positions(src.grid, params.layout)
+        counters["candidates"] += len(pos)
+        if len(pos) == 0:
+            log.warning("%s: grid %dx%d holds no %d px chip", src.composite, src.grid.height,
+                        src.grid.width, params.chip_size)
+            continue
+        o = Out(out.images, out.labels, src.grid.epsg, out.image_descriptions, label_nodata, out.tfw,
+                params.chip_writer)
+        cut_source(si, src, pos, params, o, pool, cands, counters, taken)
+    if not cands:
         raise ChipExportError(f"no chip passed the filters (candidates {counters['candidates']}, "
                               f"too much image nodata {counters['image_nodata']}, too few labelled pixels "
                               f"{counters['unlabeled']}); sources: {[s.composite for s in sources]}")
-    return chips, counters
+    return cands, counters
 
 
-def _split_doc(kept: list[Chip], dropped: list[Chip], sources: Sequence[Source], params: ChipParams,
-               stems: dict[str, str], split_summary: dict[str, Any], blocks: dict[str, Any]) -> dict[str, Any]:
-    """The content of ``split.json``: the chips of each split and one row per chip."""
+def _split_doc(kept: list[Chip], sources: Sequence[Source], params: ChipParams, stems: dict[str, str],
+               split_summary: dict[str, Any], plan: SplitPlan) -> dict[str, Any]:
+    """The content of ``split.json``: the chips of each split, one row per chip file pair, the blocks."""
     chip_rows = [{"index": c.index, "split": c.split, "tile": sources[c.source].tile,
-                  "season": sources[c.source].season, "row": c.row, "col": c.col, "epsg": c.block[0],
-                  "block": [c.block[1], c.block[2]], "bounds": list(c.bounds), "n_labeled": c.n_labeled,
+                  "season": sources[c.source].season, "row": c.row, "col": c.col,
+                  "epsg": sources[c.source].grid.epsg, "bounds": list(c.bounds), "n_labeled": c.n_labeled,
                   "nodata_fraction": round(c.nodata_fraction, 6),
                   "esri": f"{c.index:0{ESRI_NAME_DIGITS}d}.tif" if "esri" in params.layouts else None,
                   "terratorch_stem": stems.get(str(c.index))} for c in kept]
     by_split = {s: [r["esri"] or r["terratorch_stem"] for r in chip_rows if r["split"] == s] for s in SPLITS}
     return {**split_summary, **by_split, "chip_size": params.chip_size, "stride": params.layout.stride,
-            "dropped_cross_zone": [c.index for c in dropped], **blocks, "chips": chip_rows}
+            "unique_labelled_pixels": plan.unique_labelled, "block_crs": f"EPSG:{plan.ref_epsg}",
+            "blocks": plan.blocks, "chips": chip_rows}
+
+
+def _stats(kept: list[Chip], n_bands: int) -> tuple[dict[str, StatsAccumulator], dict[str, StatsAccumulator]]:
+    """Image and label statistics accumulators per split and ``all`` (every exported chip file)."""
+    acc = {s: StatsAccumulator(n_bands) for s in (*SPLITS, "all")}
+    lacc = {s: StatsAccumulator(1) for s in (*SPLITS, "all")}
+    for c in kept:
+        for key in (c.split, "all"):
+            acc[key].add(c.stats)
+            lacc[key].add(c.label_stats)
+    return acc, lacc
 
 
 def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParams,
@@ -195,40 +204,33 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
               tuple(ids), label_nodata, tfw="esri" in params.layouts, writer=params.chip_writer)
     out.images.mkdir(parents=True)
     out.labels.mkdir(parents=True)
-    chips, counters = _cut_all(out, sources, params, label_nodata)
-    kept, dropped, blocks = assign_splits(chips, params, sources[0].grid.resolution)
-    if not any(c.split == "train" for c in kept):
-        raise ChipExportError(f"no training chip left after the split ({len(kept)} chips kept)")
-    for c in dropped:
-        for folder in (out.images, out.labels):
-            for ext in (".tif", ".tfw"):
-                (folder / f"{c.index:0{ESRI_NAME_DIGITS}d}{ext}").unlink(missing_ok=True)
-    acc = {s: StatsAccumulator(len(ids)) for s in (*SPLITS, "all")}
-    lacc = {s: StatsAccumulator(1) for s in (*SPLITS, "all")}
-    for c in kept:
-        for key in (c.split, "all"):
-            acc[key].add(c.stats)
-            lacc[key].add(c.label_stats)
+    with ThreadPoolExecutor(max_workers=params.workers) as pool:
+        cands, counters = _cut_all(out, sources, params, label_nodata, pool)
+        plan = plan_splits(cands, sources, params)
+        check_plan(plan, params, sources)
+        kept = write_copies(out, sources, cands, plan.copies, params.chip_size, 0, pool)
+    acc, lacc = _stats(kept, len(ids))
     counts = {s: sum(1 for c in kept if c.split == s) for s in SPLITS}
     stats = {s: acc[s].summary(ids) for s in (*SPLITS, "all")}
     label_stats = {s: lacc[s].summary(["agbd"]) for s in (*SPLITS, "all")}
-    split_summary = {"fractions": list(params.split_fractions), "block_chips": params.split_block_chips,
-                     "gap_px": params.split_gap_px, "seed": params.seed, "counts": counts, "file": "split.json"}
+    split_summary = {"fractions": list(params.split_fractions), "block_m": params.split_block_m,
+                     "buffer_m": params.split_buffer_m, "seed": params.seed, "counts": counts,
+                     "labelled_pixels": plan.labelled, "masked_buffer": plan.masked_buffer, "file": "split.json"}
     if "esri" in params.layouts:
         meta = {"label_nodata": label_nodata, "split_summary": split_summary, "stats": stats}
-        _write_esri(tmp / "esri", kept, sources, params, acc["all"], lacc["all"], meta, counters["next"])
+        _write_esri(tmp / "esri", kept, sources, params, acc["all"], lacc["all"], meta, len(kept))
     stems: dict[str, str] = {}
     if "terratorch" in params.layouts:
         stems = _write_terratorch(tmp / "terratorch", final / "terratorch", out, kept, sources, params,
                                   stats["train"], move="esri" not in params.layouts)
     if "esri" not in params.layouts:
         shutil.rmtree(store_root)
-    split_doc = _split_doc(kept, dropped, sources, params, stems, split_summary, blocks)
-    (tmp / "split.json").write_text(json.dumps(split_doc, indent=1))
-    dropped_counts = {k: counters[k] for k in ("image_nodata", "unlabeled", "duplicate_overlap")}
-    dropped_counts["cross_zone"] = len(dropped)
-    return {"contract": _contract(params, sources, label_nodata, counts, stats, label_stats),
-            "n_chips": len(kept), "candidates": counters["candidates"], "dropped": dropped_counts}
+    (tmp / "split.json").write_text(json.dumps(_split_doc(kept, sources, params, stems, split_summary, plan), indent=1))
+    dropped = {k: counters[k] for k in ("image_nodata", "unlabeled", "duplicate_overlap")}
+    dropped["split_masked"] = len(cands) - len({cp[0] for cp in plan.copies})
+    contract = _contract(params, sources, label_nodata, counts, stats, label_stats, plan.labelled)
+    return {"contract": contract, "n_chips": len(kept), "candidates": counters["candidates"], "dropped": dropped,
+            "masked_buffer": plan.masked_buffer}
 
 
 def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[str],
@@ -267,7 +269,8 @@ def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[
             esri_dir=str(final / "esri") if "esri" in params.layouts else None,
             terratorch_dir=str(tt) if tt else None,
             terratorch_config=str(tt / "terratorch_config.yaml") if tt else None,
-            n_chips=run["n_chips"], splits=run["contract"].splits, candidates=run["candidates"],
+            n_chips=run["n_chips"], splits=run["contract"].splits, labelled_pixels=run["contract"].labelled_pixels,
+            masked_buffer=run["masked_buffer"], candidates=run["candidates"],
             dropped=run["dropped"], label_nodata=lnd, stats={"train": run["contract"].stats["train"]},
             label_stats={"train": run["contract"].label_stats["train"]}, seconds=round(seconds, 3),
             chips_per_second=round(run["n_chips"] / max(seconds, 1e-9), 1), skipped=False)

@@ -8,7 +8,10 @@ Units and nodata: image chips are float32 HLS surface reflectance x 10000 with n
 (-9999); label chips are float32 AGBD in Mg/ha with nodata ``label_nodata`` (-9999 or -1); a label pixel
 is labelled when finite, >= 0 and not ``label_nodata``. ``stats`` hold per-split band statistics over
 valid pixels (``train``, ``val``, ``test``, ``all``; each ``{"bands", "count", "min", "max", "mean",
-"std"}``, population std); ``label_stats`` the same for the label.
+"std"}``, population std); ``label_stats`` the same for the label. ``splits`` counts chip file pairs per
+split; ``labelled_pixels`` the labelled pixels in each split's label chips (a chip position may serve several
+splits with disjoint labels: same image, one label copy per split; optional, None in exports of this
+version written before it existed).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class ExportManifest:
     split_file: str | None
     terratorch_config: str | None
     sources: list[SourcePair]
+    labelled_pixels: dict[str, int] | None = None
     export_version: int = EXPORT_VERSION
     fingerprint: dict[str, Any] | None = None
     result: dict[str, Any] | None = field(default=None, repr=False)
@@ -86,7 +90,8 @@ class ExportManifest:
             raise ExportError(f"{where}: export_version is {version!r}, this software reads version "
                               f"{EXPORT_VERSION}; re-run export-chips to rewrite the export")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in doc and n not in ("fingerprint", "result", "export_version")]
+        optional = ("fingerprint", "result", "export_version", "labelled_pixels")
+        missing = [n for n in names if n not in doc and n not in optional]
         if missing:
             raise ExportError(f"{where}: missing key(s) {missing} (not a complete chips export manifest)")
         unknown = sorted(set(doc) - set(names))
@@ -130,8 +135,12 @@ class ExportManifest:
 class ExportResult(Contract):
     """What an export run returns (also kept in the manifest as ``result``).
 
-    ``splits``: chips per split; ``dropped``: chips dropped per reason (``image_nodata``, ``unlabeled``,
-    ``duplicate_overlap``, ``cross_zone``); ``stats``/``label_stats``: the train split's statistics.
+    ``splits``: chip file pairs per split; ``labelled_pixels``: labelled pixels in each split's label chips;
+    ``masked_buffer``: distinct labelled pixels masked in every split by the buffer between blocks of
+    different splits; ``dropped``: chip positions dropped per reason (``image_nodata``, ``unlabeled``: fewer
+    than ``min_labeled_pixels``, ``duplicate_overlap``: already exported from an overlapping tile,
+    ``split_masked``: no split keeps enough of its labels); ``stats``/``label_stats``: the train split's
+    statistics.
     """
 
     export_dir: str
@@ -142,6 +151,8 @@ class ExportResult(Contract):
     terratorch_config: str | None
     n_chips: int
     splits: dict[str, int]
+    labelled_pixels: dict[str, int]
+    masked_buffer: int
     candidates: int
     dropped: dict[str, int]
     label_nodata: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from chips.lattice import ChipLayout, ChipLayoutError, check_fractions
@@ -19,9 +20,10 @@ class ChipParams(Contract):
     """Export parameters. Pixels for sizes; ``label_nodata`` None = the label rasters' own nodata tag.
 
     ``max_nodata_fraction``: largest share of chip pixels where any of the six bands is -9999 (image
-    nodata). ``min_labeled_pixels``: fewest pixels with a valid AGBD. ``split_block_chips``: chips per edge
-    of a split block; ``split_gap_px``: unchipped guard pixels between blocks (>= 1, so chips of different
-    splits never touch).
+    nodata). ``min_labeled_pixels``: fewest pixels with a valid AGBD in a chip, and in each split's copy
+    of it. ``split_block_m``: edge of the square spatial blocks assigned to splits, metres (UTM of the
+    export's first zone). ``split_buffer_m``: labelled pixels of different splits are at least this far
+    apart (pixel centres, metres); labels inside the buffer are masked in every split.
     """
 
     chip_size: int = 224
@@ -29,8 +31,8 @@ class ChipParams(Contract):
     min_labeled_pixels: int = 1
     max_nodata_fraction: float = 0.5
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    split_block_chips: int = 4
-    split_gap_px: int = 1
+    split_block_m: float = 5000.0
+    split_buffer_m: float = 500.0
     seed: int = 0
     extra_bands: tuple[str, ...] = ()
     label_nodata: float | None = None
@@ -56,6 +58,14 @@ class ChipParams(Contract):
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
         object.__setattr__(self, "extra_bands", tuple(str(b) for b in self.extra_bands))
         object.__setattr__(self, "layouts", tuple(self.layouts))
+        if not (math.isfinite(self.split_buffer_m) and self.split_buffer_m >= 0):
+            raise ChipExportError(f"split_buffer_m must be >= 0 metres, got {self.split_buffer_m}")
+        if not (math.isfinite(self.split_block_m) and self.split_block_m > self.split_buffer_m):
+            raise ChipExportError(f"split_block_m ({self.split_block_m} m) must be larger than split_buffer_m "
+                                  f"({self.split_buffer_m} m): labels within half the buffer of a block edge "
+                                  "facing another split are masked")
+        object.__setattr__(self, "split_block_m", float(self.split_block_m))
+        object.__setattr__(self, "split_buffer_m", float(self.split_buffer_m))
         if self.workers < 1:
             raise ChipExportError(f"workers must be >= 1, got {self.workers}")
         try:
@@ -66,6 +76,6 @@ class ChipParams(Contract):
 
     @property
     def layout(self) -> ChipLayout:
-        return ChipLayout(self.chip_size, self.stride or self.chip_size, self.split_block_chips, self.split_gap_px)
+        return ChipLayout(self.chip_size, self.stride or self.chip_size)
 
 

@@ -1,9 +1,11 @@
-"""Inputs of a chips export: composite/label raster pairs, checked to share one grid."""
+"""Inputs of a chips export: composite/label raster pairs, paired by grid identity and SEASON tag and checked
+to share one grid (file and folder names never decide a pairing)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from core.grid import Grid, GridError, epsg_of, normalise_tile
 log = logging.getLogger(__name__)
 
 BANDS = MODEL_BANDS
+_SEASON_RE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}")
 
 
 class ChipExportError(ValueError):
@@ -52,15 +55,6 @@ def _as_path_list(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str
             return files
         return [p]
     return [Path(v) for v in value]
-
-
-def _tile_season(path: Path, tags: dict[str, str]) -> tuple[str, str]:
-    tile = tags.get("MGRS_TILE") or path.parent.name
-    season = tags.get("SEASON") or path.stem
-    try:
-        return normalise_tile(tile), season
-    except GridError as exc:
-        raise ChipExportError(f"{path}: {exc}") from None
 
 
 def _resolve_extra(path: Path, ds: Any, extra: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -112,34 +106,113 @@ def _open_pair(comp: Path, lab: Path, extra: Sequence[str], tile: str, season: s
                       (1, 2, 3, 4, 5, 6, *extra_idx), extra_names, c.nodata, la.nodata)
 
 
+@dataclass(frozen=True)
+class _Raster:
+    """What pairing needs of an input raster: its grid identity and its tags."""
+
+    path: Path
+    grid: tuple[Any, ...]  # (EPSG, transform rounded to micrometres, width, height)
+    season: str | None  # SEASON tag
+    tile: str | None  # MGRS_TILE tag
+
+    def describe(self) -> str:
+        epsg, tr, w, h = self.grid
+        return f"{self.path} (EPSG {epsg}, {h} x {w} px, origin {tr[2]:.0f}, {tr[5]:.0f}, SEASON {self.season})"
+
+
+def _raster(path: Path, kind: str) -> _Raster:
+    if not path.is_file():
+        raise ChipExportError(f"{kind} not found: {path}")
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+        grid = (epsg_of(ds.crs), tuple(round(v, 6) for v in tuple(ds.transform)[:6]), ds.width, ds.height)
+    return _Raster(path, grid, tags.get("SEASON") or None, tags.get("MGRS_TILE") or None)
+
+
+def _match(comp: _Raster, labs: Sequence[_Raster]) -> _Raster:
+    """The one label raster of ``comp``: same grid, then same SEASON tag when the grid has several."""
+    same = [la for la in labs if la.grid == comp.grid]
+    if not same:
+        raise ChipExportError(f"composite {comp.describe()}: no label raster on its grid (same CRS, transform and "
+                              f"shape); label rasters given: {[la.describe() for la in labs]}")
+    if len(same) > 1:
+        tagged = [la for la in same if comp.season is not None and la.season == comp.season]
+        if len(tagged) != 1:
+            raise ChipExportError(f"composite {comp.describe()}: {len(same)} label rasters share its grid and "
+                                  f"{len(tagged)} carry its SEASON tag, so the pair is ambiguous: "
+                                  f"{[la.describe() for la in same]}; tag each raster's SEASON or pass one pair")
+        same = tagged
+    lab = same[0]
+    if comp.season and lab.season and comp.season != lab.season:
+        raise ChipExportError(f"composite {comp.describe()} and the only label raster on its grid "
+                              f"{lab.describe()} carry different SEASON tags")
+    return lab
+
+
+def pair_rasters(comps: Sequence[Path], labs: Sequence[Path], strict_labels: bool = True) -> list[tuple[Path, Path]]:
+    """Composite/label pairs by grid identity (CRS, transform, shape) and SEASON tag (never by file name).
+
+    A single composite and a single label raster always pair (their grids are checked when opened). A
+    composite with no label raster on its grid, or with several and no unique SEASON match, or two
+    composites claiming one label raster is an error naming the files; so is a label raster left over when
+    ``strict_labels`` (labels given as files), else it is logged and ignored (labels found in a folder).
+    """
+    cr = [_raster(p, "composite") for p in comps]
+    lr = [_raster(p, "label raster") for p in labs]
+    if len(cr) == 1 and len(lr) == 1:
+        if cr[0].season and lr[0].season and cr[0].season != lr[0].season:
+            log.warning("pairing %s with %s although their SEASON tags differ", cr[0].path, lr[0].path)
+        return [(cr[0].path, lr[0].path)]
+    owner: dict[Path, Path] = {}
+    pairs = []
+    for c in cr:
+        lab = _match(c, lr)
+        if lab.path in owner:
+            raise ChipExportError(f"composites {owner[lab.path]} and {c.path} both pair with label raster "
+                                  f"{lab.describe()} (same grid and season): pass one of them, or tag SEASON")
+        owner[lab.path] = c.path
+        pairs.append((c.path, lab.path))
+    left = [la.describe() for la in lr if la.path not in owner]
+    if left and strict_labels:
+        raise ChipExportError(f"label raster(s) {left} match no composite's grid and season; composites: "
+                              f"{[c.describe() for c in cr]}")
+    for la in left:
+        log.warning("label raster %s has no composite on its grid; ignored", la)
+    return pairs
+
+
+def _names(comp: Path, lab: Path) -> tuple[str, str]:
+    """(tile, season) recorded for a pair: MGRS_TILE / SEASON tags; else an MGRS id folder name and a
+    ``YYYY-MM-DD_YYYY-MM-DD`` file stem (the pipeline's layout); else ``UTMnn`` / ``unknown``."""
+    tags: dict[str, str] = {}
+    for p in (lab, comp):
+        with rasterio.open(p) as ds:
+            tags.update({k: v for k, v in ds.tags().items() if v})
+            epsg = epsg_of(ds.crs)
+    tile = None
+    for cand in (tags.get("MGRS_TILE"), comp.parent.name):
+        try:
+            tile = normalise_tile(cand) if cand else None
+        except GridError:
+            continue
+        if tile:
+            break
+    season = tags.get("SEASON") or (comp.stem if _SEASON_RE.fullmatch(comp.stem) else "unknown")
+    return tile or f"UTM{(epsg or 0) % 100:02d}", season
+
+
 def discover_sources(composites: Any, labels: Any, extra_bands: Sequence[str] = ()) -> list[Source]:
-    """Pair composites with label rasters by (tile, season) (tags MGRS_TILE/SEASON, else folder/stem)."""
+    """Composite/label pairs (see :func:`pair_rasters`), opened and checked to share one grid."""
     comps = _as_path_list(composites, "composites")
     labs = _as_path_list(labels, "labels")
-    by_key: dict[tuple[str, str], Path] = {}
-    for lab in labs:
-        if not lab.is_file():
-            raise ChipExportError(f"label raster not found: {lab}")
-        with rasterio.open(lab) as ds:
-            key = _tile_season(lab, ds.tags())
-        if key in by_key:
-            raise ChipExportError(f"two label rasters for tile {key[0]} season {key[1]}: {by_key[key]}, {lab}")
-        by_key[key] = lab
+    from_folder = isinstance(labels, str | os.PathLike) and Path(labels).is_dir()
     sources = []
-    for comp in comps:
-        if not comp.is_file():
-            raise ChipExportError(f"composite not found: {comp}")
-        with rasterio.open(comp) as ds:
-            tile, season = _tile_season(comp, ds.tags())
-        lab = by_key.pop((tile, season), None)
-        if lab is None:
-            raise ChipExportError(f"{comp}: no label raster for tile {tile} season {season}")
+    for comp, lab in pair_rasters(comps, labs, strict_labels=not from_folder):
+        tile, season = _names(comp, lab)
         sources.append(_open_pair(comp, lab, extra_bands, tile, season))
-    for (tile, season), lab in by_key.items():
-        log.warning("label raster %s (tile %s, season %s) has no composite; ignored", lab, tile, season)
     if not sources:
         raise ChipExportError("no composite/label pairs to export")
-    return sorted(sources, key=lambda s: (s.season, s.tile))
+    return sorted(sources, key=lambda s: (s.season, s.tile, s.composite))
 
 
 def label_nodata_of(sources: Sequence[Source], requested: float | None) -> float:

@@ -1,59 +1,170 @@
-"""Spatial split of exported chips: blocks of the zone lattice, and cross-zone conflicts."""
+"""The train/val/test split of an export: labelled pixels -> spatial blocks -> splits -> label copies.
+
+Every labelled pixel of every candidate chip is a ground point (UTM zone, season, pixel; a pixel shared by
+overlapping chips is one point). Its block is found from its centre in the reference CRS (the first UTM zone
+of the export, so overlapping tiles of neighbouring zones agree on blocks), blocks are assigned to splits by
+their labelled pixels (``chips.blocks.assign_blocks``), labels inside the buffer are masked in every split,
+and each candidate chip gets one copy per split that keeps at least ``min_labeled_pixels`` (at least 1) of
+its labels: the same image, and a label chip holding only that split's labels.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from chips.cutting import Chip
-from chips.lattice import assign_blocks
+import numpy as np
+
+from chips.blocks import (
+    BlockTable,
+    assign_blocks,
+    block_table,
+    buffer_mask,
+    close_to_other_split,
+    edge_distance,
+    near_blocks,
+)
+from chips.cutting import Candidate
+from chips.lattice import SPLITS, grid_lattice_origin
+from chips.sources import ChipExportError, Source
+
+Copy = tuple[int, str, np.ndarray]  # (candidate index, split, indexes into the candidate's labelled pixels)
 
 
-def drop_cross_zone(chips: list[Chip], res: float) -> list[Chip]:
-    """Chips of a later UTM zone that share or touch a chip of another split in an earlier zone.
+@dataclass(frozen=True)
+class SplitPlan:
+    """What the split decided. ``labelled``: labelled pixels in each split's label chips (what training
+    reads; a pixel of two overlapping chips counts twice); ``unique_labelled``: distinct labelled ground
+    pixels per split; ``masked_buffer``: distinct labelled pixels masked in every split by the buffer."""
 
-    Footprints are compared in the earliest zone's CRS (bounding boxes of densified reprojected edges,
-    grown by one pixel: conservative). Same-zone chips never conflict (block lattice + guard gap).
-    """
-    zones = sorted({c.block[0] for c in chips})
-    if len(zones) < 2:
-        return []
-    from pyproj import Transformer
-    from shapely import STRtree, box
+    copies: list[Copy]
+    labelled: dict[str, int]
+    unique_labelled: dict[str, int]
+    masked_buffer: int
+    ref_epsg: int
+    extent_m: tuple[float, float]
+    blocks: list[dict[str, Any]]
 
+
+@dataclass(frozen=True)
+class _Points:
+    xy: np.ndarray  # (n, 2) pixel centres in the reference CRS, metres
+    of_cand: list[np.ndarray]  # per candidate: point index of each of its labelled pixels
+    ref_epsg: int
+    res: float  # pixel size, metres
+
+
+def _points(cands: Sequence[Candidate], sources: Sequence[Source], cs: int) -> _Points:
+    """Distinct labelled ground points of all candidates, as pixel centres in the reference CRS."""
+    zones = sorted({s.grid.epsg for s in sources})
+    seasons = sorted({s.season for s in sources})
+    origin = [grid_lattice_origin(s.grid) for s in sources]
+    res = sources[0].grid.resolution
+    if any(s.grid.resolution != res for s in sources):
+        raise ChipExportError(f"sources have different pixel sizes: {sorted({s.grid.resolution for s in sources})}")
+    parts = []
+    for c in cands:
+        gy0, gx0 = origin[c.source]
+        src = sources[c.source]
+        idx = c.lab_idx.astype(np.int64)
+        parts.append(np.stack([np.full(len(idx), zones.index(src.grid.epsg)), np.full(len(idx), seasons.index(src.season)),
+                               gy0 + c.row + idx // cs, gx0 + c.col + idx % cs], axis=1))
+    allp = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+    lo = allp.min(axis=0) if len(allp) else np.zeros(4, np.int64)
+    span = (allp.max(axis=0) - lo + 1) if len(allp) else np.ones(4, np.int64)
+    if float(np.prod(span.astype(float))) >= 2.0**62:
+        raise ChipExportError(f"the sources span too large an area to split ({span[2]} x {span[3]} px)")
+    key = (((allp[:, 0] - lo[0]) * span[1] + allp[:, 1] - lo[1]) * span[2] + allp[:, 2] - lo[2]) * span[3] \
+        + allp[:, 3] - lo[3]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    uniq = allp[first]
+    x, y = (uniq[:, 3] + 0.5) * res, -(uniq[:, 2] + 0.5) * res
     ref = zones[0]
-    boxes: dict[int, Any] = {}
-    for c in chips:
-        b = c.bounds
-        if c.block[0] != ref:
-            tr = Transformer.from_crs(f"EPSG:{c.block[0]}", f"EPSG:{ref}", always_xy=True)
-            b = tr.transform_bounds(*b, densify_pts=21)
-        boxes[c.index] = box(b[0] - res, b[1] - res, b[2] + res, b[3] + res)
-    dropped: list[Chip] = []
-    accepted = [c for c in chips if c.block[0] == ref]
-    for zone in zones[1:]:
-        tree = STRtree([boxes[c.index] for c in accepted])
-        mine = [c for c in chips if c.block[0] == zone]
-        for c in mine:
-            hits = tree.query(boxes[c.index], predicate="intersects")
-            if any(accepted[int(h)].split != c.split for h in hits):
-                dropped.append(c)
-        gone = {c.index for c in dropped}
-        accepted += [c for c in mine if c.index not in gone]
-    return dropped
+    for zi, epsg in enumerate(zones[1:], start=1):
+        sel = uniq[:, 0] == zi
+        if sel.any():
+            from pyproj import Transformer
+
+            tr = Transformer.from_crs(f"EPSG:{epsg}", f"EPSG:{ref}", always_xy=True)
+            x[sel], y[sel] = tr.transform(x[sel], y[sel])
+    bounds = np.cumsum([0] + [len(c.lab_idx) for c in cands])
+    of_cand = [inverse.ravel()[bounds[i]:bounds[i + 1]] for i in range(len(cands))]
+    return _Points(np.stack([x, y], axis=1), of_cand, ref, res)
 
 
-def assign_splits(chips: list[Chip], params: Any, res: float) -> tuple[list[Chip], list[Chip], dict]:
-    """Set ``chip.split`` by spatial block; returns (kept chips, cross-zone drops, block table)."""
-    sizes: dict[tuple[int, int, int], int] = {}
-    for c in chips:
-        sizes[c.block] = sizes.get(c.block, 0) + 1
-    blocks = assign_blocks(sizes, params.split_fractions, params.seed)
-    for c in chips:
-        c.split = blocks[c.block]
-    dropped = drop_cross_zone(chips, res)
-    gone = {c.index for c in dropped}
-    table = [{"epsg": k[0], "block_row": k[1], "block_col": k[2], "split": v, "n_chips": sizes[k]}
-             for k, v in sorted(blocks.items())]
-    return [c for c in chips if c.index not in gone], dropped, {"blocks": table}
+def _assign(pts: _Points, table: BlockTable, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(split code per block, masked flag per point): blocks assigned on the labels each split keeps."""
+    pairs = near_blocks(pts.xy, table, params.split_buffer_m / 2)
+    keys = [(int(r), int(c)) for r, c in table.keys]
+
+    def codes_of(assignment: dict[tuple[int, int], str]) -> np.ndarray:
+        return np.array([SPLITS.index(assignment[k]) for k in keys], dtype=np.int64)
+
+    def kept_counts(assignment: dict[tuple[int, int], str]) -> dict[str, int]:
+        codes = codes_of(assignment)
+        kept = ~buffer_mask(table, pairs, codes)
+        n = np.bincount(codes[table.of_point][kept], minlength=len(SPLITS))
+        return {s: int(n[i]) for i, s in enumerate(SPLITS)}
+
+    sizes = {k: int(n) for k, n in zip(keys, table.sizes, strict=True)}
+    codes = codes_of(assign_blocks(sizes, params.split_fractions, params.seed, kept_counts=kept_counts))
+    masked = buffer_mask(table, pairs, codes)
+    # exact check (also across blocks without labels): still closer than the buffer to another split
+    dist = max(params.split_buffer_m, 1.5 * pts.res)  # pixels of different splits never overlap
+    consider = ~masked & (edge_distance(pts.xy, table) < dist)
+    masked |= close_to_other_split(pts.xy, codes[table.of_point], dist, consider)
+    return codes, masked
 
 
+def plan_splits(cands: Sequence[Candidate], sources: Sequence[Source], params: Any) -> SplitPlan:
+    """Assign blocks, mask the buffer and list the label copies of every candidate (see the module doc)."""
+    cs = params.chip_size
+    pts = _points(cands, sources, cs)
+    if len(pts.xy) == 0:
+        raise ChipExportError("no labelled pixel in any chip: nothing to split")
+    table = block_table(pts.xy, params.split_block_m)
+    codes, masked = _assign(pts, table, params)
+    pcode = codes[table.of_point]
+    need = max(1, params.min_labeled_pixels)
+    copies: list[Copy] = []
+    exported = np.zeros(len(pts.xy), dtype=bool)
+    for ci, pidx in enumerate(pts.of_cand):
+        before = len(copies)
+        for si, split in enumerate(SPLITS):
+            keep = np.flatnonzero((pcode[pidx] == si) & ~masked[pidx])
+            if len(keep) >= need:
+                copies.append((ci, split, keep))
+                exported[pidx[keep]] = True
+        if params.min_labeled_pixels == 0 and len(copies) == before:
+            copies.append((ci, "train", np.zeros(0, np.int64)))  # an image-only chip, asked for explicitly
+    labelled = dict.fromkeys(SPLITS, 0)
+    for _, split, keep in copies:
+        labelled[split] += len(keep)
+    n_blk = np.bincount(table.of_point[exported], minlength=len(table.keys))
+    blocks = [{"block_row": int(r), "block_col": int(c), "split": SPLITS[int(codes[i])],
+               "labelled_pixels": int(table.sizes[i]), "exported_pixels": int(n_blk[i]),
+               "bounds": list(table.bounds(i))} for i, (r, c) in enumerate(table.keys)]
+    span = pts.xy.max(axis=0) - pts.xy.min(axis=0)
+    return SplitPlan(copies, labelled, {s: int(((pcode == i) & exported).sum()) for i, s in enumerate(SPLITS)},
+                     int(masked.sum()), pts.ref_epsg, (float(span[0]), float(span[1])), blocks)
+
+
+def check_plan(plan: SplitPlan, params: Any, sources: Sequence[Source]) -> None:
+    """Fail (before any label chip is written) when a split with a positive fraction has no labelled pixel."""
+    empty = [s for s, f in zip(SPLITS, params.split_fractions, strict=True) if f > 0 and plan.labelled[s] == 0]
+    if not empty:
+        return
+    b, buf = params.split_block_m, params.split_buffer_m
+    n_pos = sum(1 for f in params.split_fractions if f > 0)
+    side = max(2 * b + buf, params.chip_size * sources[0].grid.resolution)
+    w, h = (v / 1000 for v in plan.extent_m)
+    n_blocks = len(plan.blocks)
+    raise ChipExportError(
+        f"split(s) {empty} got no labelled pixel: the labelled pixels of the chips span {w:.1f} km x {h:.1f} km "
+        f"in {n_blocks} block(s) of {b:g} m (labelled pixels per split {plan.labelled}, {plan.masked_buffer} "
+        f"masked by the {buf:g} m buffer). {n_pos} splits need at least {n_pos} blocks with labels beyond the "
+        f"buffer: the smallest workable area with split_block_m={b:g} and split_buffer_m={buf:g} is about "
+        f"{side / 1000:.1f} km x {side / 1000:.1f} km with GEDI labels spread over it. Use a larger area, a "
+        f"smaller split_block_m (e.g. {max(1000.0, (min(w, h) * 1000 - buf) / 2):.0f} m), or split_fractions "
+        f"with 0 for the split(s) you do not need. Sources: {[s.composite for s in sources]}")

@@ -151,16 +151,18 @@ class ChipOptions(_Model):
     max_nodata_fraction: float = Field(_CHIPS.max_nodata_fraction, ge=0, le=1,
                                        description="Keep chips with at most this image nodata.")
     split_fractions: list[float] = Field(list(_CHIPS.split_fractions),
-                                         description="train/val/test fractions (by spatial block).")
-    split_block_chips: int = Field(_CHIPS.split_block_chips, ge=1, description="Spatial split blocks are this many "
-                                   "chips square; chips touching a chip of another split are dropped.")
+                                         description="train/val/test shares of the labelled pixels (by spatial block).")
+    split_block_m: float = Field(_CHIPS.split_block_m, gt=0, description="Edge of the square spatial blocks "
+                                 "assigned to splits, metres (independent of the chip size).")
+    split_buffer_m: float = Field(_CHIPS.split_buffer_m, ge=0, description="Labelled pixels of different splits "
+                                  "are at least this far apart (metres); labels inside the buffer are masked.")
     seed: int = Field(_CHIPS.seed, description="Seed of the spatial-block split.")
 
     def chip_params(self) -> ChipParams:
         return ChipParams(chip_size=self.chip_size, stride=self.stride, min_labeled_pixels=self.min_labeled_pixels,
                           max_nodata_fraction=self.max_nodata_fraction,
                           split_fractions=tuple(self.split_fractions),  # type: ignore[arg-type]
-                          split_block_chips=self.split_block_chips, seed=self.seed)
+                          split_block_m=self.split_block_m, split_buffer_m=self.split_buffer_m, seed=self.seed)
 
 
 class ExportChipsParams(ChipOptions):

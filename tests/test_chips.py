@@ -1,4 +1,4 @@
-"""Chip export: pixels, georeferencing, filters, spatial split, layouts, re-run, errors."""
+"""Chip export: pixels, georeferencing, filters, spatial split without label leakage, layouts, re-run, errors."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import rasterio
 import yaml
 from rasterio.windows import from_bounds
 
+from chips.audit import audit_export
 from chips.export import ChipExportError, export_chips
-from chips.lattice import footprints_touch
 from chips.manifest import ExportResult
 from chips.params import ChipParams
 from core.grid import Grid, mgrs_tile_grid
@@ -28,6 +28,7 @@ def run_export(*, composites: Any, labels: Any, output_dir: Any, **params: Any) 
 
 
 CS = 32  # small chips keep the tests fast; the default 224 is exercised by test_default_size_export
+SPLIT = {"split_block_m": 1500.0, "split_buffer_m": 200.0}  # blocks for the ~7 km test windows
 
 
 def _windows() -> list[Grid]:
@@ -51,8 +52,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def export(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("chipout")
-    return run_export(composites=world, labels=world, output_dir=out, chip_size=CS, split_block_chips=2,
-                        max_nodata_fraction=0.3, min_labeled_pixels=5, seed=0)
+    return run_export(composites=world, labels=world, output_dir=out, chip_size=CS, **SPLIT,
+                      max_nodata_fraction=0.3, min_labeled_pixels=5, seed=0)
 
 
 def _chips(export: dict[str, Any]) -> list[dict[str, Any]]:
@@ -68,6 +69,10 @@ def test_result_and_contract(export: dict[str, Any]) -> None:
     assert set(meta["stats"]["train"]) >= {"min", "max", "mean", "std"}
     assert sum(export.splits.values()) == export.n_chips == len(_chips(export))
     assert all(export.splits[s] > 0 for s in ("train", "val", "test"))
+    assert all(export.labelled_pixels[s] > 0 for s in ("train", "val", "test"))
+    assert meta["labelled_pixels"] == export.labelled_pixels
+    assert sum(c["n_labeled"] for c in _chips(export) if c["split"] == "val") == export.labelled_pixels["val"]
+    assert export.masked_buffer > 0
     assert export.dropped["duplicate_overlap"] > 0  # the overlap strip is exported once
     assert export.dropped["image_nodata"] > 0  # the 60 px nodata corner
     assert ExportResult.from_dict(json.loads(json.dumps(export.to_dict()))) == export  # JSON round trip
@@ -93,7 +98,10 @@ def test_chip_pixels_and_georeferencing_equal_source_windows(export: dict[str, A
             assert float(win.row_off).is_integer() and float(win.col_off).is_integer()
             np.testing.assert_array_equal(img, src.read([1, 2, 3, 4, 5, 6], window=win))
         with rasterio.open(lab) as src:
-            np.testing.assert_array_equal(lchip, src.read(1, window=win))
+            source_lab = src.read(1, window=win)
+        keep = lchip != -9999  # this split's labels equal the source's; the rest is masked
+        np.testing.assert_array_equal(lchip[keep], source_lab[keep])
+        assert int(keep.sum()) == chip["n_labeled"] >= 5
         assert tuple(chip["bounds"]) == pytest.approx(bounds)
 
 
@@ -122,20 +130,59 @@ def test_filters_match_brute_force(export: dict[str, Any], world: Path) -> None:
     assert n_bad > 0
 
 
-def test_no_two_splits_share_or_touch(export: dict[str, Any]) -> None:
-    chips = _chips(export)
-    seen = set()
-    for a in chips:
-        key = (a["season"], tuple(round(v, 3) for v in a["bounds"]))
-        assert key not in seen, "a ground position was exported twice"
-        seen.add(key)
-        for b in chips:
-            if a["split"] != b["split"]:
-                assert not footprints_touch(a["bounds"], b["bounds"]), (a["index"], b["index"])
+def test_no_label_leakage_between_splits(export: dict[str, Any]) -> None:
+    """On the written chips, by their georeferencing: no labelled ground pixel in two splits, labelled pixels
+    of different splits at least the buffer apart."""
+    rep = audit_export(export.export_dir)
+    assert rep.buffer_m == SPLIT["split_buffer_m"] and rep.crs == "EPSG:32610"
+    assert all(n > 0 for n in rep.labelled_points.values())
+    assert rep.ok, rep
+    assert all(d >= SPLIT["split_buffer_m"] for d in rep.min_distance_m.values())
+
+
+def test_audit_finds_planted_leakage(export: dict[str, Any], tmp_path: Path) -> None:
+    """The audit is not vacuous: a val label written next to a train label is reported."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(export.export_dir, root, copy_function=shutil.copy)
+    rows = json.loads((root / "split.json").read_text())["chips"]
+    train = next(r for r in rows if r["split"] == "train")
+    val = next(r for r in rows if r["split"] == "val")
+    with rasterio.open(root / "esri" / "labels" / train["esri"]) as ds:
+        r, c = (int(v[0]) for v in np.nonzero(ds.read(1) != -9999))
+        x, y = ds.xy(r, c)
+    # move the val chip's georeferencing so that one of its labelled pixels sits 30 m from (x, y)
+    tt = root / "terratorch" / "val_labels" / f"{val['terratorch_stem']}_tile_label.tif"
+    with rasterio.open(tt, "r+") as ds:
+        vr, vc = (int(v[0]) for v in np.nonzero(ds.read(1) != -9999))
+        ds.transform = rasterio.Affine(30, 0, x + 30 - (vc + 0.5) * 30, 0, -30, y + (vr + 0.5) * 30)
+    rep = audit_export(root)
+    assert not rep.ok and rep.closer_than_buffer["train/val"] >= 1 and rep.min_distance_m["train/val"] == 30
+
+
+def test_a_position_serves_several_splits_with_one_image_and_disjoint_labels(export: dict[str, Any]) -> None:
+    esri = Path(export.esri_dir)
+    by_pos: dict[tuple, list[dict[str, Any]]] = {}
+    for c in _chips(export):
+        by_pos.setdefault((c["tile"], c["season"], c["row"], c["col"]), []).append(c)
+    shared = [v for v in by_pos.values() if len(v) > 1]
+    assert shared, "with 1.5 km blocks some 32 px chips must serve two splits"
+    for copies in shared:
+        assert len({c["split"] for c in copies}) == len(copies)
+        with rasterio.open(esri / "images" / copies[0]["esri"]) as ds:
+            first = ds.read()
+        seen = np.zeros(first.shape[1:], dtype=int)
+        for c in copies:
+            with rasterio.open(esri / "images" / c["esri"]) as ds:
+                np.testing.assert_array_equal(ds.read(), first)
+            with rasterio.open(esri / "labels" / c["esri"]) as ds:
+                seen += ds.read(1) != -9999
+        assert seen.max() == 1  # no pixel labelled in two copies
 
 
 def test_split_is_seeded_and_written(world: Path, tmp_path: Path, export: dict[str, Any]) -> None:
-    kw = dict(composites=world, labels=world, chip_size=CS, split_block_chips=2, max_nodata_fraction=0.3,
+    kw = dict(composites=world, labels=world, chip_size=CS, **SPLIT, max_nodata_fraction=0.3,
               min_labeled_pixels=5)
     same = run_export(output_dir=tmp_path / "a", seed=0, **kw)
     other = run_export(output_dir=tmp_path / "b", seed=7, **kw)
@@ -144,6 +191,12 @@ def test_split_is_seeded_and_written(world: Path, tmp_path: Path, export: dict[s
     assert split(other) != split(export)
     doc = json.loads(Path(export.split_file).read_text())
     assert doc["seed"] == 0 and doc["fractions"] == [0.7, 0.15, 0.15] and doc["blocks"]
+    assert doc["block_m"] == 1500 and doc["buffer_m"] == 200 and doc["block_crs"] == "EPSG:32610"
+    assert doc["labelled_pixels"] == export.labelled_pixels
+    assert {b["split"] for b in doc["blocks"]} == {"train", "val", "test"}
+    for b in doc["blocks"]:
+        x0, y0, x1, y1 = b["bounds"]
+        assert x1 - x0 == y1 - y0 == 1500 and x0 % 1500 == 0 and y0 % 1500 == 0
     for s in ("train", "val", "test"):
         assert doc[s] == [c["esri"] for c in doc["chips"] if c["split"] == s]
         assert len(doc[s]) == export.splits[s]
@@ -219,7 +272,7 @@ def test_esri_files(export: dict[str, Any]) -> None:
 
 
 def test_rerun_skips_and_param_change_reexports(world: Path, tmp_path: Path) -> None:
-    kw = dict(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, split_block_chips=2)
+    kw = dict(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, **SPLIT)
     first = run_export(**kw)
     mtime = Path(first.chips_export).stat().st_mtime_ns
     again = run_export(**kw)
@@ -232,12 +285,16 @@ def test_rerun_skips_and_param_change_reexports(world: Path, tmp_path: Path) -> 
 
 def test_label_nodata_minus_one_and_extra_band(world: Path, tmp_path: Path) -> None:
     res = run_export(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, label_nodata=-1,
-                       extra_bands=("count",), layouts=("terratorch",), split_block_chips=1)
+                       extra_bands=("count",), layouts=("terratorch",), **SPLIT)
     tt = Path(res.terratorch_dir)
     assert not (tmp_path / "chips" / "esri").exists()
     img = sorted((tt / "train_images").iterdir())[0]
     lab = sorted((tt / "train_labels").iterdir())[0]
-    assert not img.is_symlink() and img.stat().st_nlink == 1  # real files when there is no Esri layout
+    rows = {r["terratorch_stem"]: r for r in _chips(res)}
+    pos = rows[img.name.replace("_tile_img.tif", "")]
+    copies = [r for r in rows.values() if (r["tile"], r["row"], r["col"]) == (pos["tile"], pos["row"], pos["col"])]
+    # real files when there is no Esri layout (hard links between the copies of one position's image)
+    assert not img.is_symlink() and img.stat().st_nlink == len(copies)
     with rasterio.open(img) as ds:
         assert ds.count == 7 and ds.descriptions[-1] == "count"
         assert set(np.unique(ds.read(7))) <= {3.0, 4.0, 5.0, 6.0, 7.0}
@@ -255,16 +312,16 @@ def test_default_size_export(tmp_path: Path) -> None:
     write_pair(tmp_path / "in", g, compress=None)
     res = run_export(composites=[tmp_path / "in/composites/10TEK/2021-06-01_2021-09-30.tif"],
                        labels=[tmp_path / "in/labels/10TEK/2021-06-01_2021-09-30.tif"],
-                       output_dir=tmp_path / "out", split_block_chips=1)
+                       output_dir=tmp_path / "out", split_block_m=3000)
     assert res.n_chips >= 1
     with rasterio.open(Path(res.esri_dir) / "images" / "000000000000.tif") as ds:
         assert (ds.width, ds.height, ds.count) == (224, 224, 6)
 
 
-def test_cross_zone_conflicts_dropped(tmp_path: Path) -> None:
-    """Overlapping tiles of zones 10 and 11: no chip touches a chip of another split after reprojection."""
+def test_cross_zone_export_has_no_leakage(tmp_path: Path) -> None:
+    """Overlapping tiles of zones 10 and 11: one block lattice (zone 10's), labelled pixels of different
+    splits at least the buffer apart after reprojection, over the same ground exported from both zones."""
     from pyproj import Transformer
-    from shapely.geometry import Polygon
 
     x11, y = 250000.0, 4450000.0
     to10 = Transformer.from_crs("EPSG:32611", "EPSG:32610", always_xy=True)
@@ -274,28 +331,21 @@ def test_cross_zone_conflicts_dropped(tmp_path: Path) -> None:
     for g in (g10, g11):
         write_pair(tmp_path / "in", g, compress=None)
     res = run_export(composites=tmp_path / "in", labels=tmp_path / "in", output_dir=tmp_path / "out",
-                       chip_size=CS, split_block_chips=1, split_fractions=(0.5, 0.25, 0.25))
-    assert res.dropped["cross_zone"] > 0
+                     chip_size=CS, **SPLIT, split_fractions=(0.5, 0.25, 0.25))
     chips = _chips(res)
     assert {c["epsg"] for c in chips} == {32610, 32611}
-
-    def poly(c: dict[str, Any]) -> Polygon:
-        x0, y0, x1, y1 = c["bounds"]
-        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-        if c["epsg"] == 32611:
-            ring = [to10.transform(*p) for p in ring]
-        return Polygon(ring)
-
-    polys = [(c["split"], poly(c)) for c in chips]
-    for sa, pa in polys:
-        for sb, pb in polys:
-            if sa != sb:
-                assert not pa.intersects(pb)
+    for epsg in (32610, 32611):  # both zones' chips serve several splits
+        assert len({c["split"] for c in chips if c["epsg"] == epsg}) == 3
+    assert json.loads(Path(res.split_file).read_text())["block_crs"] == "EPSG:32610"
+    rep = audit_export(res.export_dir)
+    assert rep.crs == "EPSG:32610" and rep.ok, rep
+    assert all(n > 0 for n in rep.labelled_points.values())
 
 
 @pytest.mark.parametrize(
     ("case", "match"),
-    [("other_grid", "not on the grid"), ("no_label", "no label raster"), ("bad_fraction", "split_fractions"),
+    [("other_grid", "not on the grid"), ("no_label", "no label raster on its grid"),
+     ("bad_fraction", "split_fractions"),
      ("bad_nodata", "label_nodata"), ("few_bands", "needs >= 6 bands"), ("missing", "not found")],
 )
 def test_clear_errors(case: str, match: str, tmp_path: Path) -> None:
@@ -336,7 +386,7 @@ def test_negative_label_fill_under_other_tag_is_unlabelled(tmp_path: Path) -> No
     with rasterio.open(lab, "r+") as ds:
         ds.nodata = -9999
     res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS,
-                       split_block_chips=1)
+                     split_block_m=1000, split_buffer_m=100, split_fractions=(1.0, 0.0, 0.0))
     assert res.label_nodata == -9999
     for f in (Path(res.esri_dir) / "labels").glob("*.tif"):
         with rasterio.open(f) as ds:
@@ -349,19 +399,22 @@ def test_overlapping_stride(tmp_path: Path) -> None:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 120, 4450000 + 30 * 120))
     comp, lab = write_pair(tmp_path, g, compress=None)
     res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS, stride=16,
-                       split_block_chips=3)
+                     split_block_m=1000, split_buffer_m=100)
     chips = _chips(res)
     cols = sorted({c["col"] for c in chips})
-    assert any(b - a == 16 for a, b in zip(cols, cols[1:], strict=False))  # overlapping chips inside a block
+    assert any(b - a == 16 for a, b in zip(cols, cols[1:], strict=False))  # overlapping chips
+    assert all(res.labelled_pixels[s] > 0 for s in ("train", "val", "test"))
     with rasterio.open(comp) as src:
         full = src.read([1, 2, 3, 4, 5, 6])
     for c in chips:
         with rasterio.open(Path(res.esri_dir) / "images" / c["esri"]) as ds:
             np.testing.assert_array_equal(ds.read(), full[:, c["row"]:c["row"] + CS, c["col"]:c["col"] + CS])
-    for a in chips:
-        for b in chips:
-            if a["split"] != b["split"]:
-                assert not footprints_touch(a["bounds"], b["bounds"])
+    rep = audit_export(res.export_dir)
+    assert rep.ok, rep
+    doc = json.loads(Path(res.split_file).read_text())
+    # overlapping chips count a labelled pixel once per chip; distinct ground pixels are fewer
+    assert all(doc["unique_labelled_pixels"][s] < res.labelled_pixels[s] for s in ("train", "val", "test"))
+    assert doc["unique_labelled_pixels"] == rep.labelled_points
 
 
 def test_chip_profile_matches_real_granite_chip(tmp_path: Path) -> None:
@@ -371,7 +424,7 @@ def test_chip_profile_matches_real_granite_chip(tmp_path: Path) -> None:
         pytest.skip(f"real granite chip not found at {real}")
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 460, 4450000 + 30 * 460))
     comp, lab = write_pair(tmp_path, g, compress=None)
-    res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", split_block_chips=1)
+    res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", split_block_m=3000)
     tt = Path(res.terratorch_dir)
     ours = {"img": sorted((tt / "train_images").iterdir())[0], "label": sorted((tt / "train_labels").iterdir())[0]}
     theirs = {"img": real / "granite_biomass_chip_T14_input.tif", "label": real / "granite_biomass_chip_T14_label.tif"}

@@ -1,53 +1,54 @@
-"""Chip lattice, spatial-block split and per-band statistics (pure functions)."""
+"""Chip lattice, spatial blocks, split assignment, buffer and per-band statistics (pure functions)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from chips.lattice import (
-    ChipLayout,
-    ChipLayoutError,
+from chips.blocks import (
     assign_blocks,
-    check_fractions,
-    chip_positions,
-    footprints_touch,
-    grid_lattice_origin,
+    block_table,
+    buffer_mask,
+    close_to_other_split,
+    edge_distance,
+    near_blocks,
+    split_score,
 )
+from chips.lattice import ChipLayout, ChipLayoutError, check_fractions, chip_positions, grid_lattice_origin
 from chips.stats import StatsAccumulator, chip_band_stats, merge_stats
 from core.grid import mgrs_tile_grid
 
 
 @pytest.mark.parametrize(
-    ("size", "chip", "stride", "k", "gap", "expected_cols"),
+    ("x0", "size", "chip", "stride", "expected_cols"),
     [
-        (10, 4, 4, 1, 1, [0, 5]),          # pitch 5: chips at 0 and 5 (5+4 = 9 <= 10)
-        (10, 4, 4, 2, 1, [0, 4]),          # block of 2 chips = 8 px, next block at 9 does not fit
-        (20, 4, 4, 2, 1, [0, 4, 9, 13]),   # pitch 9
-        (20, 4, 2, 2, 1, [0, 2, 7, 9, 14, 16]),  # overlap inside a block, extent 6, pitch 7
-        (3, 4, 4, 1, 1, []),               # grid smaller than a chip
+        (0, 10, 4, 4, [0, 4]),             # global multiples of the stride that fit
+        (0, 12, 4, 4, [0, 4, 8]),
+        (0, 10, 4, 2, [0, 2, 4, 6]),       # overlapping chips
+        (3, 10, 4, 4, [1, 5]),             # grid starting at lattice column 3: chips at global 4 and 8
+        (0, 3, 4, 4, []),                  # grid smaller than a chip
     ],
 )
-def test_chip_positions_table(size: int, chip: int, stride: int, k: int, gap: int, expected_cols: list[int]) -> None:
-    # A grid whose origin is lattice (0, 0): x = 0, y = 0.
+def test_chip_positions_table(x0: int, size: int, chip: int, stride: int, expected_cols: list[int]) -> None:
     from core.grid import Grid
 
-    g = Grid("EPSG:32610", (30.0, 0.0, 0.0, 0.0, -30.0, 0.0), size, size, "X")
-    pos = chip_positions(g, ChipLayout(chip, stride, k, gap))
+    g = Grid("EPSG:32610", (30.0, 0.0, 30.0 * x0, 0.0, -30.0, 0.0), size, size, "X")
+    pos = chip_positions(g, ChipLayout(chip, stride))
     cols = sorted(set(pos[:, 1].tolist()))
     assert cols == expected_cols
-    assert len(pos) == len(expected_cols) ** 2
+    assert len(pos) == len(expected_cols) * len(set(pos[:, 0].tolist()))
     assert (pos[:, 0] + chip <= size).all() and (pos[:, 1] + chip <= size).all()
+    assert ((pos[:, 1] + x0) % stride == 0).all()
 
 
 def test_positions_shared_by_overlapping_tiles() -> None:
     """Two overlapping tiles of one zone propose the same ground positions in their overlap."""
     ek, fk = mgrs_tile_grid("10TEK"), mgrs_tile_grid("10TFK")
-    lay = ChipLayout(64, 64, 2, 1)
+    lay = ChipLayout(64, 64)
 
     def ground(g):  # noqa: ANN001, ANN202
         gy0, gx0 = grid_lattice_origin(g)
-        return {(gy0 + int(r), gx0 + int(c)) for r, c, _, _ in chip_positions(g, lay)}
+        return {(gy0 + int(r), gx0 + int(c)) for r, c in chip_positions(g, lay)}
 
     a, b = ground(ek), ground(fk)
     common = a & b
@@ -58,27 +59,11 @@ def test_positions_shared_by_overlapping_tiles() -> None:
     assert len({gx for _, gx in common}) >= 3
 
 
-def test_chips_of_different_blocks_never_touch() -> None:
-    g = mgrs_tile_grid("10TEK").clip((500000, 4450000, 505000, 4455000))
-    lay = ChipLayout(32, 24, 3, 1)
-    pos = chip_positions(g, lay)
-    boxes = [(c, r, c + 32, r + 32) for r, c, _, _ in pos]
-    blocks = [(int(br), int(bc)) for _, _, br, bc in pos]
-    # pixel-edge rectangles [c, c+32) touch when their closed extents minus one pixel meet
-    for i in range(0, len(pos), 7):
-        for j in range(len(pos)):
-            if blocks[i] != blocks[j]:
-                bi, bj = boxes[i], boxes[j]
-                closed_i = (bi[0], bi[1], bi[2] - 1, bi[3] - 1)
-                grown_j = (bj[0] - 1, bj[1] - 1, bj[2], bj[3])
-                assert not footprints_touch(closed_i, grown_j), (pos[i], pos[j])
-
-
 def test_layout_rejects_bad_values() -> None:
-    with pytest.raises(ChipLayoutError, match="gap_px"):
-        ChipLayout(224, 224, 4, 0)
+    with pytest.raises(ChipLayoutError, match="stride"):
+        ChipLayout(224, 0)
     with pytest.raises(ChipLayoutError, match="chip_size"):
-        ChipLayout(0, 224, 4, 1)
+        ChipLayout(0, 224)
     with pytest.raises(ChipLayoutError, match="sum"):
         check_fractions((0.5, 0.2, 0.2))
     with pytest.raises(ChipLayoutError, match="train"):
@@ -86,7 +71,7 @@ def test_layout_rejects_bad_values() -> None:
 
 
 def test_assign_blocks_fractions_and_determinism() -> None:
-    sizes = {(32610, r, c): 16 for r in range(10) for c in range(10)}
+    sizes = {(r, c): 16 for r in range(10) for c in range(10)}
     a = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=0)
     b = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=0)
     c = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=1)
@@ -101,7 +86,7 @@ def test_assign_blocks_fractions_and_determinism() -> None:
     [(1, {"train": 1}), (2, {"train": 1, "val": 1}), (3, {"train": 1, "val": 1, "test": 1})],
 )
 def test_assign_blocks_few_blocks(n_blocks: int, expected: dict[str, int]) -> None:
-    sizes = {(32610, 0, i): 5 for i in range(n_blocks)}
+    sizes = {(0, i): 5 for i in range(n_blocks)}
     got = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=3)
     counts: dict[str, int] = {}
     for v in got.values():
@@ -110,7 +95,7 @@ def test_assign_blocks_few_blocks(n_blocks: int, expected: dict[str, int]) -> No
 
 
 def test_assign_blocks_zero_fraction_split_stays_empty() -> None:
-    sizes = {(32610, 0, i): 5 for i in range(20)}
+    sizes = {(0, i): 5 for i in range(20)}
     got = assign_blocks(sizes, (0.8, 0.2, 0.0), seed=0)
     assert "test" not in set(got.values())
     assert sum(1 for v in got.values() if v == "val") == 4
@@ -167,9 +152,95 @@ def test_row_groups(rows: list[int], cs: int, max_rows: int, expected: list[list
 
 def test_assign_blocks_uneven_sizes_near_fractions() -> None:
     rng = np.random.default_rng(0)
-    sizes = {(32610, 0, i): int(rng.integers(1, 17)) for i in range(30)}
+    sizes = {(0, i): int(rng.integers(1, 17)) for i in range(30)}
     got = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=0)
     total = sum(sizes.values())
     share = {s: sum(sizes[k] for k, v in got.items() if v == s) / total for s in ("train", "val", "test")}
     assert share["train"] == pytest.approx(0.7, abs=0.03)
     assert share["val"] == pytest.approx(0.15, abs=0.03) and share["test"] == pytest.approx(0.15, abs=0.03)
+
+
+def _xy(points: list[tuple[float, float]]) -> np.ndarray:
+    return np.asarray(points, dtype=np.float64)
+
+
+def test_block_table_rows_and_bounds() -> None:
+    # blocks of 1000 m: row = floor(-y / 1000), col = floor(x / 1000)
+    t = block_table(_xy([(500, -500), (1500, -500), (1600, -900), (-10, 10)]), 1000.0)
+    assert t.keys.tolist() == [[-1, -1], [0, 0], [0, 1]]
+    assert t.of_point.tolist() == [1, 2, 2, 0] and t.sizes.tolist() == [1, 1, 2]
+    assert t.bounds(1) == (0.0, -1000.0, 1000.0, 0.0)
+    assert edge_distance(_xy([(500, -500), (1500, -500), (1600, -900), (-10, 10)]), t).tolist() == [500, 500, 100, 10]
+
+
+@pytest.mark.parametrize(
+    ("point", "dist", "expected"),
+    [
+        ((950, -500), 100, {(0, 1)}),                 # 50 m from the east neighbour
+        ((950, -500), 40, set()),                    # too far for 40 m
+        ((960, -960), 100, {(0, 1), (1, 0), (1, 1)}),  # a corner: the diagonal block is 56.6 m away
+        ((930, -930), 90, {(0, 1), (1, 0)}),          # the diagonal block is 99 m away
+        ((500, -500), 1600, {(0, 1), (1, 0), (1, 1)}),  # larger than a block: every other block
+    ],
+)
+def test_near_blocks_euclidean_distance(point: tuple[float, float], dist: float, expected: set) -> None:
+    pts = _xy([point, (1500, -500), (500, -1500), (1500, -1500)])  # blocks (0,0), (0,1), (1,0), (1,1)
+    t = block_table(pts, 1000.0)
+    p, b = near_blocks(pts, t, dist)
+    got = {tuple(t.keys[j].tolist()) for i, j in zip(p, b, strict=True) if i == 0}
+    assert got == expected
+
+
+def test_buffer_mask_only_faces_other_splits() -> None:
+    pts = _xy([(950, -500), (1050, -500), (1500, -500), (2950, -500)])  # blocks (0,0), (0,1), (0,1), (0,2)
+    t = block_table(pts, 1000.0)
+    pairs = near_blocks(pts, t, 100.0)
+    assert buffer_mask(t, pairs, np.array([0, 0, 0])).tolist() == [False] * 4  # one split: nothing masked
+    assert buffer_mask(t, pairs, np.array([0, 1, 1])).tolist() == [True, True, False, False]
+    assert buffer_mask(t, pairs, np.array([0, 1, 2])).tolist() == [True, True, False, False]  # (0,2) is 950 m away
+
+
+def test_close_to_other_split_equals_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 3000, size=(1500, 2))
+    codes = rng.integers(0, 3, size=1500)
+    consider = rng.random(1500) < 0.8
+    got = close_to_other_split(xy, codes, 120.0, consider)
+    d = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    other = (codes[:, None] != codes[None, :]) & consider[:, None] & consider[None, :]
+    expected = ((d < 120.0) & other).any(axis=1)
+    assert got.tolist() == expected.tolist() and expected.sum() > 10
+
+
+def test_close_to_other_split_chunks_like_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import chips.blocks as blocks
+
+    xy = np.random.default_rng(2).uniform(0, 500, size=(400, 2))
+    codes = np.arange(400) % 2
+    whole = close_to_other_split(xy, codes, 40.0)
+    monkeypatch.setattr(blocks, "MAX_PAIRS", 7)
+    assert close_to_other_split(xy, codes, 40.0).tolist() == whole.tolist()
+
+
+@pytest.mark.parametrize(
+    ("counts", "fractions", "expected"),
+    [({"train": 70, "val": 15, "test": 15}, (0.7, 0.15, 0.15), 0.0),
+     ({"train": 100, "val": 0, "test": 0}, (0.7, 0.15, 0.15), 20.0 + 0.09 + 0.0225 * 2),
+     ({"train": 100, "val": 0, "test": 0}, (1.0, 0.0, 0.0), 0.0)],
+)
+def test_split_score(counts: dict[str, int], fractions: tuple[float, float, float], expected: float) -> None:
+    assert split_score(counts, fractions) == pytest.approx(expected)
+
+
+def test_assign_blocks_scores_on_kept_counts() -> None:
+    """With a scorer that says val keeps nothing unless block (0, 0) is val, the winner makes it val."""
+    sizes = {(0, i): 10 for i in range(12)}
+
+    def kept(assign: dict) -> dict[str, int]:
+        n = {s: 10 * sum(1 for v in assign.values() if v == s) for s in ("train", "val", "test")}
+        if assign[(0, 0)] != "val":
+            n["val"] = 0
+        return n
+
+    got = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=0, kept_counts=kept)
+    assert got[(0, 0)] == "val"

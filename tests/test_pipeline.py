@@ -35,7 +35,7 @@ def pipeline_run(prefect_harness, small_world, world_dir, tmp_path_factory):
         "output_dir": str(out),
         "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)},
         "gedi": {"nodata": -1.0},
-        "chips": {"chip_size": 48, "split_block_chips": 2, "split_fractions": [0.6, 0.2, 0.2]},
+        "chips": {"chip_size": 48, "split_block_m": 2000, "split_fractions": [0.6, 0.2, 0.2]},
         "training": {"model": "tiny", "epochs": 1, "batch_size": 4, "device": "cpu"},
     })
     return params, biomass_pipeline(params)
