@@ -172,6 +172,14 @@ class ExportChipsParams(ChipOptions):
     force: bool = False
 
 
+_NORM_MEAN_DEFAULT = _TRAIN.norm_mean
+_NORM_STD_DEFAULT = _TRAIN.norm_std
+NORM_MEAN_HELP = ("Per-band input means (HLS units x 10000) for a foreign (granite/TerraTorch) checkpoint or a model "
+                  "trained from scratch; unset: granite's published ones for a foreign checkpoint, the export's "
+                  "training split from scratch. A project checkpoint always uses its own.")
+NORM_STD_HELP = "Per-band input standard deviations, with norm_mean (see there)."
+
+
 class TrainOptions(_Model):
     model: Literal["tiny", "swin_t", "swin_b"] | None = Field(
         _TRAIN.model, description="Model preset (swin_b = granite); unset: tiny, or the init checkpoint's preset.")
@@ -185,11 +193,15 @@ class TrainOptions(_Model):
                                   "(granite frozen-encoder).")
     seed: int = Field(_TRAIN.seed, description="Seed of weights, batch order and augmentations.")
     device: str = Field(_TRAIN.device, description="auto, cpu, cuda, cuda:N.")
+    norm_mean: list[float] | None = Field(_NORM_MEAN_DEFAULT, description=NORM_MEAN_HELP)
+    norm_std: list[float] | None = Field(_NORM_STD_DEFAULT, description=NORM_STD_HELP)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            init_checkpoint=self.init_checkpoint, freeze_backbone=self.freeze_backbone,
-                           seed=self.seed, device=self.device)
+                           seed=self.seed, device=self.device,
+                           norm_mean=tuple(self.norm_mean) if self.norm_mean is not None else None,
+                           norm_std=tuple(self.norm_std) if self.norm_std is not None else None)
 
 
 class TrainModelParams(TrainOptions):
@@ -204,6 +216,8 @@ class EvaluateModelParams(_Model):
     export: str = Field(description="Chips export folder.")
     split: Literal["train", "val", "test"] = "test"
     output_dir: str = Field(description="Folder for metrics.json and plots.")
+    norm_mean: list[float] | None = Field(_NORM_MEAN_DEFAULT, description=NORM_MEAN_HELP)
+    norm_std: list[float] | None = Field(_NORM_STD_DEFAULT, description=NORM_STD_HELP)
     force: bool = False
 
 
@@ -211,6 +225,9 @@ class PredictMapParams(_Model):
     checkpoint: str = Field(description="Checkpoint file.")
     composite: str = Field(description="Composite COG to map.")
     output_dir: str | None = Field(None, description="Folder for the biomass COG (default: beside the composite).")
+    model: str | None = Field(None, description="Model preset when the checkpoint does not name one.")
+    norm_mean: list[float] | None = Field(_NORM_MEAN_DEFAULT, description=NORM_MEAN_HELP)
+    norm_std: list[float] | None = Field(_NORM_STD_DEFAULT, description=NORM_STD_HELP)
     force: bool = False
 
 

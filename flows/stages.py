@@ -257,10 +257,12 @@ def train_model(params: TrainModelParams) -> Stage[TrainResult]:
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate_task(checkpoint: str, model: str | None, export: str, split: str, output_dir: str) -> EvalResult:
+def evaluate_task(checkpoint: str, model: str | None, export: str, split: str, output_dir: str,
+                  norm_mean: list[float] | None = None, norm_std: list[float] | None = None) -> EvalResult:
     from training.evaluate import evaluate_model
 
-    return evaluate_model(checkpoint=checkpoint, model=model, export=export, split=split, output_dir=output_dir)
+    return evaluate_model(checkpoint=checkpoint, model=model, export=export, split=split, output_dir=output_dir,
+                          norm_mean=norm_mean, norm_std=norm_std)
 
 
 @flow(name="evaluate-model", log_prints=True)
@@ -269,15 +271,18 @@ def evaluate_model(params: EvaluateModelParams) -> Stage[EvalResult]:
     out = str(Path(params.output_dir).resolve())
     inputs = [params.checkpoint, str(Path(params.export) / MANIFEST_NAME)]
     return cached_stage("evaluate-model", params.model_dump(mode="json"), inputs, out, params.force, EvalResult,
-                        lambda: evaluate_task(params.checkpoint, params.model, params.export, params.split, out),
+                        lambda: evaluate_task(params.checkpoint, params.model, params.export, params.split, out,
+                                              params.norm_mean, params.norm_std),
                         summaries.evaluation)
 
 
 @task(name="predict-map", cache_policy=NO_CACHE)
-def predict_task(checkpoint: str, composite: str, output_dir: str) -> MapResult:
+def predict_task(checkpoint: str, composite: str, output_dir: str, model: str | None = None,
+                 norm_mean: list[float] | None = None, norm_std: list[float] | None = None) -> MapResult:
     from training.mapping import predict_map as _predict
 
-    return _predict(checkpoint=checkpoint, composite=composite, output_dir=output_dir)
+    return _predict(checkpoint=checkpoint, composite=composite, output_dir=output_dir, model=model,
+                    norm_mean=norm_mean, norm_std=norm_std)
 
 
 @flow(name="predict-map", log_prints=True)
@@ -285,5 +290,7 @@ def predict_map(params: PredictMapParams) -> Stage[MapResult]:
     """Tiled inference (224 crops, stride 192, overlaps averaged) over a composite -> biomass COG (Mg/ha)."""
     root = str(Path(params.output_dir or Path(params.composite).parent).resolve())
     return cached_stage("predict-map", params.model_dump(mode="json"), [params.checkpoint, params.composite], root,
-                        params.force, MapResult, lambda: predict_task(params.checkpoint, params.composite, root),
+                        params.force, MapResult,
+                        lambda: predict_task(params.checkpoint, params.composite, root, params.model, params.norm_mean,
+                                             params.norm_std),
                         summaries.biomass_map)

@@ -81,8 +81,8 @@ echo "[interop] 1/2 synthetic 2-tile world, default export (label nodata -9999 a
 "$MAINPY" -m chips.export --demo "$WORK/world" --output-dir "$WORK/out" | tail -n 1 > "$WORK/result1.json"
 "$MAINPY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("[interop] export:", r["n_chips"], "chips", r["splits"], "dropped", r["dropped"])' "$WORK/result1.json"
 check_export "$WORK/out/chips"
-echo "[interop] 2/2 same world, label_nodata -1 (granite style), extra band 'count', 2 x 2 blocks"
-echo '{"label_nodata": -1, "extra_bands": ["count"], "split_block_chips": 2, "export_name": "chips_m1"}' > "$WORK/p.json"
+echo "[interop] 2/2 same world, label_nodata -1 (granite style), extra band 'count', 3 km split blocks"
+echo '{"label_nodata": -1, "extra_bands": ["count"], "split_block_m": 3000, "export_name": "chips_m1"}' > "$WORK/p.json"
 "$MAINPY" -m chips.export --composites "$WORK/world/composites" --labels "$WORK/world/labels" \
     --output-dir "$WORK/out" --params "$WORK/p.json" | tail -n 1 > "$WORK/result2.json"
 check_export "$WORK/out/chips_m1" --no-fit

@@ -77,7 +77,8 @@ def test_fast_writer_rejects(arr: np.ndarray, transform: tuple[float, ...], matc
 def test_export_identical_with_either_writer(tmp_path: Path) -> None:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 100, 4450000 + 30 * 100))
     write_pair(tmp_path / "in", g, compress=None)
-    kw = dict(composites=tmp_path / "in", labels=tmp_path / "in", chip_size=32, split_block_chips=1)
+    kw = dict(composites=tmp_path / "in", labels=tmp_path / "in", chip_size=32, split_block_m=1000,
+              split_buffer_m=100)
     a = run_export(output_dir=tmp_path / "a", **kw)
     b = run_export(output_dir=tmp_path / "b", chip_writer="rasterio", **kw)
     assert a.n_chips == b.n_chips > 0

@@ -44,7 +44,7 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 130, 4450000 + 30 * 130))
     write_pair(root / "in", g, compress=None)
     res = run_export(composites=root / "in", labels=root / "in", output_dir=root / "out", chip_size=32,
-                       split_block_chips=1)
+                     split_block_m=1000, split_buffer_m=100)
     return Path(res.esri_dir)
 
 

@@ -51,3 +51,18 @@ def test_flow_options_build_the_engine_options(model: type, engine: type) -> Non
     (export_chips, "params", ChipParams), (train_model, "config", TrainConfig)])
 def test_entry_points_default_to_the_option_dataclasses(fn: object, keyword: str, engine: type) -> None:
     assert inspect.signature(fn).parameters[keyword].default == engine()
+
+
+@pytest.mark.parametrize(("model", "fn"), [("EvaluateModelParams", "evaluate_model"), ("PredictMapParams", "predict_map")])
+def test_keyword_engines_share_their_flow_defaults(model: str, fn: str) -> None:
+    """Evaluation and mapping take keywords: the flow models' shared fields default to the same values."""
+    import flows.params as fp
+    from training.evaluate import evaluate_model
+    from training.mapping import predict_map
+
+    engine = {"evaluate_model": evaluate_model, "predict_map": predict_map}[fn]
+    flow = getattr(fp, model)
+    params = inspect.signature(engine).parameters
+    shared = {k for k in flow.model_fields if k in params and params[k].default is not inspect.Parameter.empty}
+    assert {"norm_mean", "norm_std", "model"} <= shared
+    assert {k: flow.model_fields[k].default for k in shared} == {k: params[k].default for k in shared}

@@ -36,6 +36,9 @@ class TrainConfig(Contract):
     1 on machines with <= 2 cores, else torch's default. ``time_limit_s``: stop after that many seconds.
     ``freeze_backbone``: train the decoder and head only. ``init_checkpoint``: a local checkpoint (never
     downloaded). ``allow_partial_init``: accept a checkpoint that does not fill every weight.
+    ``norm_mean``/``norm_std``: per-band input statistics (raw HLS units x 10000) for a foreign
+    ``init_checkpoint`` or training from scratch; None: granite's published ones for a foreign checkpoint,
+    the export's training split from scratch; a project checkpoint always keeps its own (training.norm).
     """
 
     model: str | None = None
@@ -64,6 +67,8 @@ class TrainConfig(Contract):
     time_limit_s: float | None = None
     cpu_threads: int | None = None
     output_lr_mult: float | None = None
+    norm_mean: tuple[float, ...] | None = None
+    norm_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.model is not None and self.model not in PRESETS:
@@ -79,6 +84,11 @@ class TrainConfig(Contract):
                              f"got {self.batch_size}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(self.bands))
+        if (self.norm_mean is None) != (self.norm_std is None):
+            raise ValueError("give both norm_mean and norm_std (one value per band), or neither")
+        for name in ("norm_mean", "norm_std"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
 
 def default_cpu_threads() -> int:

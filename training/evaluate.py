@@ -24,6 +24,7 @@ from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
 from training.model import DEFAULT_BANDS, BiomassModel
+from training.norm import Norm, model_norm
 from training.train import _autocast, _to_layout, resolve_device
 
 BINS = ((0.0, 100.0), (100.0, 200.0), (200.0, 300.0), (0.0, 300.0))
@@ -145,7 +146,8 @@ class EvalResult(Contract):
     """Metrics of a checkpoint on one split against the baselines, written to ``metrics_path``.
 
     ``metrics``: ``{"model", "baseline_mean", "baseline_ridge"}`` -> ``{"n", "rmse", "mae", "bias", "r2",
-    "binned_rmse", ...}`` in Mg/ha over the split's labelled pixels.
+    "binned_rmse", ...}`` in Mg/ha over the split's labelled pixels. ``norm``: the per-band mean/std the
+    inputs were normalised with and their source (:mod:`training.norm`).
     """
 
     metrics_path: str
@@ -163,28 +165,34 @@ class EvalResult(Contract):
     load_report: dict[str, Any]
     zero_shot: bool
     notes: list[str]
+    norm: Norm | None = None
 
 
 def evaluate_model(*, checkpoint: str, model: str | None = None, export: str, split: str = "test",
                    output_dir: str, device: str = "auto", batch_size: int = 8, allow_partial: bool = False,
-                   ridge_alpha: float = 1.0, cpu_threads: int | None = None) -> EvalResult:
+                   ridge_alpha: float = 1.0, cpu_threads: int | None = None, norm_mean: list[float] | None = None,
+                   norm_std: list[float] | None = None) -> EvalResult:
     """Evaluate ``checkpoint`` (project, or Lightning/TerraTorch with ``model`` preset) on ``split``.
 
-    Normalisation: the checkpoint's stats for a project checkpoint, else the export's train stats.
-    Torch threads and RNG states are scoped to the call.
+    Normalisation: the rule of :mod:`training.norm`, as mapping applies it (a project checkpoint's own
+    statistics; for a foreign one ``norm_mean``/``norm_std`` when given, else granite's published ones);
+    recorded in ``metrics.json``. Torch threads and RNG states are scoped to the call.
     """
     dev = resolve_device(device)
     with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
-        return _evaluate(checkpoint, model, export, split, output_dir, dev, batch_size, allow_partial, ridge_alpha)
+        net, ck, report = load_model(checkpoint, model=model, allow_partial=allow_partial)
+        bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
+        norm = model_norm(ck, bands, norm_mean, norm_std, where=f"checkpoint {checkpoint}")
+        return _evaluate(checkpoint, (net, ck, report), bands, norm, export, split, output_dir, dev, batch_size,
+                         ridge_alpha)
 
 
-def _evaluate(checkpoint: str, model: str | None, export: str, split: str, output_dir: str, dev: torch.device,
-              batch_size: int, allow_partial: bool, ridge_alpha: float) -> EvalResult:
-    net, ck, report = load_model(checkpoint, model=model, allow_partial=allow_partial)
+def _evaluate(checkpoint: str, loaded: tuple[BiomassModel, dict[str, Any], Any], bands: list[str], norm: Norm,
+              export: str, split: str, output_dir: str, dev: torch.device, batch_size: int,
+              ridge_alpha: float) -> EvalResult:
+    net, ck, report = loaded
     info = read_export(export)
-    bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
-    mean = ck["norm"]["mean"] if "norm" in ck else None
-    std = ck["norm"]["std"] if "norm" in ck else None
+    mean, std = norm.mean, norm.std
     cache = Path(output_dir) / "cache"
     data = load_split(info, split, bands, mean=mean, std=std, cache_dir=cache)
     pred_full = predict_chips(net, data, dev, batch_size)
@@ -218,6 +226,7 @@ def _evaluate(checkpoint: str, model: str | None, export: str, split: str, outpu
     result = EvalResult(
         metrics_path=str(path), checkpoint=str(checkpoint), model=net.config.preset, export=str(export), split=split,
         n_chips=len(data), n_pixels=int(y.size), bands=bands, train_label_mean=train_mean, metrics=metrics,
-        model_beats=beats, plots=plots, load_report=report.to_dict(), zero_shot=bool(ck.get("foreign")), notes=notes)
+        model_beats=beats, plots=plots, load_report=report.to_dict(), zero_shot=bool(ck.get("foreign")), notes=notes,
+        norm=norm)
     write_json_atomic(path, result.to_dict())
     return result

@@ -29,6 +29,7 @@ from core.files import atomic_path
 from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.model import DEFAULT_BANDS, BiomassModel
+from training.norm import Norm, model_norm
 from training.train import _autocast, _to_layout, resolve_device
 
 log = logging.getLogger(__name__)
@@ -118,13 +119,13 @@ def _write_cog(dst: Path, data: np.ndarray, profile: dict[str, Any], tags: dict[
             gtiff.unlink(missing_ok=True)
 
 
-def _inputs_key(checkpoint: Path, composite: Path, crop: int, stride: int) -> str:
+def _inputs_key(checkpoint: Path, composite: Path, crop: int, stride: int, user_norm: Any = None) -> str:
     def stamp(p: Path) -> list[Any]:
         st = p.stat()
         return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
     return json.dumps({"checkpoint": stamp(checkpoint), "composite": stamp(composite), "crop": crop,
-                       "stride": stride}, sort_keys=True)
+                       "stride": stride, "norm": user_norm}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -145,33 +146,37 @@ class MapResult(Contract):
     model: str | None = None
     device: str | None = None
     load_report: dict[str, Any] | None = None
+    norm: Norm | None = None
 
 
 def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = None, model: str | None = None,
                 device: str = "auto", batch_size: int = 8, crop: int = 224, stride: int = 192,
-                allow_partial: bool = False, cpu_threads: int | None = None) -> MapResult:
+                allow_partial: bool = False, cpu_threads: int | None = None,
+                norm_mean: list[float] | None = None, norm_std: list[float] | None = None) -> MapResult:
     """Biomass map (Mg/ha COG) of ``composite`` with ``checkpoint``.
 
-    Normalisation: the checkpoint's bands and stats (a foreign checkpoint needs ``model`` and uses the
-    six HLS bands with granite's train statistics unless the composite names its bands; see docs).
-    Torch threads and RNG states are scoped to the call.
+    Bands: the checkpoint's (a foreign checkpoint needs ``model`` and takes B02..B07). Normalisation: the
+    rule of :mod:`training.norm` (a project checkpoint's own statistics; for a foreign one ``norm_mean`` /
+    ``norm_std`` when given, else granite's published ones). Torch threads and RNG states are scoped to the call.
     """
     comp = Path(composite)
     if not comp.is_file():
         raise MappingError(f"composite {comp} does not exist")
     dev = resolve_device(device)
+    user = None if norm_mean is None and norm_std is None else {"mean": norm_mean, "std": norm_std}
     with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
-        return _predict(Path(checkpoint), comp, output_dir, model, dev, batch_size, crop, stride, allow_partial)
+        return _predict(Path(checkpoint), comp, output_dir, model, dev, batch_size, crop, stride, allow_partial, user)
 
 
 def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | None, dev: torch.device,
-             batch_size: int, crop: int, stride: int, allow_partial: bool) -> MapResult:
+             batch_size: int, crop: int, stride: int, allow_partial: bool, user: dict[str, Any] | None
+             ) -> MapResult:
     with rasterio.open(comp) as src:
         tags = src.tags()
         tile = _tile_of(comp, tags)
         out_root = Path(output_dir) if output_dir else _default_output(comp)
         dst = out_root / f"{tile}_agb.tif"
-        key = _inputs_key(ckpt_path, comp, crop, stride)
+        key = _inputs_key(ckpt_path, comp, crop, stride, user)
         if dst.is_file():
             with rasterio.open(dst) as old:
                 if old.tags().get("INPUTS_KEY") == key:
@@ -179,7 +184,7 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
                     return MapResult(map=str(dst), tile=tile, skipped=True, width=old.width, height=old.height)
         net, ck, report = load_model(ckpt_path, model=model, allow_partial=allow_partial)
         bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
-        mean, std = _norm_stats(ck, bands)
+        norm = model_norm(ck, bands, (user or {}).get("mean"), (user or {}).get("std"), where=f"checkpoint {ckpt_path}")
         idx, match = _select_bands(src, bands, comp)
         raw = src.read(idx).astype(np.float32, copy=False)
         nodata = src.nodata
@@ -189,31 +194,18 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
         invalid |= raw == nodata
     invalid = invalid.any(axis=0)
     raw[:, invalid] = 0.0  # granite: nodata -> 0 before normalising
-    image = (raw - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
+    image = (raw - np.asarray(norm.mean, np.float32)[:, None, None]) / np.asarray(norm.std, np.float32)[:, None, None]
     t0 = time.perf_counter()
     agb = tiled_predict(net, image, crop=crop, stride=stride, batch_size=batch_size, device=dev)
     seconds = time.perf_counter() - t0
     agb[invalid] = MAP_NODATA
     out_tags = {"QUANTITY": "aboveground biomass density", "UNITS": "Mg/ha", "MODEL": net.config.preset,
                 "CHECKPOINT": str(ckpt_path), "COMPOSITE": str(comp), "MGRS_TILE": tile,
-                "SEASON": tags.get("SEASON", ""), "CROP": str(crop), "STRIDE": str(stride), "INPUTS_KEY": key}
+                "SEASON": tags.get("SEASON", ""), "CROP": str(crop), "STRIDE": str(stride), "INPUTS_KEY": key,
+                "NORM": json.dumps(norm.to_dict())}
     _write_cog(dst, agb, profile, out_tags)
     mpx = profile["width"] * profile["height"] / 1e6
     return MapResult(map=str(dst), tile=tile, skipped=False, width=profile["width"], height=profile["height"],
                      megapixels=mpx, seconds=seconds, mpx_per_s=mpx / max(seconds, 1e-9),
                      valid_fraction=float(1.0 - invalid.mean()), band_match=match, model=net.config.preset,
-                     device=str(dev), load_report=report.to_dict())
-
-
-# granite-geospatial-biomass train statistics of its six bands (configs/config.yaml), for foreign checkpoints
-GRANITE_MEAN = [547.36707, 898.5121, 1020.9082, 2665.5352, 2340.584, 1610.1407]
-GRANITE_STD = [411.4701, 558.54065, 815.94025, 812.4403, 1113.7145, 1067.641]
-
-
-def _norm_stats(ck: dict[str, Any], bands: list[str]) -> tuple[list[float], list[float]]:
-    if "norm" in ck:
-        return list(ck["norm"]["mean"]), list(ck["norm"]["std"])
-    if len(bands) == 6:
-        log.warning("foreign checkpoint without normalisation stats: using granite's train statistics")
-        return GRANITE_MEAN, GRANITE_STD
-    raise MappingError(f"checkpoint has no normalisation stats and {len(bands)} bands: cannot normalise")
+                     device=str(dev), load_report=report.to_dict(), norm=norm)

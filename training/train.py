@@ -27,10 +27,11 @@ from core.contracts import Contract
 from core.files import write_json_atomic
 from training import checkpoint as ckpt
 from training.config import TrainConfig, torch_run_scope
-from training.data import SplitArrays, label_mean, load_split, read_export
+from training.data import SplitArrays, band_indices, label_mean, load_split, read_export
 from training.losses import masked_loss
 from training.model import DEFAULT_BANDS, BiomassModel, build_model, count_parameters
 from training.model import freeze_backbone as freeze_encoder
+from training.norm import Norm, model_norm, scratch_norm
 
 log = logging.getLogger(__name__)
 
@@ -154,26 +155,33 @@ def _to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 class _Setup:
     net: BiomassModel
     bands: list[str]
-    mean: list[float]
-    std: list[float]
+    norm: Norm
     init_report: dict[str, Any] | None
 
+    @property
+    def mean(self) -> list[float]:
+        return self.norm.mean
 
-def _setup_model(info: Any, model: str | None, init_checkpoint: str | None, bands: list[str] | None,
-                 seed: int, allow_partial: bool) -> _Setup:
-    torch.manual_seed(seed)
-    if init_checkpoint:
-        net, ck, report = ckpt.load_model(init_checkpoint, model=model, allow_partial=allow_partial)
-        if "bands" in ck:  # a project checkpoint keeps its bands and normalisation
-            use = list(ck["bands"])
-            return _Setup(net, use, list(ck["norm"]["mean"]), list(ck["norm"]["std"]), report.to_dict())
-        use = list(bands or DEFAULT_BANDS)[: net.config.in_channels]
-        idx = [info.bands.index(b) for b in use if b in info.bands]
-        return _Setup(net, use, [info.mean[i] for i in idx], [info.std[i] for i in idx], report.to_dict())
-    use = list(bands or DEFAULT_BANDS)
-    idx = [info.bands.index(b) for b in use if b in info.bands]
-    net = build_model(model or "tiny", in_channels=len(use))
-    return _Setup(net, use, [info.mean[i] for i in idx], [info.std[i] for i in idx], None)
+    @property
+    def std(self) -> list[float]:
+        return self.norm.std
+
+
+def _setup_model(info: Any, c: TrainConfig) -> _Setup:
+    """The model to train and its bands and normalisation (the rule of :mod:`training.norm`)."""
+    torch.manual_seed(c.seed)
+    user = (c.norm_mean, c.norm_std)
+    if c.init_checkpoint:
+        net, ck, report = ckpt.load_model(c.init_checkpoint, model=c.model, allow_partial=c.allow_partial_init)
+        # a project checkpoint keeps its bands and normalisation; a foreign one takes granite's (or the user's)
+        use = list(ck["bands"]) if "bands" in ck else list(c.bands or DEFAULT_BANDS)[: net.config.in_channels]
+        norm = model_norm(ck, use, *user, where=f"init_checkpoint {c.init_checkpoint}")
+        band_indices(info, use)  # the export must hold them
+        return _Setup(net, use, norm, report.to_dict())
+    use = list(c.bands or DEFAULT_BANDS)
+    idx = band_indices(info, use)
+    net = build_model(c.model or "tiny", in_channels=len(use))
+    return _Setup(net, use, scratch_norm([info.mean[i] for i in idx], [info.std[i] for i in idx], use, *user), None)
 
 
 def _check_resume(state: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -213,7 +221,7 @@ class TrainResult(Contract):
     label_mean: float
     seconds: float
     data: dict[str, Any]
-    norm: dict[str, list[float]]
+    norm: Norm
     skipped: bool = False
 
 
@@ -231,6 +239,7 @@ def _resolved_config(c: TrainConfig, export: str, setup: _Setup, dev: torch.devi
         "warmup_steps": c.warmup_steps, "grad_clip": c.grad_clip, "bands": setup.bands,
         "crop_size": c.crop_size or DEFAULT_CROP.get(preset, chip_size), "augment": c.augment,
         "compile": c.compile, "resume": c.resume, "time_limit_s": c.time_limit_s, "output_lr_mult": output_lr_mult,
+        "norm": setup.norm.to_dict(),
     }
 
 
@@ -250,8 +259,7 @@ def _train(export: str, output_dir: str, c: TrainConfig, dev: torch.device, thre
            on_step: Callable[[int, int], None] | None) -> TrainResult:
     t_start = time.perf_counter()
     info = read_export(export)
-    setup = _setup_model(info, c.model, c.init_checkpoint, list(c.bands) if c.bands else None, c.seed,
-                         c.allow_partial_init)
+    setup = _setup_model(info, c)
     preset = setup.net.config.preset
     model_dir = Path(output_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +286,7 @@ def _train(export: str, output_dir: str, c: TrainConfig, dev: torch.device, thre
                          trainable_parameters=sum(p.numel() for p in setup.net.parameters() if p.requires_grad),
                          device=str(dev), cpu_threads=threads, init=setup.init_report, label_mean=lmean,
                          seconds=time.perf_counter() - t_start, data=_data_report(train, val),
-                         norm={"mean": list(setup.mean), "std": list(setup.std)})
+                         norm=setup.norm)
     write_json_atomic(model_dir / "train_result.json", result.to_dict())
     return result
 
@@ -294,7 +302,7 @@ def _save(path: Path, setup: _Setup, lmean: float, info: Any, train_state: dict[
           meta: dict[str, Any]) -> None:
     ckpt.save_checkpoint(path, model=setup.net, bands=setup.bands, norm_mean=setup.mean, norm_std=setup.std,
                          image_nodata=info.image_nodata, label_nodata=info.label_nodata, label_mean=lmean,
-                         train_state=train_state, meta=meta)
+                         train_state=train_state, meta={**meta, "norm_source": setup.norm.source})
 
 
 @dataclass
