@@ -13,7 +13,7 @@ least ``buffer_m`` apart (centre to centre, reference-CRS metres).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +48,11 @@ def block_rc(xy: np.ndarray, block_m: float) -> np.ndarray:
 
 def block_table(xy: np.ndarray, block_m: float) -> BlockTable:
     rc = block_rc(xy, block_m)
-    keys, of_point, sizes = np.unique(rc, axis=0, return_inverse=True, return_counts=True)
+    lo = rc.min(axis=0) if len(rc) else np.zeros(2, np.int64)
+    width = int(rc[:, 1].max() - lo[1] + 1) if len(rc) else 1
+    packed, of_point, sizes = np.unique((rc[:, 0] - lo[0]) * width + (rc[:, 1] - lo[1]), return_inverse=True,
+                                        return_counts=True)
+    keys = np.stack([packed // width + lo[0], packed % width + lo[1]], axis=1)  # sorted by (row, col)
     return BlockTable(keys.reshape(-1, 2), of_point.ravel(), sizes, block_m)
 
 
@@ -63,27 +67,30 @@ def _lookup(keys: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return np.where(inside & (packed[pos] == q), pos, -1)
 
 
-def near_blocks(xy: np.ndarray, table: BlockTable, dist: float) -> tuple[np.ndarray, np.ndarray]:
-    """(point, block) index pairs: blocks of ``table`` other than the point's own, closer than ``dist``."""
-    if dist <= 0 or len(xy) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+def _neighbours(xy: np.ndarray, table: BlockTable, dist: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each block offset around a point's own block: (points closer than ``dist`` to that block, the
+    block's index in ``table`` or -1 where it holds no point)."""
     b = table.block_m
     own = table.keys[table.of_point]
+    x, s = xy[:, 0], -xy[:, 1]
     k = math.ceil(dist / b)
-    pts, blks = [], []
     for dr in range(-k, k + 1):
         for dc in range(-k, k + 1):
             if dr == 0 and dc == 0:
                 continue
             r, c = own[:, 0] + dr, own[:, 1] + dc
-            dx = np.maximum.reduce([c * b - xy[:, 0], np.zeros(len(xy)), xy[:, 0] - (c + 1) * b])
-            ds = np.maximum.reduce([r * b + xy[:, 1], np.zeros(len(xy)), -xy[:, 1] - (r + 1) * b])
-            near = np.hypot(dx, ds) < dist
-            idx = _lookup(table.keys, np.stack([r[near], c[near]], axis=1))
-            ok = idx >= 0
-            pts.append(np.flatnonzero(near)[ok])
-            blks.append(idx[ok])
-    return np.concatenate(pts), np.concatenate(blks)
+            dx = np.maximum(np.maximum(c * b - x, x - (c + 1) * b), 0.0)
+            ds = np.maximum(np.maximum(r * b - s, s - (r + 1) * b), 0.0)
+            near = np.flatnonzero(dx * dx + ds * ds < dist * dist)
+            yield near, _lookup(table.keys, np.stack([r[near], c[near]], axis=1))
+
+
+def near_blocks(xy: np.ndarray, table: BlockTable, dist: float) -> tuple[np.ndarray, np.ndarray]:
+    """(point, block) index pairs: blocks of ``table`` other than the point's own, closer than ``dist``."""
+    if dist <= 0 or len(xy) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = [(near[idx >= 0], idx[idx >= 0]) for near, idx in _neighbours(xy, table, dist)]
+    return np.concatenate([p for p, _ in pairs]), np.concatenate([b for _, b in pairs])
 
 
 def buffer_mask(table: BlockTable, pairs: tuple[np.ndarray, np.ndarray], codes: np.ndarray) -> np.ndarray:
@@ -95,13 +102,16 @@ def buffer_mask(table: BlockTable, pairs: tuple[np.ndarray, np.ndarray], codes: 
     return masked
 
 
-def edge_distance(xy: np.ndarray, table: BlockTable) -> np.ndarray:
-    """Distance of each point to the edge of its own block (metres)."""
-    b = table.block_m
-    own = table.keys[table.of_point]
-    u = xy[:, 0] - own[:, 1] * b
-    v = -xy[:, 1] - own[:, 0] * b
-    return np.minimum.reduce([u, b - u, v, b - v])
+def facing_other(xy: np.ndarray, table: BlockTable, codes: np.ndarray, dist: float) -> np.ndarray:
+    """Points (bool, n) closer than ``dist`` to a block that is not of their split: another split's, or one
+    holding no point (a point of another split closer than ``dist`` can only be found from these)."""
+    out = np.zeros(len(xy), dtype=bool)
+    if dist <= 0 or len(xy) == 0:
+        return out
+    mine = codes[table.of_point]
+    for near, idx in _neighbours(xy, table, dist):
+        out[near[(idx < 0) | (codes[np.maximum(idx, 0)] != mine[near])]] = True
+    return out
 
 
 def close_to_other_split(xy: np.ndarray, codes: np.ndarray, dist: float,

@@ -22,7 +22,7 @@ from chips.blocks import (
     block_table,
     buffer_mask,
     close_to_other_split,
-    edge_distance,
+    facing_other,
     near_blocks,
 )
 from chips.cutting import Candidate
@@ -112,7 +112,7 @@ def _assign(pts: _Points, table: BlockTable, params: Any) -> tuple[np.ndarray, n
     masked = buffer_mask(table, pairs, codes)
     # exact check (also across blocks without labels): still closer than the buffer to another split
     dist = max(params.split_buffer_m, 1.5 * pts.res)  # pixels of different splits never overlap
-    consider = ~masked & (edge_distance(pts.xy, table) < dist)
+    consider = ~masked & facing_other(pts.xy, table, codes, dist)
     masked |= close_to_other_split(pts.xy, codes[table.of_point], dist, consider)
     return codes, masked
 

@@ -10,7 +10,7 @@ from chips.blocks import (
     block_table,
     buffer_mask,
     close_to_other_split,
-    edge_distance,
+    facing_other,
     near_blocks,
     split_score,
 )
@@ -170,7 +170,15 @@ def test_block_table_rows_and_bounds() -> None:
     assert t.keys.tolist() == [[-1, -1], [0, 0], [0, 1]]
     assert t.of_point.tolist() == [1, 2, 2, 0] and t.sizes.tolist() == [1, 1, 2]
     assert t.bounds(1) == (0.0, -1000.0, 1000.0, 0.0)
-    assert edge_distance(_xy([(500, -500), (1500, -500), (1600, -900), (-10, 10)]), t).tolist() == [500, 500, 100, 10]
+
+
+def test_facing_other_counts_blocks_of_other_splits_and_empty_blocks() -> None:
+    pts = _xy([(950, -500), (1050, -500), (1500, -500), (1500, -950), (500, -500)])  # blocks (0,0), (0,1) x3, (0,0)
+    t = block_table(pts, 1000.0)
+    same = np.array([0, 0])
+    # (0,0)/(0,1) share a split: only points near blocks without points (rows 1 / -1, cols -1 / 2) count
+    assert facing_other(pts, t, same, 100.0).tolist() == [False, False, False, True, False]
+    assert facing_other(pts, t, np.array([0, 1]), 100.0).tolist() == [True, True, False, True, False]
 
 
 @pytest.mark.parametrize(
