@@ -38,7 +38,8 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
     for tile, p in res.labels.labels.items():
         print(f"labels {tile}       {p}")
     print(f"GEDI shots         {res.labels.shots}")
-    print(f"chips export       {res.chips.export_dir}  {res.chips.splits}")
+    print(f"chips export       {res.chips.export_dir}  chips {res.chips.splits}  labelled pixels "
+          f"{res.chips.labelled_pixels}")
     print(f"checkpoint         {res.checkpoint}")
     print(f"metrics            {res.evaluation.metrics_path}")
     for tile, p in res.maps.items():

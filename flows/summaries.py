@@ -68,7 +68,9 @@ def labels(res: LabelsResult, cached: bool) -> None:
 def chips(res: ExportResult, cached: bool) -> None:
     train = res.stats["train"]  # per-band lists, training split
     srows = [(b, *(train[k][i] for k in ("min", "max", "mean", "std"))) for i, b in enumerate(train["bands"])]
-    text = ("# Training chips" + _skip_note(cached) + "\n\n" + art.table_md(["split", "chips"], list(res.splits.items()))
+    rows = [(s, n, res.labelled_pixels.get(s, 0)) for s, n in res.splits.items()]
+    text = ("# Training chips" + _skip_note(cached) + "\n\n" + art.table_md(["split", "chips", "labelled pixels"], rows)
+            + f"\n\n{res.masked_buffer} labelled pixels masked in every split by the buffer between splits."
             + "\n\n## Train statistics (HLS units x 10000)\n\n"
             + art.table_md(["band", "min", "max", "mean", "std"], srows) + f"\n\nExport: `{res.export_dir}`\n")
     art.markdown("export-chips-summary", text, "Chips per split")
