@@ -8,11 +8,14 @@ docs/DESIGN.md): ``esri/`` (real files), ``terratorch/`` (hard links to them), `
 ``chips_export.json`` (written last; a re-run with the same inputs and parameters returns it unchanged).
 
 Each composite/label pair is read once, in bands of rows (up to ``JOB_ROWS`` pixel rows, whole chip rows),
-by a small thread pool; each worker cuts its chips from memory, filters them and writes them with
-``chips.geotiff`` (one buffered write per file) under temporary names, renamed to their export number
-in row-major order. Image chips keep every pixel of their window (NaN becomes -9999);
-label chips are the ``agbd`` band with every invalid pixel (nodata tag, NaN or negative, e.g. granite-style -1
-fills under a -9999 tag) set to ``label_nodata``.
+by a small thread pool; each worker cuts its chips from memory, filters them, writes their images with
+``chips.geotiff`` (one buffered write per file) under temporary names and keeps their labelled pixels.
+The split (``chips.splits``) then assigns metre-sized blocks of labelled pixels to train/val/test, masks
+the buffer between splits and gives each chip one copy per split keeping labels: the same image (renamed,
+then hard-linked) and a label chip with only that split's labels, numbered export-wide. Image chips keep
+every pixel of their window (NaN becomes -9999); label chips are the ``agbd`` band with every invalid pixel
+(nodata tag, NaN or negative, e.g. granite-style -1 fills under a -9999 tag), every label of another split
+and every label inside the buffer set to ``label_nodata``.
 """
 
 from __future__ import annotations
@@ -239,7 +242,9 @@ def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[
     """Export training chips of composite/label pairs to ``<output_dir>/<export_name>/``.
 
     ``composites``/``labels``: lists of COG paths, their ``composites/``/``labels/`` folders, or the flow
-    output_dir holding both; paired by (MGRS tile, season). Image chips: the six bands B02..B07 (+
+    output_dir holding both; paired by grid (CRS, transform, shape) and SEASON tag, never by file name.
+    Split: blocks of ``params.split_block_m`` metres, buffer ``params.split_buffer_m``; fails before writing
+    when a split with a positive fraction gets no labelled pixel. Image chips: the six bands B02..B07 (+
     ``params.extra_bands`` by description or 1-based index, e.g. ``"count"``), float32 HLS units, nodata
     -9999. Label chips: AGBD Mg/ha float32 with nodata ``params.label_nodata`` (None: as the label rasters
     say). A re-run with the same inputs (paths, sizes, mtimes) and parameters returns the recorded result

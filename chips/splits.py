@@ -35,8 +35,9 @@ Copy = tuple[int, str, np.ndarray]  # (candidate index, split, indexes into the 
 @dataclass(frozen=True)
 class SplitPlan:
     """What the split decided. ``labelled``: labelled pixels in each split's label chips (what training
-    reads; a pixel of two overlapping chips counts twice); ``unique_labelled``: distinct labelled ground
-    pixels per split; ``masked_buffer``: distinct labelled pixels masked in every split by the buffer."""
+    reads; a pixel of two overlapping chips counts twice); ``unique_labelled``: distinct labelled pixels
+    (zone, season, pixel) per split; ``masked_buffer``: distinct labelled pixels masked in every split by
+    the buffer."""
 
     copies: list[Copy]
     labelled: dict[str, int]
