@@ -242,7 +242,7 @@ def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[
     """Export training chips of composite/label pairs to ``<output_dir>/<export_name>/``.
 
     ``composites``/``labels``: lists of COG paths, their ``composites/``/``labels/`` folders, or the flow
-    output_dir holding both; paired by grid (CRS, transform, shape) and SEASON tag, never by file name.
+    output_dir holding both; paired by grid (CRS, transform, shape) and SEASON / MGRS_TILE tags, never by file name.
     Split: blocks of ``params.split_block_m`` metres, buffer ``params.split_buffer_m``; fails before writing
     when a split with a positive fraction gets no labelled pixel. Image chips: the six bands B02..B07 (+
     ``params.extra_bands`` by description or 1-based index, e.g. ``"count"``), float32 HLS units, nodata

@@ -1,5 +1,5 @@
-"""Inputs of a chips export: composite/label raster pairs, paired by grid identity and SEASON tag and checked
-to share one grid (file and folder names never decide a pairing)."""
+"""Inputs of a chips export: composite/label raster pairs, paired by grid identity and SEASON / MGRS_TILE tags
+and checked to share one grid (file and folder names never decide a pairing)."""
 
 from __future__ import annotations
 
@@ -113,11 +113,19 @@ class _Raster:
     path: Path
     grid: tuple[Any, ...]  # (EPSG, transform rounded to micrometres, width, height)
     season: str | None  # SEASON tag
-    tile: str | None  # MGRS_TILE tag
+    tile: str | None  # MGRS_TILE tag (normalised when it is a valid MGRS id)
 
     def describe(self) -> str:
         epsg, tr, w, h = self.grid
-        return f"{self.path} (EPSG {epsg}, {h} x {w} px, origin {tr[2]:.0f}, {tr[5]:.0f}, SEASON {self.season})"
+        return (f"{self.path} (EPSG {epsg}, {h} x {w} px, origin {tr[2]:.0f}, {tr[5]:.0f}, SEASON {self.season}, "
+                f"MGRS_TILE {self.tile})")
+
+
+def _tag_tile(value: str | None) -> str | None:
+    try:
+        return normalise_tile(value) if value else None
+    except GridError:
+        return value
 
 
 def _raster(path: Path, kind: str) -> _Raster:
@@ -126,42 +134,51 @@ def _raster(path: Path, kind: str) -> _Raster:
     with rasterio.open(path) as ds:
         tags = ds.tags()
         grid = (epsg_of(ds.crs), tuple(round(v, 6) for v in tuple(ds.transform)[:6]), ds.width, ds.height)
-    return _Raster(path, grid, tags.get("SEASON") or None, tags.get("MGRS_TILE") or None)
+    return _Raster(path, grid, tags.get("SEASON") or None, _tag_tile(tags.get("MGRS_TILE")))
+
+
+_TAGS = (("season", "SEASON"), ("tile", "MGRS_TILE"))
 
 
 def _match(comp: _Raster, labs: Sequence[_Raster]) -> _Raster:
-    """The one label raster of ``comp``: same grid, then same SEASON tag when the grid has several."""
+    """The one label raster of ``comp``: same grid, then (where the grid has several) the same SEASON and
+    MGRS_TILE tags (tiles of one zone clipped to one area in their overlap share a grid)."""
     same = [la for la in labs if la.grid == comp.grid]
     if not same:
         raise ChipExportError(f"composite {comp.describe()}: no label raster on its grid (same CRS, transform and "
                               f"shape); label rasters given: {[la.describe() for la in labs]}")
-    if len(same) > 1:
-        tagged = [la for la in same if comp.season is not None and la.season == comp.season]
-        if len(tagged) != 1:
-            raise ChipExportError(f"composite {comp.describe()}: {len(same)} label rasters share its grid and "
-                                  f"{len(tagged)} carry its SEASON tag, so the pair is ambiguous: "
-                                  f"{[la.describe() for la in same]}; tag each raster's SEASON or pass one pair")
-        same = tagged
-    lab = same[0]
-    if comp.season and lab.season and comp.season != lab.season:
-        raise ChipExportError(f"composite {comp.describe()} and the only label raster on its grid "
-                              f"{lab.describe()} carry different SEASON tags")
+    cands = same
+    for attr, _ in _TAGS:
+        if len(cands) > 1 and getattr(comp, attr) is not None:
+            cands = [la for la in cands if getattr(la, attr) == getattr(comp, attr)]
+    if len(cands) != 1:
+        raise ChipExportError(f"composite {comp.describe()}: {len(same)} label rasters share its grid and "
+                              f"{len(cands)} carry its SEASON and MGRS_TILE tags, so the pair is ambiguous: "
+                              f"{[la.describe() for la in same]}; tag each raster's SEASON (and MGRS_TILE) or "
+                              "pass one pair")
+    lab = cands[0]
+    for attr, tag in _TAGS:
+        if getattr(comp, attr) and getattr(lab, attr) and getattr(comp, attr) != getattr(lab, attr):
+            raise ChipExportError(f"composite {comp.describe()} and the only label raster on its grid "
+                                  f"{lab.describe()} carry different {tag} tags")
     return lab
 
 
 def pair_rasters(comps: Sequence[Path], labs: Sequence[Path], strict_labels: bool = True) -> list[tuple[Path, Path]]:
-    """Composite/label pairs by grid identity (CRS, transform, shape) and SEASON tag (never by file name).
+    """Composite/label pairs by grid identity (CRS, transform, shape) and SEASON / MGRS_TILE tags (never by
+    file name).
 
     A single composite and a single label raster always pair (their grids are checked when opened). A
-    composite with no label raster on its grid, or with several and no unique SEASON match, or two
+    composite with no label raster on its grid, or with several and no unique tag match, or two
     composites claiming one label raster is an error naming the files; so is a label raster left over when
     ``strict_labels`` (labels given as files), else it is logged and ignored (labels found in a folder).
     """
     cr = [_raster(p, "composite") for p in comps]
     lr = [_raster(p, "label raster") for p in labs]
     if len(cr) == 1 and len(lr) == 1:
-        if cr[0].season and lr[0].season and cr[0].season != lr[0].season:
-            log.warning("pairing %s with %s although their SEASON tags differ", cr[0].path, lr[0].path)
+        for attr, tag in _TAGS:
+            if getattr(cr[0], attr) and getattr(lr[0], attr) and getattr(cr[0], attr) != getattr(lr[0], attr):
+                log.warning("pairing %s with %s although their %s tags differ", cr[0].path, lr[0].path, tag)
         return [(cr[0].path, lr[0].path)]
     owner: dict[Path, Path] = {}
     pairs = []

@@ -167,3 +167,20 @@ def test_split_parameters_are_checked() -> None:
         ChipParams(split_block_m=400, split_buffer_m=500)
     with pytest.raises(ChipExportError, match="split_buffer_m"):
         ChipParams(split_buffer_m=-1)
+
+
+def test_overlapping_tiles_clipped_to_one_area_pair_by_tile_tag(tmp_path: Path) -> None:
+    """10TEK and 10TFK clipped to an area in their overlap share one grid: the MGRS_TILE tags pair them, and
+    the second tile's chips are the first's ground positions (exported once)."""
+    g = _grid(x0=603000.0)  # in the 10TEK / 10TFK overlap
+    season = {"SEASON": "2023-06-01_2023-09-30"}
+    comps = [_write(tmp_path / f"c{t}.tif", g, "composite", {**season, "MGRS_TILE": t}) for t in ("10TEK", "10TFK")]
+    labs = [_write(tmp_path / f"l{t}.tif", g, "label", {**season, "MGRS_TILE": t}) for t in ("10TFK", "10TEK")]
+    res = _export(tmp_path, comps, labs)
+    man = json.loads(Path(res.chips_export).read_text())
+    assert {(s["tile"], Path(s["label"]).name) for s in man["sources"]} == {("10TEK", "l10TEK.tif"),
+                                                                         ("10TFK", "l10TFK.tif")}
+    assert res.dropped["duplicate_overlap"] > 0 and {r["tile"] for r in _rows(res)} == {"10TEK"}
+    with pytest.raises(ChipExportError, match="different MGRS_TILE tags"):
+        _export(tmp_path / "x", comps[:1] + [_write(tmp_path / "c3.tif", _grid(), "composite")],
+                labs[:1] + [_write(tmp_path / "l3.tif", _grid(), "label")])
