@@ -1,6 +1,8 @@
 """Load an Esri "Export Tiles" chip export with arcgis.learn and check it (run in .esri-venv).
 
 Usage: python scripts/interop_esri_check.py EXPORT_ESRI_DIR [--batch-size 2] [--keep-workdir]
+       [--val-split-pct P]   (default 0.1; below 10 chips the smallest share giving one validation chip,
+       as arcgis.learn raises IndexError when int(N * val_split_pct) is 0)
 
 arcgis.learn 2.4.4 ``prepare_data`` decides the dataset type from ``esri_accumulated_stats.json``
 ``MetaDataMode``; ``Export_Tiles`` with an ``images2/`` folder is an image-to-image (Pix2Pix) dataset with
