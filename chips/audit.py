@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from chips.esri import LABEL_DIR
+from chips.esri_layout import ESRI_DIR
 from chips.lattice import SPLITS
 from core.contracts import Contract
 
@@ -43,7 +45,7 @@ class LeakageReport(Contract):
 def _label_file(root: Path, row: dict[str, Any]) -> Path:
     if row.get("terratorch_stem") and (root / "terratorch").is_dir():
         return root / "terratorch" / f"{row['split']}_labels" / f"{row['terratorch_stem']}_tile_label.tif"
-    return root / "esri" / "labels" / row["esri"]
+    return root / ESRI_DIR / LABEL_DIR / row["esri"]
 
 
 def labelled_points(export: str | Path, crs: str | None = None) -> tuple[dict[str, np.ndarray], str]:

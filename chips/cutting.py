@@ -17,11 +17,12 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from chips import esri
+from chips.bandlayout import BandLayout
 from chips.geotiff import write_geotiff
 from chips.lattice import grid_lattice_origin
 from chips.sources import ChipExportError, Source
 from chips.stats import chip_band_stats, values_stats
-from core.constants import IMAGE_NODATA
+from core.constants import AGB_UNITS, IMAGE_NODATA
 
 if TYPE_CHECKING:
     from chips.params import ChipParams
@@ -76,31 +77,36 @@ class Out:
     label_nodata: float
     tfw: bool
     writer: str = "fast"
+    layout: BandLayout | None = None  # file band order of image chips (None: as read)
 
 
 def _write_tif(out: Out, path: Path, arr: np.ndarray, transform: Any, nodata: float,
-               descriptions: Sequence[str]) -> None:
+               descriptions: Sequence[str], units: Sequence[str] = ()) -> None:
     """An uncompressed float32 GeoTIFF chip (band-interleaved), by chips.geotiff or rasterio."""
     if out.writer == "fast":
-        write_geotiff(path, arr, out.epsg, tuple(transform)[:6], nodata, descriptions)
+        write_geotiff(path, arr, out.epsg, tuple(transform)[:6], nodata, descriptions, units)
         return
     with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
                        dtype="float32", crs=CRS.from_epsg(out.epsg), transform=transform, nodata=nodata,
                        interleave="band") as ds:
         ds.write(arr)
         ds.descriptions = tuple(descriptions)
+        if units:
+            ds.units = tuple(units)
 
 
 def _write_image(out: Out, name: str, img: np.ndarray, transform: Any) -> None:
-    """Write one image chip (+ .tfw world file for the Esri layout)."""
+    """Write one image chip (+ .tfw world file for the Esri layout) in the export's band layout."""
+    if out.layout is not None:
+        img = out.layout.expand(img)
     _write_tif(out, out.images / f"{name}.tif", img, transform, IMAGE_NODATA, out.image_descriptions)
     if out.tfw:
         esri.write_tfw(out.images / f"{name}.tfw", tuple(transform))
 
 
 def _write_label(out: Out, name: str, lab: np.ndarray, transform: Any) -> None:
-    """Write one label chip (+ .tfw world file for the Esri layout)."""
-    _write_tif(out, out.labels / f"{name}.tif", lab[None], transform, out.label_nodata, ("agbd",))
+    """Write one label chip (+ .tfw world file for the Esri layout); unit type Mg/ha."""
+    _write_tif(out, out.labels / f"{name}.tif", lab[None], transform, out.label_nodata, ("agbd",), (AGB_UNITS,))
     if out.tfw:
         esri.write_tfw(out.labels / f"{name}.tfw", tuple(transform))
 

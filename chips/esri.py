@@ -4,8 +4,13 @@ Written to match a real ArcGIS Pro export (../shared/realdata/esri_export_tiles)
 ``stats.txt`` with CRLF line ends and backslash paths (each ``map.txt`` line ends in a space before the
 CRLF); ``esri_model_definition.emd`` and ``esri_accumulated_stats.json`` as JSON with ``"key" : value``
 separators, two-space indent, LF line ends and no final newline. The second raster of the export (here
-the AGBD label chips in ``labels/``) is described by the ``...2`` keys (``InputRastersProps2``,
-``BandStatsState2``, ``AllTilesStats2``) as ArcGIS does for a second input raster.
+the AGBD label chips) goes to ``images2/``, as a real two-raster Export Tiles export writes it (arcgis.learn
+then reads the folder as an image-to-image dataset; a ``labels/`` folder would make it a *thematic* one with
+the labels as input), and is described by the ``...2`` keys (``InputRastersProps2``, ``BandStatsState2``,
+``AllTilesStats2``). Where the real export writes ArcGIS's ``"e.g. ..."`` placeholders (``Framework``,
+``ModelConfiguration``, ``ModelType``, ``ModelFile``, ``Description``, ``ExtractBands``, ``DataRange``,
+``ModelPadding``, ``BatchSize``, ``PerProcessGPUMemoryFraction``), so does this one; ``RasterCount`` is 1
+(one input raster per side, as the real export).
 
 There is no pixel-regression vocabulary in the ``.emd``; this project's own facts go under keys that
 start with ``AGB_`` (documented in docs/chips.md).
@@ -27,13 +32,23 @@ WELL_KNOWN_BAND_NAMES = [
     "Thermal", "Thermal_1", "Thermal_2", "Panchromatic", "PseudoRed", "PseudoGreen", "PseudoBlue", "QA",
 ]
 WELL_KNOWN_KEY = "WellKnownBandNames (FYI, these band names can be used in ExtractBands)"
-# Placeholders ArcGIS writes into an export's .emd for the user (or the trainer) to fill in.
+# Placeholders ArcGIS writes into an export's .emd for the user (or the trainer) to fill in (verbatim from
+# the real export in ../shared/realdata/esri_export_tiles).
 EMD_PLACEHOLDERS = {
     "Framework": "e.g. TensorFlow or PyTorch",
     "ModelConfiguration": "e.g. UNet or FasterRCNN",
     "ModelType": "e.g. ObjectDetection or ImageClassification",
     "ModelFile": "e.g. ./trained.model",
+    "Description": "e.g. which data model was trained on, when, by whom, mAP, etc",
 }
+EMD_OPTIONAL_PLACEHOLDERS = {
+    "ExtractBands": "e.g. [0, 1, 2]",
+    "DataRange": "e.g. [0.1, 1.0] (optional)",
+    "ModelPadding": "e.g. 64 (optional)",
+    "BatchSize": "e.g. 8 (optional)",
+    "PerProcessGPUMemoryFraction": "e.g. 0.8 (optional)",
+}
+IMAGE_DIR, LABEL_DIR = "images", "images2"  # first and second input raster of an Export Tiles export
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,8 @@ def dump_esri_json(path: Path, obj: dict[str, Any]) -> None:
                     encoding="utf-8", newline="\n")
 
 
-def write_map_txt(path: Path, names: Sequence[str], image_dir: str = "images", label_dir: str = "labels") -> None:
-    """``images\\NAME labels\\NAME `` per line, CRLF, as the real export (note the trailing space)."""
+def write_map_txt(path: Path, names: Sequence[str], image_dir: str = IMAGE_DIR, label_dir: str = LABEL_DIR) -> None:
+    """``images\\NAME images2\\NAME `` per line, CRLF, as the real export (note the trailing space)."""
     lines = [f"{image_dir}\\{n} {label_dir}\\{n} \r\n" for n in names]
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write("".join(lines))
@@ -88,8 +103,10 @@ def _tile_stats(s: BandStats) -> dict[str, Any]:
     return {"BandName": s.name, "Min": s.min, "Max": s.max, "Mean": s.mean, "StdDev": s.std}
 
 
-def _raster_props(count: int, sensor: str, band_names: Sequence[str]) -> dict[str, Any]:
-    return {"RasterCount": count, "SensorName": sensor, "BandNames": list(band_names)}
+def _raster_props(sensor: str, band_names: Sequence[str]) -> dict[str, Any]:
+    # RasterCount: one input raster per side, as the real export writes (the source tiles are listed
+    # under AGB_SourceComposites / AGB_SourceLabels).
+    return {"RasterCount": 1, "SensorName": sensor, "BandNames": list(band_names)}
 
 
 @dataclass(frozen=True)
@@ -103,11 +120,9 @@ class EsriExportInfo:
     epsg: int
     image_sensor: str
     image_band_names: Sequence[str]
-    n_image_rasters: int
     image_stats: Sequence[BandStats]
     label_sensor: str
     label_band_names: Sequence[str]
-    n_label_rasters: int
     label_stats: Sequence[BandStats]
 
 
@@ -133,8 +148,8 @@ def accumulated_stats(info: EsriExportInfo) -> dict[str, Any]:
             "NumFeaturesPerImage": {"Min": 0, "Max": 0, "Mean": 0, "Sum": 0, "Count": 0},
             "FeatureAreaPerClass": [],
         },
-        "InputRastersProps": _raster_props(info.n_image_rasters, info.image_sensor, info.image_band_names),
-        "InputRastersProps2": _raster_props(info.n_label_rasters, info.label_sensor, info.label_band_names),
+        "InputRastersProps": _raster_props(info.image_sensor, info.image_band_names),
+        "InputRastersProps2": _raster_props(info.label_sensor, info.label_band_names),
         "BandStatsState": [_band_state(s) for s in info.image_stats],
         "BandStatsState2": [_band_state(s) for s in info.label_stats],
     }
@@ -145,19 +160,12 @@ def model_definition(info: EsriExportInfo, project_keys: dict[str, Any]) -> dict
     bad = [k for k in project_keys if not k.startswith("AGB_")]
     if bad:
         raise ValueError(f"project .emd keys must start with 'AGB_': {bad}")
-    finite = [v for s in info.image_stats for v in (s.min, s.max) if s.num > 0]
     cs = cell_size(info.res, info.epsg)
     emd: dict[str, Any] = dict(EMD_PLACEHOLDERS)
     emd.update({
-        "Description": "Training chips of HLS L30 composites (image) and GEDI L4A AGBD rasters (labels) "
-                       "for pixel-wise biomass regression; see the AGB_ keys.",
         "ImageHeight": info.chip_size,
         "ImageWidth": info.chip_size,
-        "ExtractBands": list(range(len(info.image_band_names))),
-        "DataRange": [min(finite), max(finite)] if finite else [],
-        "ModelPadding": 0,
-        "BatchSize": "e.g. 8 (optional)",
-        "PerProcessGPUMemoryFraction": "e.g. 0.8 (optional)",
+        **EMD_OPTIONAL_PLACEHOLDERS,
         "MetaDataMode": "Export_Tiles",
         "BlackenAroundFeature": False,
         "IsMultidimensional": False,
@@ -165,8 +173,8 @@ def model_definition(info: EsriExportInfo, project_keys: dict[str, Any]) -> dict
         "ImageSpaceUsed": "MAP_SPACE",
         "MinCellSize": cs,
         "MaxCellSize": cs,
-        "InputRastersProps": _raster_props(info.n_image_rasters, info.image_sensor, info.image_band_names),
-        "InputRastersProps2": _raster_props(info.n_label_rasters, info.label_sensor, info.label_band_names),
+        "InputRastersProps": _raster_props(info.image_sensor, info.image_band_names),
+        "InputRastersProps2": _raster_props(info.label_sensor, info.label_band_names),
         "AllTilesStats": [_tile_stats(s) for s in info.image_stats],
         "AllTilesStats2": [_tile_stats(s) for s in info.label_stats],
         WELL_KNOWN_KEY: list(WELL_KNOWN_BAND_NAMES),

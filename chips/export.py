@@ -33,22 +33,28 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chips import esri
+import rasterio
+
+from chips.bandlayout import BandLayout
 from chips.cutting import ESRI_NAME_DIGITS, Candidate, Chip, Out, cut_source, write_copies
+from chips.esri import LABEL_DIR
+from chips.esri_layout import ESRI_DIR, EsriSpec, write_metadata, write_split_folders
 from chips.lattice import SPLITS, chip_positions
 from chips.manifest import EXPORT_VERSION, ExportError, ExportManifest, ExportResult, SourcePair
 from chips.params import ChipParams
-from chips.sources import BANDS, ChipExportError, Source, band_lists, discover_sources, label_nodata_of
+from chips.sources import BANDS, ChipExportError, Source, discover_sources, label_nodata_of
 from chips.splits import SplitPlan, check_plan, plan_splits
 from chips.stats import StatsAccumulator
 from chips.terratorch import (
     HLS_BANDS,
+    MIN_TRAIN_CHIPS,
     chip_stem,
+    config_batch_size,
     place,
     terratorch_config,
     write_config,
 )
-from core.constants import AGB_UNITS, IMAGE_NODATA
+from core.constants import AGB_UNITS, HLS_L30, IMAGE_NODATA
 from core.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -72,29 +78,33 @@ def _fingerprint(sources: Sequence[Source], params: ChipParams, label_nodata: fl
 # ---------------------------------------------------------------- metadata
 
 
-def _write_esri(root: Path, kept: list[Chip], sources: Sequence[Source], params: ChipParams,
-                all_stats: StatsAccumulator, lab_stats: StatsAccumulator, meta: dict[str, Any],
-                next_index: int) -> None:
-    ids, names, esri_names, wl = band_lists(sources)
+def _sensor(sources: Sequence[Source]) -> str:
+    """ArcGIS ``SensorName`` from the composites' ``COLLECTION`` tags: HLS_L30, HLS_S30 or HLS_L30_S30."""
+    colls: set[str] = set()
+    for s in sources:
+        with rasterio.open(s.composite) as ds:
+            colls.update(c for c in (ds.tags().get("COLLECTION") or HLS_L30).split(",") if c)
+    kinds = sorted({c[3:6] for c in colls if c.startswith("HLS")}) or ["L30"]
+    return "HLS_" + "_".join(kinds)
+
+
+def _write_esri(tmp: Path, kept: list[Chip], sources: Sequence[Source], params: ChipParams, layout: BandLayout,
+                acc: dict[str, StatsAccumulator], lacc: dict[str, StatsAccumulator], meta: dict[str, Any],
+                next_index: int) -> dict[str, str]:
+    """``esri/`` metadata (its chips are already there) and, with ``params.esri_splits``, ``esri_splits/``."""
     g = sources[0].grid
-    info = esri.EsriExportInfo(
-        n_tiles=len(kept), next_tile_index=next_index, chip_size=params.chip_size, res=g.resolution,
-        epsg=g.epsg, image_sensor="HLS_L30", image_band_names=esri_names, n_image_rasters=len(sources),
-        image_stats=all_stats.band_stats(esri_names), label_sensor="GEDI_L4A_AGBD",
-        label_band_names=["AGBD"], n_label_rasters=len(sources), label_stats=lab_stats.band_stats(["AGBD"]))
-    names_sorted = [f"{c.index:0{ESRI_NAME_DIGITS}d}.tif" for c in sorted(kept, key=lambda c: c.index)]
-    esri.write_map_txt(root / "map.txt", names_sorted)
-    esri.write_stats_txt(root / "stats.txt", len(kept), len(ids), params.chip_size, params.chip_size)
-    esri.dump_esri_json(root / "esri_accumulated_stats.json", esri.accumulated_stats(info))
     project = {
         "AGB_ExportVersion": EXPORT_VERSION,
-        "AGB_BandIds": ids,
-        "AGB_BandNames": names,
-        "AGB_WavelengthsMicrons": wl,
+        "AGB_Description": "Training chips of HLS composites (images/) and GEDI L4A AGBD rasters (images2/) "
+                           "for pixel-wise biomass regression (see docs/chips.md).",
+        "AGB_BandLayout": layout.name,
+        "AGB_BandIds": list(layout.ids),
+        "AGB_BandNames": layout.names(),
+        "AGB_WavelengthsMicrons": layout.wavelengths(),
         "AGB_ImageUnits": "HLS surface reflectance x 10000 (scale 0.0001)",
         "AGB_ImageNodata": IMAGE_NODATA,
         "AGB_LabelQuantity": "above-ground biomass density (GEDI L4A agbd, mean of shots per pixel)",
-        "AGB_LabelUnits": "Mg/ha",
+        "AGB_LabelUnits": AGB_UNITS,
         "AGB_LabelNodata": meta["label_nodata"],
         "AGB_Split": meta["split_summary"],
         "AGB_TrainStats": meta["stats"]["train"],
@@ -102,12 +112,22 @@ def _write_esri(root: Path, kept: list[Chip], sources: Sequence[Source], params:
         "AGB_SourceComposites": [s.composite for s in sources],
         "AGB_SourceLabels": [s.label for s in sources],
     }
-    esri.dump_esri_json(root / "esri_model_definition.emd", esri.model_definition(info, project))
+    spec = EsriSpec(params.chip_size, g.resolution, g.epsg, _sensor(sources), layout.esri_names(), project,
+                    next_index)
+    write_metadata(tmp / ESRI_DIR, kept, spec, acc["all"], lacc["all"])
+    if not params.esri_splits:
+        return {}
+    return write_split_folders(tmp, kept, spec, acc, lacc, params.terratorch_links)
 
 
 def _write_terratorch(tt: Path, final_tt: Path, store: Out, kept: list[Chip], sources: Sequence[Source],
-                      params: ChipParams, train_stats: dict[str, Any], move: bool) -> dict[str, str]:
-    """Split folders of image/label files paired by stem; returns {chip index: stem}."""
+                      params: ChipParams, layout: BandLayout, train_stats: dict[str, Any], move: bool
+                      ) -> dict[str, str]:
+    """Split folders of image/label files paired by stem + the config; returns {chip index: stem}.
+
+    The config's batch size is min(64, training chips), so TerraTorch (drop_last) trains at least one full
+    batch, never a batch of one chip. Granite layout: granite's positional ``dataset_bands`` (-1 for B01,
+    B09, B10, B11)."""
     width = max(5, len(str(max((c.index for c in kept), default=0))))
     stems: dict[int, str] = {}
     for split in SPLITS:
@@ -123,12 +143,14 @@ def _write_terratorch(tt: Path, final_tt: Path, store: Out, kept: list[Chip], so
                 os.replace(folder / name, dst)
             else:
                 place(folder / name, dst, params.terratorch_links)
-    ids, *_ = band_lists(sources)
-    dataset_bands = [HLS_BANDS.get(b, b) for b in ids]
-    out_bands = [HLS_BANDS[b] for b in BANDS]
-    cfg = terratorch_config(root=final_tt, dataset_bands=dataset_bands, output_bands=out_bands,
-                            means=train_stats["mean"][:6], stds=[sd or 1.0 for sd in train_stats["std"][:6]],
-                            chip_size=params.chip_size)
+    dataset_bands: list[str | int] = [-1 if src is None else common
+                                      for src, common in zip(layout.source, layout.common_names(), strict=True)]
+    pos = layout.positions(BANDS)
+    n_train = sum(1 for c in kept if c.split == "train")
+    cfg = terratorch_config(root=final_tt, dataset_bands=dataset_bands, output_bands=[HLS_BANDS[b] for b in BANDS],
+                            means=[train_stats["mean"][i] for i in pos],
+                            stds=[train_stats["std"][i] or 1.0 for i in pos], chip_size=params.chip_size,
+                            batch_size=config_batch_size(n_train))
     write_config(tt / "terratorch_config.yaml", cfg)
     return {str(k): v for k, v in stems.items()}
 
@@ -136,14 +158,38 @@ def _write_terratorch(tt: Path, final_tt: Path, store: Out, kept: list[Chip], so
 # ---------------------------------------------------------------- entry point
 
 
+def _band_layout(sources: Sequence[Source], params: ChipParams) -> BandLayout:
+    """The image chips' band layout; every source must give the same extra bands."""
+    extra = list(sources[0].extra_names)
+    for s in sources:
+        if list(s.extra_names) != extra:
+            raise ChipExportError(f"{s.composite}: extra bands {s.extra_names} differ from {extra}")
+    return BandLayout.build(params.band_layout, extra)
+
+
+def _check_train(kept: Sequence[Chip], params: ChipParams) -> None:
+    """No training chip is an error; fewer than ``MIN_TRAIN_CHIPS`` too when a TerraTorch config is written
+    (no batch size makes TerraTorch train on one chip: a batch of one fails in UPerNet's BatchNorm)."""
+    n = sum(1 for c in kept if c.split == "train")
+    if n == 0:
+        raise ChipExportError(f"no training chip left after the split ({len(kept)} chips kept)")
+    if n < MIN_TRAIN_CHIPS and "terratorch" in params.layouts:
+        raise ChipExportError(
+            f"only {n} training chip after the split ({len(kept)} chips kept): the TerraTorch layout needs at "
+            f"least {MIN_TRAIN_CHIPS} (TerraTorch cannot train on a batch of one chip: UPerNet's BatchNorm "
+            "fails); export a larger area, use a smaller split_block_m or chip_size, lower "
+            "min_labeled_pixels, or export layouts=['esri'] only (the project's trainer repeats chips)")
+
+
 def _contract(params: ChipParams, sources: Sequence[Source], label_nodata: float, counts: dict[str, int],
-              stats: dict[str, Any], label_stats: dict[str, Any], labelled: dict[str, int]) -> ExportManifest:
-    ids, names, _, wl = band_lists(sources)
+              stats: dict[str, Any], label_stats: dict[str, Any], labelled: dict[str, int], layout: BandLayout,
+              extra_layouts: dict[str, str]) -> ExportManifest:
     return ExportManifest(
-        bands=ids, band_names=names, wavelengths_um=wl, chip_size=params.chip_size, stride=params.layout.stride,
+        bands=list(layout.ids), band_names=layout.names(), wavelengths_um=layout.wavelengths(),
+        chip_size=params.chip_size, stride=params.layout.stride,
         image_nodata=IMAGE_NODATA, image_units="HLS reflectance x 10000", label_nodata=label_nodata,
         label_bands=["agbd"], label_units=AGB_UNITS, splits=counts, stats=stats, label_stats=label_stats,
-        layouts={k: k for k in params.layouts}, split_file="split.json",
+        layouts={**{k: k for k in params.layouts}, **extra_layouts}, split_file="split.json",
         terratorch_config="terratorch/terratorch_config.yaml" if "terratorch" in params.layouts else None,
         sources=[SourcePair(s.tile, s.season, s.composite, s.label, s.grid.crs) for s in sources],
         labelled_pixels=labelled)
@@ -163,7 +209,7 @@ def _cut_all(out: Out, sources: list[Source], params: ChipParams, label_nodata: 
                         src.grid.width, params.chip_size)
             continue
         o = Out(out.images, out.labels, src.grid.epsg, out.image_descriptions, label_nodata, out.tfw,
-                params.chip_writer)
+                params.chip_writer, out.layout)
         cut_source(si, src, pos, params, o, pool, cands, counters, taken)
     if not cands:
         raise ChipExportError(f"no chip passed the filters (candidates {counters['candidates']}, "
@@ -187,13 +233,13 @@ def _split_doc(kept: list[Chip], sources: Sequence[Source], params: ChipParams, 
             "blocks": plan.blocks, "chips": chip_rows}
 
 
-def _stats(kept: list[Chip], n_bands: int) -> tuple[dict[str, StatsAccumulator], dict[str, StatsAccumulator]]:
+def _stats(kept: list[Chip], layout: BandLayout) -> tuple[dict[str, StatsAccumulator], dict[str, StatsAccumulator]]:
     """Image and label statistics accumulators per split and ``all`` (every exported chip file)."""
-    acc = {s: StatsAccumulator(n_bands) for s in (*SPLITS, "all")}
+    acc = {s: StatsAccumulator(len(layout.ids)) for s in (*SPLITS, "all")}
     lacc = {s: StatsAccumulator(1) for s in (*SPLITS, "all")}
     for c in kept:
         for key in (c.split, "all"):
-            acc[key].add(c.stats)
+            acc[key].add(layout.expand_stats(c.stats))
             lacc[key].add(c.label_stats)
     return acc, lacc
 
@@ -201,10 +247,11 @@ def _stats(kept: list[Chip], n_bands: int) -> tuple[dict[str, StatsAccumulator],
 def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParams,
                 label_nodata: float) -> dict[str, Any]:
     """Write the whole export into ``tmp`` (renamed to ``final`` by the caller)."""
-    store_root = tmp / "esri" if "esri" in params.layouts else tmp / "_store"
-    ids, *_ = band_lists(sources)
-    out = Out(store_root / "images", store_root / "labels", sources[0].grid.epsg,
-              tuple(ids), label_nodata, tfw="esri" in params.layouts, writer=params.chip_writer)
+    store_root = tmp / ESRI_DIR if "esri" in params.layouts else tmp / "_store"
+    layout = _band_layout(sources, params)
+    ids = list(layout.ids)
+    out = Out(store_root / "images", store_root / LABEL_DIR, sources[0].grid.epsg, layout.ids, label_nodata,
+              tfw="esri" in params.layouts, writer=params.chip_writer, layout=layout)
     out.images.mkdir(parents=True)
     out.labels.mkdir(parents=True)
     with ThreadPoolExecutor(max_workers=params.workers) as pool:
@@ -212,26 +259,30 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
         plan = plan_splits(cands, sources, params)
         check_plan(plan, params, sources)
         kept = write_copies(out, sources, cands, plan.copies, params.chip_size, 0, pool)
-    acc, lacc = _stats(kept, len(ids))
+    _check_train(kept, params)
+    acc, lacc = _stats(kept, layout)
     counts = {s: sum(1 for c in kept if c.split == s) for s in SPLITS}
     stats = {s: acc[s].summary(ids) for s in (*SPLITS, "all")}
     label_stats = {s: lacc[s].summary(["agbd"]) for s in (*SPLITS, "all")}
     split_summary = {"fractions": list(params.split_fractions), "block_m": params.split_block_m,
                      "buffer_m": params.split_buffer_m, "seed": params.seed, "counts": counts,
                      "labelled_pixels": plan.labelled, "masked_buffer": plan.masked_buffer, "file": "split.json"}
+    extra_layouts: dict[str, str] = {}
     if "esri" in params.layouts:
         meta = {"label_nodata": label_nodata, "split_summary": split_summary, "stats": stats}
-        _write_esri(tmp / "esri", kept, sources, params, acc["all"], lacc["all"], meta, len(kept))
+        split_dirs = _write_esri(tmp, kept, sources, params, layout, acc, lacc, meta, len(kept))
+        extra_layouts = {f"esri_{k}": v for k, v in split_dirs.items()}
     stems: dict[str, str] = {}
     if "terratorch" in params.layouts:
-        stems = _write_terratorch(tmp / "terratorch", final / "terratorch", out, kept, sources, params,
+        stems = _write_terratorch(tmp / "terratorch", final / "terratorch", out, kept, sources, params, layout,
                                   stats["train"], move="esri" not in params.layouts)
     if "esri" not in params.layouts:
         shutil.rmtree(store_root)
     (tmp / "split.json").write_text(json.dumps(_split_doc(kept, sources, params, stems, split_summary, plan), indent=1))
     dropped = {k: counters[k] for k in ("image_nodata", "unlabeled", "duplicate_overlap")}
     dropped["split_masked"] = len(cands) - len({cp[0] for cp in plan.copies})
-    contract = _contract(params, sources, label_nodata, counts, stats, label_stats, plan.labelled)
+    contract = _contract(params, sources, label_nodata, counts, stats, label_stats, plan.labelled, layout,
+                         extra_layouts)
     return {"contract": contract, "n_chips": len(kept), "candidates": counters["candidates"], "dropped": dropped,
             "masked_buffer": plan.masked_buffer}
 

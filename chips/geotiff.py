@@ -6,7 +6,7 @@ writes is what GDAL writes for the same chip with ``INTERLEAVE=BAND``: ImageWidt
 32, no compression, MinIsBlack, one strip per band (PlanarConfiguration 2), SampleFormat IEEE float,
 ExtraSamples 0 for bands after the first, ModelPixelScale + ModelTiepoint (upper-left corner,
 PixelIsArea), GeoKeys (projected, ``ProjectedCSTypeGeoKey`` = EPSG code, metre units), GDAL_NODATA and
-band descriptions in GDAL_METADATA. Only north-up transforms and EPSG-coded projected CRSs.
+band unit types (``ds.units``) and descriptions in GDAL_METADATA. Only north-up transforms and EPSG-coded projected CRSs.
 """
 
 from __future__ import annotations
@@ -28,23 +28,30 @@ def _nodata_text(nodata: float) -> str:
     return str(int(nodata)) if float(nodata).is_integer() else repr(float(nodata))
 
 
-def _metadata_xml(descriptions: Sequence[str]) -> str:
+def _metadata_xml(descriptions: Sequence[str], units: Sequence[str] = ()) -> str:
     # GDAL escapes the value and then the XML text again; do the same so it reads back unchanged.
-    items = "".join(f'  <Item name="DESCRIPTION" sample="{i}" role="description">{escape(escape(d))}</Item>\n'
-                    for i, d in enumerate(descriptions) if d)
-    return f"<GDALMetadata>\n{items}</GDALMetadata>" if items else ""
+    items = []
+    for i, d in enumerate(descriptions):
+        u = units[i] if i < len(units) else ""
+        if u:
+            items.append(f'  <Item name="UNITTYPE" sample="{i}" role="unittype">{escape(escape(u))}</Item>\n')
+        if d:
+            items.append(f'  <Item name="DESCRIPTION" sample="{i}" role="description">{escape(escape(d))}</Item>\n')
+    return f"<GDALMetadata>\n{''.join(items)}</GDALMetadata>" if items else ""
 
 
 def geotiff_header(arr: np.ndarray, epsg: int, transform: Sequence[float], nodata: float | None,
-                   descriptions: Sequence[str] | None = None) -> bytes:
-    """Header + IFD (+ padding) of a GeoTIFF of ``arr`` (bands, height, width; float32); data follow it."""
+                   descriptions: Sequence[str] | None = None, units: Sequence[str] | None = None) -> bytes:
+    """Header + IFD (+ padding) of a GeoTIFF of ``arr`` (bands, height, width; float32); data follow it.
+
+    ``units``: GDAL band unit types (e.g. ``("Mg/ha",)``), one per band or fewer ("" = none)."""
     if arr.ndim != 3 or arr.dtype != np.float32:
         raise ValueError(f"need a (bands, height, width) float32 array, got {arr.dtype} {arr.shape}")
     a, b, c, d, e, f = (float(v) for v in transform[:6])
     if b != 0 or d != 0 or a <= 0 or e >= 0:
         raise ValueError(f"only north-up transforms are supported, got {transform}")
     nb, h, w = arr.shape
-    template, tie_at = _template(nb, h, w, int(epsg), a, e, nodata, tuple(descriptions or ()))
+    template, tie_at = _template(nb, h, w, int(epsg), a, e, nodata, tuple(descriptions or ()), tuple(units or ()))
     header = bytearray(template)
     struct.pack_into("<dd", header, tie_at + 24, c, f)  # ModelTiepoint X, Y of the upper-left corner
     return bytes(header)
@@ -52,7 +59,7 @@ def geotiff_header(arr: np.ndarray, epsg: int, transform: Sequence[float], nodat
 
 @functools.lru_cache(maxsize=64)
 def _template(nb: int, h: int, w: int, epsg: int, a: float, e: float, nodata: float | None,
-              descriptions: tuple[str, ...]) -> tuple[bytes, int]:
+              descriptions: tuple[str, ...], units: tuple[str, ...] = ()) -> tuple[bytes, int]:
     """Header bytes for a chip shape/CRS with a zero tiepoint, and the tiepoint's byte offset."""
     c = f = 0.0
     plane = h * w * 4
@@ -66,7 +73,7 @@ def _template(nb: int, h: int, w: int, epsg: int, a: float, e: float, nodata: fl
         tags.append((338, _SHORT, [0] * (nb - 1)))
     tags += [(339, _SHORT, [3] * nb), (33550, _DOUBLE, [a, -e, 0.0]),
              (33922, _DOUBLE, [0.0, 0.0, 0.0, c, f, 0.0]), (34735, _SHORT, geokeys)]
-    xml = _metadata_xml(descriptions)
+    xml = _metadata_xml(descriptions, units)
     if xml:
         tags.append((42112, _ASCII, xml.encode() + b"\0"))
     if nodata is not None:
@@ -101,15 +108,15 @@ def _template(nb: int, h: int, w: int, epsg: int, a: float, e: float, nodata: fl
 
 
 def geotiff_bytes(arr: np.ndarray, epsg: int, transform: Sequence[float], nodata: float | None,
-                  descriptions: Sequence[str] | None = None) -> bytes:
+                  descriptions: Sequence[str] | None = None, units: Sequence[str] | None = None) -> bytes:
     """The whole file: :func:`geotiff_header` followed by the band planes (little-endian float32)."""
-    return geotiff_header(arr, epsg, transform, nodata, descriptions) + np.ascontiguousarray(arr, "<f4").tobytes()
+    return geotiff_header(arr, epsg, transform, nodata, descriptions, units) + np.ascontiguousarray(arr, "<f4").tobytes()
 
 
 def write_geotiff(path: Path, arr: np.ndarray, epsg: int, transform: Sequence[float], nodata: float | None,
-                  descriptions: Sequence[str] | None = None) -> None:
+                  descriptions: Sequence[str] | None = None, units: Sequence[str] | None = None) -> None:
     """Write :func:`geotiff_bytes` to ``path`` (one write call)."""
-    header = geotiff_header(arr, epsg, transform, nodata, descriptions)
+    header = geotiff_header(arr, epsg, transform, nodata, descriptions, units)
     with open(path, "wb") as fh:
         fh.write(header)
         fh.write(np.ascontiguousarray(arr, "<f4").data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from chips.bandlayout import BAND_LAYOUTS
 from chips.lattice import ChipLayout, ChipLayoutError, check_fractions
 from chips.sources import ChipExportError
 from chips.terratorch import LINK_MODES
@@ -23,7 +24,10 @@ class ChipParams(Contract):
     nodata). ``min_labeled_pixels``: fewest pixels with a valid AGBD in a chip, and in each split's copy
     of it. ``split_block_m``: edge of the square spatial blocks assigned to splits, metres (UTM of the
     export's first zone). ``split_buffer_m``: labelled pixels of different splits are at least this far
-    apart (pixel centres, metres); labels inside the buffer are masked in every split.
+    apart (pixel centres, metres); labels inside the buffer are masked in every split. ``band_layout``:
+    ``model`` (B02..B07 + extras) or ``granite`` (granite's 10-band layout B01, B02..B07, B09, B10, B11 +
+    extras; the four bands not composited are nodata everywhere), for image chips of every layout. ``esri_splits``: also write one complete Export Tiles folder per split
+    (``esri_splits/{train,val,test}/``, hard links), so each split loads in ArcGIS on its own.
     """
 
     chip_size: int = 224
@@ -40,6 +44,8 @@ class ChipParams(Contract):
     terratorch_links: str = "hardlink"
     workers: int = 2
     chip_writer: str = "fast"
+    band_layout: str = "model"
+    esri_splits: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_nodata_fraction <= 1.0:
@@ -53,6 +59,8 @@ class ChipParams(Contract):
             raise ChipExportError(f"layouts must be a non-empty subset of {LAYOUTS}, got {self.layouts}")
         if self.terratorch_links not in LINK_MODES:
             raise ChipExportError(f"terratorch_links must be one of {LINK_MODES}, got {self.terratorch_links}")
+        if self.band_layout not in BAND_LAYOUTS:
+            raise ChipExportError(f"band_layout must be one of {BAND_LAYOUTS}, got {self.band_layout!r}")
         if self.chip_writer not in CHIP_WRITERS:
             raise ChipExportError(f"chip_writer must be one of {CHIP_WRITERS}, got {self.chip_writer!r}")
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))

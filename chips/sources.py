@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from core.bands import BAND_NAMES, ESRI_BAND_NAMES, MODEL_BANDS, WAVELENGTHS_UM
+from core.bands import BAND_NAMES, MODEL_BANDS
 from core.constants import LABEL_NODATA, LABEL_NODATA_CHOICES
 from core.grid import Grid, GridError, epsg_of, normalise_tile
 
@@ -243,17 +243,3 @@ def label_nodata_of(sources: Sequence[Source], requested: float | None) -> float
     if len(tags) > 1:
         log.warning("label rasters carry different nodata tags %s; label chips use %s", tags, val)
     return float(val)
-
-
-def band_lists(sources: Sequence[Source]) -> tuple[list[str], list[str], list[str], list[float | None]]:
-    extra = list(sources[0].extra_names)
-    for s in sources:
-        if list(s.extra_names) != extra:
-            raise ChipExportError(f"{s.composite}: extra bands {s.extra_names} differ from {extra}")
-    ids = list(BANDS) + extra
-    names = list(BAND_NAMES) + extra
-    esri_names = list(ESRI_BAND_NAMES) + extra
-    wl: list[float | None] = [*WAVELENGTHS_UM, *([None] * len(extra))]
-    return ids, names, esri_names, wl
-
-

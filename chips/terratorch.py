@@ -7,7 +7,11 @@ folders hold exactly the same ``{TILE}_{n}`` stems. The files are hard links to 
 or copies (``links`` option).
 
 ``terratorch_config.yaml`` is a granite-style Lightning CLI config (``terratorch fit --config ...``)
-filled in with this export's absolute paths, bands, means and stds (training split).
+filled in with this export's absolute paths, bands, means and stds (training split). Its batch size is
+min(64, training chips): TerraTorch drops an incomplete last training batch (``drop_last``, default on),
+so granite's 64 on a smaller export trains nothing, and a batch of one chip fails in UPerNet's BatchNorm;
+an export therefore needs at least ``MIN_TRAIN_CHIPS`` training chips. With granite-layout chips
+(``band_layout="granite"``) ``dataset_bands`` is granite's positional list (-1 for B01, B09, B10, B11).
 """
 
 from __future__ import annotations
@@ -24,8 +28,17 @@ from core.bands import COMMON_NAMES
 from core.constants import GRANITE_LABEL_NODATA
 
 LINK_MODES = ("hardlink", "symlink", "copy")
+GRANITE_BATCH_SIZE = 64
+MIN_TRAIN_CHIPS = 2  # a training batch of one chip fails in BatchNorm ("Expected more than 1 value per channel")
 # HLS L30 band id -> TerraTorch HLSBands name (terratorch.datasets.HLSBands).
 HLS_BANDS = COMMON_NAMES  # HLS band id -> granite/TerraTorch band name
+
+
+def config_batch_size(n_train: int) -> int:
+    """min(64, ``n_train``): with drop_last every epoch has >= 1 full batch and no batch of one chip."""
+    if n_train < MIN_TRAIN_CHIPS:
+        raise ValueError(f"{n_train} training chips: a TerraTorch config needs at least {MIN_TRAIN_CHIPS}")
+    return min(GRANITE_BATCH_SIZE, n_train)
 
 
 def chip_stem(tile: str, n: int, width: int = 5) -> str:
@@ -53,11 +66,12 @@ def place(src: Path, dst: Path, mode: str) -> str:
     return "copy"
 
 
-def _data_args(r: Path, dataset_bands: Sequence[str], output_bands: Sequence[str], means: Sequence[float],
+def _data_args(r: Path, dataset_bands: Sequence[str | int], output_bands: Sequence[str], means: Sequence[float],
                stds: Sequence[float], batch_size: int, num_workers: int) -> dict[str, Any]:
     data_args: dict[str, Any] = {
         "batch_size": batch_size,
         "num_workers": num_workers,
+        "drop_last": True,  # TerraTorch's default, spelled out: the last incomplete training batch is dropped
         "train_transform": [
             {"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 0.5}},
             {"class_path": "albumentations.VerticalFlip", "init_args": {"p": 0.5}},
@@ -109,9 +123,9 @@ def _model(output_bands: Sequence[str], chip_size: int) -> dict[str, Any]:
     }
 
 
-def terratorch_config(*, root: Path, dataset_bands: Sequence[str], output_bands: Sequence[str],
+def terratorch_config(*, root: Path, dataset_bands: Sequence[str | int], output_bands: Sequence[str],
                       means: Sequence[float], stds: Sequence[float], chip_size: int,
-                      batch_size: int = 64, num_workers: int = 2) -> dict[str, Any]:
+                      batch_size: int = GRANITE_BATCH_SIZE, num_workers: int = 2) -> dict[str, Any]:
     """A granite-style TerraTorch config for this export (absolute paths under ``root``).
 
     Nodata: image pixels masked by their -9999 tag become ``no_data_replace`` 0 (before normalisation, as

@@ -1,10 +1,13 @@
-"""Cloud-free mean composites of HLS L30 scenes, one COG per MGRS tile on that tile's own 30 m grid.
+"""Cloud-free mean composites of HLS L30 and/or S30 scenes, one COG per MGRS tile on that tile's own 30 m grid.
 
 Output: ``<output_dir>/composites/<TILE>/<SEASON>.tif`` (SEASON = ``YYYY-MM-DD_YYYY-MM-DD``), float32
-COG, 7 bands: B02 Blue, B03 Green, B04 Red, B05 NIR_Narrow, B06 SWIR1, B07 SWIR2 (mean of the valid
-observations, HLS units = reflectance x 10000, band scale 0.0001) and ``count`` (valid observations).
+COG, 7 bands described B02, B03, B04, B05, B06, B07 (Blue, Green, Red, NIR_Narrow, SWIR1, SWIR2: mean of
+the valid observations, HLS units = reflectance x 10000, band scale 0.0001; S30 scenes contribute their
+B02 B03 B04 B8A B11 B12) and ``count`` (valid observations).
 Nodata -9999 on the six mean bands where count < ``min_observations``; the count band always holds the
-real count (0 included). Beside it ``<SEASON>.json``: grid, scenes used / skipped with reasons, stats.
+real count (0 included). Beside it ``<SEASON>.json``: grid, scenes used / skipped with reasons (unreadable,
+other collection, CRS or grid), stats. With ``granite_layout`` also ``composites_granite/<TILE>/<SEASON>.tif``
+(:mod:`compositing.granite`).
 
 The engine reads windows itself (:mod:`compositing.kernel`): per spatial chunk it accumulates an int32
 sum and a uint16 count over the scenes, so memory is bounded by ``chunk_size`` and never by the number
@@ -13,6 +16,7 @@ of scenes. Chunks run on the current Dask client (or ``dask_address``), else on 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,13 +29,14 @@ from typing import Any
 import numpy as np
 
 from core.area import Season, parse_aoi
-from core.bands import BAND_NAMES, WAVELENGTHS_UM
-from core.constants import HLS_REFLECTANCE_SCALE
+from core.bands import L30_BY_ID, bands_of, collection_of_item, parse_collections
+from core.constants import HLS_L30, HLS_REFLECTANCE_SCALE
 from core.files import atomic_path, read_json, write_json_atomic
-from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, tile_of_item_id
+from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, northing_offset, tile_of_item_id
 
 from .contracts import CompositeOptions, CompositeResult, TileComposite
 from .fmask import FmaskRule
+from .granite import granite_path, write_granite_composite
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
 from .reader import AssetReader, AssetReadError, RasterioReader
 from .runner import dask_client, run_tasks
@@ -39,7 +44,7 @@ from .runner import dask_client, run_tasks
 log = logging.getLogger(__name__)
 
 SCALE_FACTOR = HLS_REFLECTANCE_SCALE
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: band descriptions are the HLS ids B02..B07; S30 and L30+S30
 COG_COMPRESS = "ZSTD"  # GDAL >= 2.3 reads it; DEFLATE costs twice the CPU for the same size
 
 
@@ -91,32 +96,50 @@ def tile_grid(tile: str, aoi: Any) -> Grid:
 
 
 # ------------------------------------------------------------------------------------------------ scenes
-def _check_grid(scene_id: str, asset: str, href: str, info: Any, grid: Grid) -> SceneSource | None:
-    """Where ``grid`` lies in the file, or a CompositeError when the file is not on the tile's lattice."""
-    where = f"scene {scene_id} asset {asset} ({href})"
-    if info.epsg != grid.epsg:
-        raise CompositeError(f"{where}: CRS EPSG:{info.epsg} is not the tile's {grid.crs}")
-    file_grid = Grid(grid.crs, info.transform, info.width, info.height, grid.tile)
-    if abs(info.transform[0] - grid.transform[0]) > 1e-6 or abs(info.transform[4] - grid.transform[4]) > 1e-6:
-        raise CompositeError(f"{where}: pixel size {info.transform[0]} x {info.transform[4]} is not the "
-                             f"tile grid's {grid.transform[0]} x {grid.transform[4]}")
+def scene_assets(item: dict[str, Any], collections: tuple[str, ...]) -> dict[str, str] | str:
+    """``{slot: asset key}`` of a scene: the six model-band slots B02..B07 mapped to its own collection's
+    assets (S30: B02 B03 B04 B8A B11 B12), plus Fmask; or the reason it cannot be used."""
+    coll = collection_of_item(item)
+    if coll is None or coll not in collections:
+        return (f"collection {coll or item.get('collection')!r} of this item is not among the composite's "
+                f"collections {list(collections)}")
+    return {**{slot: b.asset for slot, b in zip(BANDS, bands_of(coll), strict=True)}, FMASK: FMASK}
+
+
+def _check_grid(info: Any, grid: Grid) -> tuple[int, int] | str:
+    """Where ``grid``'s upper-left pixel lies in the file (row, col), or why the file is not on the tile's
+    lattice. A file in EPSG:327NN (UTM south) is the same lattice as the tile's EPSG:326NN grid with
+    northings 10,000 km larger, and is read as such."""
+    shift = northing_offset(info.epsg, grid.epsg)
+    if shift is None:
+        crs = f"EPSG:{info.epsg}" if info.epsg else "a CRS without an EPSG equivalent"
+        return f"CRS {crs} is not the tile's {grid.crs} (nor its UTM-south equivalent)"
+    a, b, c, d, e, f = info.transform
+    if abs(a - grid.transform[0]) > 1e-6 or abs(e - grid.transform[4]) > 1e-6:
+        return f"pixel size {a} x {e} is not the tile grid's {grid.transform[0]} x {grid.transform[4]}"
     try:
-        row, col = grid.offset_in(file_grid)
+        return grid.offset_in(Grid(grid.crs, (a, b, c, d, e, f + shift), info.width, info.height, grid.tile))
     except GridError as exc:
-        raise CompositeError(f"{where}: file grid is not aligned with tile {grid.tile}: {exc}") from None
-    return SceneSource(scene_id, {}, row, col, info.height, info.width)
+        return f"file grid is not aligned with tile {grid.tile}: {exc}"
 
 
 def prepare_scenes(reader: AssetReader, items: list[dict[str, Any]], grid: Grid, fail_fast: bool,
-                   threads: int = 8) -> tuple[list[SceneSource], list[dict[str, str]]]:
-    """Open every needed asset's header, check its grid; return usable scenes and skipped ones (reasons)."""
-    needed = (*BANDS, FMASK)
+                   threads: int = 8, collections: tuple[str, ...] = (HLS_L30,)
+                   ) -> tuple[list[SceneSource], list[dict[str, str]]]:
+    """Open every needed asset's header, check its grid; return usable scenes and skipped ones (reasons).
+
+    A scene whose collection, CRS or grid does not fit the tile is skipped and recorded (``fail_fast``:
+    a :class:`CompositeError`), so one odd scene costs that scene, not the tile.
+    """
 
     def one(item: dict[str, Any]) -> SceneSource | dict[str, str]:
+        plan = scene_assets(item, collections)
+        if isinstance(plan, str):
+            return {"id": item["id"], "asset": "*", "reason": plan}
         assets = item.get("assets") or {}
         hrefs: dict[str, str] = {}
-        src: SceneSource | None = None
-        for key in needed:
+        at: tuple[int, int, int, int] | None = None
+        for slot, key in plan.items():
             href = (assets.get(key) or {}).get("href")
             if not href:
                 return {"id": item["id"], "asset": key, "reason": "item has no such asset"}
@@ -124,14 +147,16 @@ def prepare_scenes(reader: AssetReader, items: list[dict[str, Any]], grid: Grid,
                 info = reader.info(href)
             except AssetReadError as exc:
                 return {"id": item["id"], "asset": key, "reason": exc.reason}
-            s = _check_grid(item["id"], key, href, info, grid)
-            if src is not None and (s.row_off, s.col_off, s.height, s.width) != (
-                    src.row_off, src.col_off, src.height, src.width):
-                raise CompositeError(f"scene {item['id']}: asset {key} is on a different grid than its Fmask/bands")
-            src = s
-            hrefs[key] = href
-        assert src is not None
-        return SceneSource(item["id"], hrefs, src.row_off, src.col_off, src.height, src.width)
+            off = _check_grid(info, grid)
+            if isinstance(off, str):
+                return {"id": item["id"], "asset": key, "reason": f"{off} ({href})"}
+            here = (*off, info.height, info.width)
+            if at is not None and here != at:
+                return {"id": item["id"], "asset": key,
+                        "reason": f"on a different grid than the scene's other assets ({href})"}
+            at, hrefs[slot] = here, href
+        assert at is not None
+        return SceneSource(item["id"], hrefs, *at)
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
         results = list(pool.map(one, items))
@@ -183,16 +208,22 @@ def _open_scratch(path: Path, grid: Grid) -> Any:
 
 
 def _tag_dataset(ds: Any, grid: Grid, season: Season, scene_ids: list[str], rule: FmaskRule,
-                 collection: str, min_observations: int) -> None:
-    ds.update_tags(MGRS_TILE=grid.tile, SEASON=season.label, COLLECTION=collection,
+                 collections: tuple[str, ...], min_observations: int) -> None:
+    """Dataset and band tags. Band descriptions are the model band ids B02..B07 (core.bands); each band's
+    tags give its name, common name, wavelength (of the first collection) and source asset per collection."""
+    ds.update_tags(MGRS_TILE=grid.tile, SEASON=season.label, COLLECTION=",".join(collections),
                    SCENE_IDS=json.dumps(scene_ids), N_SCENES=str(len(scene_ids)), MASKED_BITS=rule.describe(),
                    MIN_OBSERVATIONS=str(min_observations), SOFTWARE_VERSION=software_version(),
                    SCALE_FACTOR=str(SCALE_FACTOR), UNITS="HLS surface reflectance x 10000 (mean); count",
                    GRID=json.dumps(grid.to_dict()), NODATA=str(NODATA))
-    for i, (band, name, wl) in enumerate(zip(BANDS, BAND_NAMES, WAVELENGTHS_UM, strict=True), start=1):
-        ds.set_band_description(i, name)
-        ds.update_tags(i, HLS_BAND=band, BAND_NAME=name, WAVELENGTH_UM=str(wl), SCALE_FACTOR=str(SCALE_FACTOR),
-                       STATISTIC="mean")
+    for i, slot in enumerate(BANDS, start=1):
+        per_coll = {c: bands_of(c)[i - 1] for c in collections}
+        b = L30_BY_ID[slot]
+        ds.set_band_description(i, slot)
+        ds.update_tags(i, HLS_BAND=slot, BAND_NAME=b.name, COMMON_NAME=b.common,
+                       WAVELENGTH_UM=str(per_coll[collections[0]].wavelength_um),
+                       SOURCE_ASSETS=" ".join(f"{c}:{x.asset}" for c, x in per_coll.items()),
+                       SCALE_FACTOR=str(SCALE_FACTOR), STATISTIC="mean")
     n = len(BANDS) + 1
     ds.set_band_description(n, "count")
     ds.update_tags(n, BAND_NAME="count", STATISTIC="valid observations", SCALE_FACTOR="1")
@@ -260,20 +291,19 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
     """
     o = options
     min_observations, collection, chunk_size = o.min_observations, o.collection, o.chunk_size
+    collections = parse_collections(collection)
     season = Season.from_any(season)
     rule = FmaskRule(o.mask_snow, o.mask_water, o.mask_high_aerosol)
     grid = tile_grid(tile, aoi)
     cog, sidecar = output_paths(output_dir, tile, season)
-    pseudo = [SceneSource(it["id"], {k: (it.get("assets", {}).get(k) or {}).get("href", "")
-                                     for k in (*BANDS, FMASK)}, 0, 0, 0, 0) for it in items]
-    key = _inputs_key(grid, season, pseudo, rule, min_observations, collection)
+    key = _inputs_key(grid, season, _planned(items, collections), rule, min_observations, collection)
     if cog.exists() and sidecar.exists():
         old = read_json(sidecar)
         if old.get("inputs_key") == key:
-            return TileComposite.from_dict({**old, "reused": True})
+            return _with_granite(TileComposite.from_dict({**old, "reused": True}), o, output_dir, season)
     reader = reader or RasterioReader()
     fail_fast = o.on_read_error == "fail"
-    sources, skipped = prepare_scenes(reader, items, grid, fail_fast)
+    sources, skipped = prepare_scenes(reader, items, grid, fail_fast, collections=collections)
     if not sources:
         raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
                              f"(skipped: {json.dumps(skipped)[:1000]})")
@@ -288,11 +318,11 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
                     raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
                                          f"(failed: {json.dumps(list(bad.values()))[:1000]})")
                 scene_ids = [s.id for s in sources if s.id in used]
-                _tag_dataset(ds, grid, season, scene_ids, rule, collection, min_observations)
+                _tag_dataset(ds, grid, season, scene_ids, rule, collections, min_observations)
             _to_cog(scratch, tmp)
         finally:
             scratch.unlink(missing_ok=True)
-    skipped += list(bad.values())
+    skipped += [_asset_name(f, items, collections) for f in bad.values()]
     skipped += [{"id": s.id, "asset": "*", "reason": "no pixel of the scene falls inside the tile's area grid"}
                 for s in sources if s.id not in used and s.id not in bad]
     result = TileComposite(tile=tile, path=str(cog), sidecar=str(sidecar), grid=grid.to_dict(),
@@ -301,6 +331,37 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
                            min_observations=min_observations, software_version=software_version(),
                            inputs_key=key, reused=False)
     write_json_atomic(sidecar, result.to_dict())
+    return _with_granite(result, o, output_dir, season)
+
+
+def _planned(items: list[dict[str, Any]], collections: tuple[str, ...]) -> list[SceneSource]:
+    """Scenes as the inputs key sees them: id and the hrefs of the assets each would be read from."""
+    out = []
+    for it in items:
+        plan = scene_assets(it, collections)
+        assets = it.get("assets") or {}
+        hrefs = {} if isinstance(plan, str) else {s: (assets.get(k) or {}).get("href", "") for s, k in plan.items()}
+        out.append(SceneSource(it["id"], hrefs, 0, 0, 0, 0))
+    return out
+
+
+def _asset_name(failure: dict[str, str], items: list[dict[str, Any]], collections: tuple[str, ...]) -> dict[str, str]:
+    """A read failure with its slot (B05) replaced by the scene's own asset key (S30: B8A)."""
+    item = next((it for it in items if it["id"] == failure["id"]), None)
+    plan = scene_assets(item, collections) if item else {}
+    return {**failure, "asset": plan.get(failure["asset"], failure["asset"]) if isinstance(plan, dict) else failure["asset"]}
+
+
+def _with_granite(result: TileComposite, o: CompositeOptions, output_dir: str, season: Season) -> TileComposite:
+    """With ``o.granite_layout``: make sure the granite-layout copy of the composite exists and is newer."""
+    if not o.granite_layout:
+        return result
+    dst = granite_path(output_dir, result.tile, season)
+    if not dst.exists() or dst.stat().st_mtime_ns < Path(result.path).stat().st_mtime_ns:
+        write_granite_composite(Path(result.path), dst)
+    if result.granite_path != str(dst):
+        result = dataclasses.replace(result, granite_path=str(dst))
+        write_json_atomic(Path(result.sidecar), {**result.to_dict(), "reused": False})
     return result
 
 

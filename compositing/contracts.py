@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.bands import parse_collections
 from core.constants import HLS_L30, HLS_STAC_URL
 from core.contracts import Contract
 
@@ -17,8 +18,10 @@ DEFAULT_CHUNK = 1024
 
 @dataclass(frozen=True)
 class SearchOptions(Contract):
-    """Where and what to search. ``max_cloud_cover``: percent, inclusive (None: no filter);
-    ``limit``: page size (CMR caps it at 100); ``max_items``: stop after that many unique items."""
+    """Where and what to search. ``collection``: ``HLSL30_2.0``, ``HLSS30_2.0`` or both comma-separated
+    (each searched; any other id is refused); ``max_cloud_cover``: percent, inclusive (None: no filter);
+    ``limit``: page size (CMR caps it at 100); ``max_items``: stop after that many unique items (per
+    collection)."""
 
     stac_url: str = HLS_STAC_URL
     collection: str = HLS_L30
@@ -27,6 +30,7 @@ class SearchOptions(Contract):
     max_items: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "collection", ",".join(parse_collections(self.collection)))
         if self.max_cloud_cover is not None and not 0 <= float(self.max_cloud_cover) <= 100:
             raise ValueError(f"max_cloud_cover must be a percentage 0..100, got {self.max_cloud_cover}")
         if not 1 <= self.limit <= 1000:
@@ -69,7 +73,12 @@ class CompositeOptions(Contract):
     ``mask_snow``/``mask_water``/``mask_high_aerosol``: also mask Fmask bit 4, bit 5, aerosol level 3
     (cloud, adjacent and shadow are always masked). Pixels with fewer than ``min_observations`` valid
     observations get nodata (-9999) on the mean bands. ``on_read_error``: ``skip`` a scene that cannot be
-    read (recorded with the reason) or ``fail``. ``chunk_size``: output window edge (px, multiple of 256).
+    read (recorded with the reason) or ``fail``; a scene on another CRS or grid than the tile is skipped
+    the same way. ``chunk_size``: output window edge (px, multiple of 256). ``collection``: ``HLSL30_2.0``,
+    ``HLSS30_2.0`` or both comma-separated (one composite of both; each scene read with its own band
+    table). ``granite_layout``: also write ``composites_granite/<TILE>/<SEASON>.tif``, the composite in
+    granite-geospatial-biomass's 10-band chip layout (B01, B02..B07, B09, B10, B11; the bands not
+    composited are nodata -9999), a folder of same-size GeoTIFFs only (for ``inference_on_dir``).
     """
 
     mask_snow: bool = False
@@ -79,8 +88,10 @@ class CompositeOptions(Contract):
     on_read_error: str = "skip"
     chunk_size: int = DEFAULT_CHUNK
     collection: str = HLS_L30
+    granite_layout: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "collection", ",".join(parse_collections(self.collection)))
         if self.on_read_error not in READ_ERROR_MODES:
             raise ValueError(f"on_read_error must be 'skip' or 'fail', got {self.on_read_error!r}")
         if self.min_observations < 1:
@@ -94,7 +105,8 @@ class TileComposite(Contract):
     """One tile's composite COG and what went into it (also its JSON sidecar).
 
     ``scenes_skipped``: ``{"id", "asset", "reason"}`` per skipped scene; ``valid_obs``: count statistics
-    (``mean``, ``min``, ``max``, ``pixels``, ``pixels_with_data``, ``nodata_fraction``).
+    (``mean``, ``min``, ``max``, ``pixels``, ``pixels_with_data``, ``nodata_fraction``); ``granite_path``:
+    the granite-layout copy (``CompositeOptions.granite_layout``), else None.
     """
 
     tile: str
@@ -111,6 +123,7 @@ class TileComposite(Contract):
     software_version: str
     inputs_key: str
     reused: bool = False
+    granite_path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""HLS L30 search on any STAC API (NASA CMR-STAC by default), saved with the outputs for re-runs and audits.
+"""HLS L30/S30 search on any STAC API (NASA CMR-STAC by default), saved with the outputs for re-runs and audits.
 
 * Server-side cloud filter (``query`` ``eo:cloud_cover lte``) only where the API declares the STAC
   ``query`` conformance class; the client filter always runs again (CMR treats ``lt`` as ``lte``; some
@@ -29,6 +29,7 @@ from shapely.geometry import shape
 
 from compositing.contracts import SearchOptions, SearchResult
 from core.area import Season, parse_aoi, resolve_season
+from core.bands import parse_collections
 from core.files import atomic_path, read_json, write_json_atomic
 from core.grid import GridError, tile_of_item_id
 from core.http import HttpError, PageStats, RetryPolicy, conforms_to_query, open_stac, search_items
@@ -56,8 +57,10 @@ def _item_time(item: dict[str, Any]) -> datetime | None:
 
 def keep_item(item: dict[str, Any], max_cloud_cover: float | None, season: Season, aoi_geom: Any,
               collection: str) -> str | None:
-    """None to keep the item, else the reason to drop it: ``cloud``, ``season``, ``aoi``, ``collection``."""
-    if item.get("collection") not in (None, collection):
+    """None to keep the item, else the reason to drop it: ``cloud``, ``season``, ``aoi``, ``collection``.
+
+    ``collection``: one collection id or several, comma-separated."""
+    if item.get("collection") not in (None, *parse_collections(collection)):
         return "collection"
     cc = (item.get("properties") or {}).get("eo:cloud_cover")
     if max_cloud_cover is not None and cc is not None and float(cc) > max_cloud_cover:
@@ -106,6 +109,27 @@ def _fetch(stac_url: str, collection: str, bbox: tuple[float, ...], season: Seas
     return items, stats
 
 
+def _fetch_all(stac_url: str, collection: str, bbox: tuple[float, ...], season: Season, limit: int,
+               max_items: int | None, max_cloud_cover: float | None, policy: RetryPolicy,
+               server_cloud_filter: bool | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`_fetch` for each collection of ``collection`` (comma-separated ids); items concatenated in
+    collection order without repeats, paging statistics summed."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    total: dict[str, Any] = {}
+    for coll in parse_collections(collection):
+        got, stats = _fetch(stac_url, coll, bbox, season, limit, max_items, max_cloud_cover, policy,
+                            server_cloud_filter)
+        for it in got:
+            if it.get("id") not in seen:
+                seen.add(it.get("id"))
+                items.append(it)
+        for k, v in stats.items():
+            total[k] = (total.get(k, False) or v) if isinstance(v, bool) else total.get(k, 0) + v
+    total["retry_wait_s"] = round(total["retry_wait_s"], 3)
+    return items, total
+
+
 def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_dir: str,
                options: SearchOptions = SearchOptions(), retries: RetryPolicy | dict[str, Any] | None = None,
                server_cloud_filter: bool | None = None, refresh: bool = False) -> SearchResult:
@@ -131,8 +155,8 @@ def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_
         saved = read_json(paths["search_json"])
         if saved.get("request") == request:
             return SearchResult.from_dict({**saved["result"], "reused": True})
-    items, stats = _fetch(stac_url, collection, geom.bounds, seas, limit, max_items, max_cloud_cover, policy,
-                          server_cloud_filter)
+    items, stats = _fetch_all(stac_url, collection, geom.bounds, seas, limit, max_items, max_cloud_cover,
+                              policy, server_cloud_filter)
     kept, dropped = [], {"cloud": 0, "season": 0, "aoi": 0, "collection": 0}
     for it in items:
         why = keep_item(it, max_cloud_cover, seas, geom, collection)

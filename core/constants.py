@@ -31,5 +31,6 @@ AGB_UNITS = "Mg/ha"
 HLS_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/LPCLOUD"
 HLS_L30 = "HLSL30_2.0"
 HLS_S30 = "HLSS30_2.0"
+HLS_L30_S30 = f"{HLS_L30},{HLS_S30}"  # both, one composite (the harmonised product)
 GEDI_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
 GEDI_L4A_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"

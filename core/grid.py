@@ -139,28 +139,65 @@ class Grid:
 
 
 def epsg_of(crs: Any) -> int | None:
-    """EPSG code of a rasterio/pyproj CRS, also for HLS's authority-less "UTM Zone N" WKT."""
+    """EPSG code of a rasterio/pyproj CRS, also for HLS's authority-less "UTM Zone N" WKT.
+
+    A CRS carrying an EPSG authority gives that code. An authority-less WGS 84 "UTM Zone N" WKT is then
+    matched against EPSG:326NN and 327NN before PROJ's own identification, which ties a southern one
+    between EPSG:32719 and POSGAR 2007 (EPSG:9265) and returns the latter.
+    """
     from pyproj import CRS
 
     c = CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-    code = c.to_epsg(min_confidence=20)
-    if code is not None:
-        return int(code)
+    exact = c.to_epsg(min_confidence=100)  # a CRS that carries its EPSG authority
+    if exact is not None:
+        return int(exact)
     # HLS WKT: "UTM Zone 19, Northern Hemisphere" with transverse-Mercator parameters but no authority.
     m = re.search(r"UTM[ _]Zone[ _](\d{1,2})", c.to_wkt(), re.IGNORECASE)
-    if m and c.is_projected:
-        candidate = CRS.from_epsg(32600 + int(m.group(1)))
-        if c.equals(candidate, ignore_axis_order=True) or _same_utm(c, candidate):
-            return 32600 + int(m.group(1))
+    ell = c.ellipsoid
+    wgs84 = ell is not None and abs(ell.semi_major_metre - 6378137.0) < 1e-6 and abs(
+        ell.inverse_flattening - 298.257223563) < 1e-6
+    if m and c.is_projected and wgs84:
+        for code in (32600 + int(m.group(1)), 32700 + int(m.group(1))):  # north, then south (false northing)
+            candidate = CRS.from_epsg(code)
+            if c.equals(candidate, ignore_axis_order=True) or _same_utm(c, candidate):
+                return code
+    code = c.to_epsg(min_confidence=20)
+    return int(code) if code is not None else None
+
+
+SOUTH_FALSE_NORTHING_M = 10_000_000.0
+
+
+def northing_offset(file_epsg: int | None, grid_epsg: int) -> float | None:
+    """Metres to add to a northing of ``file_epsg`` to express it in ``grid_epsg``.
+
+    0 for the same CRS; -10,000,000 for a file in EPSG:327NN (UTM south) on an EPSG:326NN grid of the same
+    zone, as HLS writes southern tiles with negative northings (same 30 m lattice, only the false
+    northing differs); None for any other pair (another zone or datum: not the tile's lattice).
+    """
+    if file_epsg is None:
+        return None
+    if file_epsg == grid_epsg:
+        return 0.0
+    if 32601 <= grid_epsg <= 32660 and file_epsg == grid_epsg + 100:
+        return -SOUTH_FALSE_NORTHING_M
     return None
 
 
 def _same_utm(a: Any, b: Any) -> bool:
-    pa = a.to_dict()
-    pb = b.to_dict()
-    keys = ("proj", "lon_0", "k", "x_0", "y_0")
-    return all(abs(float(pa.get(k, 0) if k != "proj" else 0) - float(pb.get(k, 0) if k != "proj" else 0)) < 1e-6
-               for k in keys) and pa.get("proj") == pb.get("proj") == "tmerc"
+    """Both transverse Mercator with the same origin, scale factor and false easting/northing."""
+
+    def params(c: Any) -> dict[str, float] | None:
+        op = c.coordinate_operation
+        if op is None or "transverse mercator" not in op.method_name.lower():
+            return None
+        return {q.name.lower(): float(q.value) for q in op.params}
+
+    pa, pb = params(a), params(b)
+    keys = ("latitude of natural origin", "longitude of natural origin", "scale factor at natural origin",
+            "false easting", "false northing")
+    return pa is not None and pb is not None and all(
+        k in pa and k in pb and abs(pa[k] - pb[k]) < 1e-6 for k in keys)
 
 
 def parse_mgrs_tile(tile: str) -> tuple[int, str, str, str]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from chips.params import ChipParams
 from compositing.contracts import CompositeOptions, SearchOptions
+from core.bands import parse_collections
 from labels.contracts import LabelOptions
 from training.config import TrainConfig
 
@@ -84,7 +85,9 @@ class _AreaYear(_Model):
 
 class HlsOptions(_Model):
     stac_url: str = Field(_SEARCH.stac_url, description="STAC API root (NASA CMR-STAC LPCLOUD by default).")
-    collection: str = Field(_SEARCH.collection, description="HLS L30 v2.0 collection id.")
+    collection: str = Field(_SEARCH.collection, description="HLS v2.0 collection: HLSL30_2.0 (Landsat), "
+                            "HLSS30_2.0 (Sentinel-2; B8A/B11/B12 as NIR/SWIR), or 'HLSL30_2.0,HLSS30_2.0' for one "
+                            "composite of both (about twice the clear observations). Other ids are refused.")
     max_cloud_cover: float | None = Field(_SEARCH.max_cloud_cover, ge=0, le=100,
                                           description="Keep scenes with eo:cloud_cover <= this (%).")
     mask_snow: bool = Field(_COMP.mask_snow, description="Also mask Fmask bit 4 (snow/ice).")
@@ -92,8 +95,13 @@ class HlsOptions(_Model):
     mask_high_aerosol: bool = Field(_COMP.mask_high_aerosol, description="Also mask high aerosol (Fmask bits 6-7 == 3).")
     min_observations: int = Field(_COMP.min_observations, ge=1,
                                   description="Pixels with fewer valid observations become nodata (-9999).")
-    on_read_error: Literal["skip", "fail"] = Field(_COMP.on_read_error,
-                                                   description="Unreadable scene: skip and record, or fail.")
+    on_read_error: Literal["skip", "fail"] = Field(_COMP.on_read_error, description="Unreadable scene (or one "
+                                                   "on another CRS/grid): skip and record, or fail.")
+    granite_layout: bool = Field(_COMP.granite_layout, description="Also write composites_granite/<TILE>/"
+                                 "<SEASON>.tif in granite-geospatial-biomass's 10-band layout (B01,B02..B07,B09,"
+                                 "B10,B11; uncomposited bands nodata): a folder per tile for its inference_on_dir.")
+
+    _collection_ok = field_validator("collection")(classmethod(lambda cls, v: ",".join(parse_collections(v))))
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(stac_url=self.stac_url, collection=self.collection, max_cloud_cover=self.max_cloud_cover)
@@ -101,7 +109,8 @@ class HlsOptions(_Model):
     def composite_options(self) -> CompositeOptions:
         return CompositeOptions(mask_snow=self.mask_snow, mask_water=self.mask_water,
                                 mask_high_aerosol=self.mask_high_aerosol, min_observations=self.min_observations,
-                                on_read_error=self.on_read_error, collection=self.collection)
+                                on_read_error=self.on_read_error, collection=self.collection,
+                                granite_layout=self.granite_layout)
 
 
 class HlsCompositeParams(_AreaYear, HlsOptions):
@@ -157,12 +166,19 @@ class ChipOptions(_Model):
     split_buffer_m: float = Field(_CHIPS.split_buffer_m, ge=0, description="Labelled pixels of different splits "
                                   "are at least this far apart (metres); labels inside the buffer are masked.")
     seed: int = Field(_CHIPS.seed, description="Seed of the spatial-block split.")
+    band_layout: Literal["model", "granite"] = Field(
+        _CHIPS.band_layout, description="Image chip bands: 'model' = B02..B07; 'granite' = granite-geospatial-"
+        "biomass's 10-band layout B01,B02..B07,B09,B10,B11 (uncomposited bands nodata), so granite's own config "
+        "runs on the export unchanged but for its data roots.")
+    esri_splits: bool = Field(_CHIPS.esri_splits, description="Also write esri_splits/{train,val,test}/: one "
+                              "complete ArcGIS Export Tiles folder per split (hard links), each loadable alone.")
 
     def chip_params(self) -> ChipParams:
         return ChipParams(chip_size=self.chip_size, stride=self.stride, min_labeled_pixels=self.min_labeled_pixels,
                           max_nodata_fraction=self.max_nodata_fraction,
                           split_fractions=tuple(self.split_fractions),  # type: ignore[arg-type]
-                          split_block_m=self.split_block_m, split_buffer_m=self.split_buffer_m, seed=self.seed)
+                          split_block_m=self.split_block_m, split_buffer_m=self.split_buffer_m, seed=self.seed,
+                          band_layout=self.band_layout, esri_splits=self.esri_splits)
 
 
 class ExportChipsParams(ChipOptions):

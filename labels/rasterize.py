@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.constants import LABEL_NODATA
+from core.constants import AGB_UNITS, LABEL_NODATA
 from core.files import atomic_path
 from core.grid import Grid
 
@@ -240,6 +240,7 @@ def write_label_cog(path: str | Path, raster: LabelRaster, grid: Grid, tags: dic
         ds.write(raster.count.astype(np.float32), 2)
         ds.set_band_description(1, "agbd")
         ds.set_band_description(2, "shot_count")
+        ds.units = (AGB_UNITS, "shots")  # GDAL band unit types
         ds.update_tags(**all_tags)
         ds.update_tags(1, BAND_NAME="agbd", UNITS="Mg/ha", STATISTIC="mean of GEDI L4A agbd of the shots in the pixel")
         ds.update_tags(2, BAND_NAME="shot_count", UNITS="shots", STATISTIC="number of shots averaged")

@@ -31,7 +31,8 @@ import rasterio
 import torch
 import yaml
 
-from core.constants import GRANITE_LABEL_NODATA, IMAGE_NODATA
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project (runs in .interop-venv)
+from core.constants import GRANITE_LABEL_NODATA, IMAGE_NODATA  # noqa: E402
 
 
 def _fail(msg: str) -> None:

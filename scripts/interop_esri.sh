@@ -9,10 +9,11 @@
 # 2. Uses the Esri folder given as the argument (or $ESRI_EXPORT), else exports the project's synthetic
 #    2-tile world with the project's exporter (main venv) and takes its esri/ folder.
 # 3. Runs scripts/interop_esri_check.py on it: arcgis.learn.prepare_data must detect an image-to-image
-#    (Pix2Pix) dataset with images/ as input and images2/ as target, multispectral, and load a batch.
+#    (Pix2Pix) dataset with images/ as input and images2/ as target, multispectral, and load a batch. Given
+#    an export folder, every Export Tiles folder of it is checked: esri/ and each esri_splits/<split>/.
 #
-# Usage: bash scripts/interop_esri.sh [--build-only] [ESRI_DIR]   (ESRI_DIR: an export's esri/ folder,
-#        or the export folder holding it)
+# Usage: bash scripts/interop_esri.sh [--build-only] [DIR]   (DIR: an export folder holding esri/, or one
+#        Export Tiles folder)
 # Env:   ESRI_VENV (default .esri-venv), ESRI_EXPORT, PY (python that creates the venv, default python3),
 #        MAIN_PY (the project's python for the synthetic export, default .venv/bin/python).
 set -euo pipefail
@@ -74,14 +75,28 @@ else
 fi
 [ "$BUILD_ONLY" = "1" ] && exit 0
 
+check_all() {  # an export folder (esri/ + esri_splits/*: every Export Tiles folder) or one Esri folder
+    local root="$1" rc=0 folders=()
+    if [ -f "$root/esri/esri_model_definition.emd" ]; then
+        folders=("$root/esri")
+        for f in "$root"/esri_splits/*/; do [ -f "$f/esri_model_definition.emd" ] && folders+=("${f%/}"); done
+    else
+        folders=("$root")
+    fi
+    for f in "${folders[@]}"; do
+        echo "[esri] == checking $f with arcgis.learn"
+        "$VENV/bin/python" "$ROOT/scripts/interop_esri_check.py" "$f" || rc=1
+    done
+    [ "$rc" = 0 ] && echo "[esri] ALL PASSED (${#folders[@]} folder(s))" || echo "[esri] FAILED"
+    return "$rc"
+}
 if [ -n "$EXPORT" ]; then
-    [ -f "$EXPORT/esri/esri_model_definition.emd" ] && EXPORT="$EXPORT/esri"
-    echo "[esri] checking $EXPORT with arcgis.learn"
-    exec "$VENV/bin/python" "$ROOT/scripts/interop_esri_check.py" "$EXPORT"
+    check_all "$EXPORT"
+    exit $?
 fi
 MAINPY="${MAIN_PY:-$ROOT/.venv/bin/python}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/interop-esri.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 echo "[esri] synthetic 2-tile world, default export"
-"$MAINPY" -m training.chips --demo "$WORK/world" --output-dir "$WORK/out" | tail -n 1 > "$WORK/result.json"
-"$VENV/bin/python" "$ROOT/scripts/interop_esri_check.py" "$WORK/out/chips/esri"
+"$MAINPY" -m chips.export --demo "$WORK/world" --output-dir "$WORK/out" | tail -n 1 > "$WORK/result.json"
+check_all "$WORK/out/chips"

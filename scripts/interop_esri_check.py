@@ -1,6 +1,8 @@
 """Load an Esri "Export Tiles" chip export with arcgis.learn and check it (run in .esri-venv).
 
 Usage: python scripts/interop_esri_check.py EXPORT_ESRI_DIR [--batch-size 2] [--keep-workdir]
+       [--val-split-pct P]   (default 0.1; below 10 chips the smallest share giving one validation chip,
+       as arcgis.learn raises IndexError when int(N * val_split_pct) is 0)
 
 arcgis.learn 2.4.4 ``prepare_data`` decides the dataset type from ``esri_accumulated_stats.json``
 ``MetaDataMode``; ``Export_Tiles`` with an ``images2/`` folder is an image-to-image (Pix2Pix) dataset with
@@ -139,13 +141,20 @@ def _gdal_read(path: Path) -> tuple[np.ndarray, float | None]:
     return (arr if arr.ndim == 3 else arr[None]), ds.GetRasterBand(1).GetNoDataValue()
 
 
-def load(work: Path, batch_size: int) -> Any:
+def val_split_pct(n_chips: int) -> float:
+    """arcgis.learn's default 0.1, or the smallest share giving it one validation chip (it fails with an
+    IndexError when int(n * val_split_pct) is 0, i.e. below 10 chips)."""
+    return 0.1 if n_chips >= 10 else min(0.5, (1.0 + 1e-6) / max(n_chips, 1))
+
+
+def load(work: Path, batch_size: int, pct: float) -> Any:
     os.cpu_count = lambda: 4  # arcgis.learn's Pix2Pix loader uses os.cpu_count() - 4 workers
     warnings.filterwarnings("ignore")
     from arcgis.learn import prepare_data
 
+    print(f"[esri] prepare_data({work.name}, batch_size={batch_size}, val_split_pct={pct:.3g})")
     try:
-        return prepare_data(str(work), batch_size=batch_size)
+        return prepare_data(str(work), batch_size=batch_size, val_split_pct=pct)
     except Exception as exc:  # report arcgis.learn's own error
         _fail(f"arcgis.learn.prepare_data({work}) raised {type(exc).__name__}: {exc}")
 
@@ -252,6 +261,8 @@ def main() -> int:
     ap.add_argument("export", type=Path, help="the export's Esri folder (holds esri_model_definition.emd)")
     ap.add_argument("--batch-size", type=int, default=2, help="prepare_data batch_size (> 1)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder prepare_data loads")
+    ap.add_argument("--val-split-pct", type=float, help="prepare_data val_split_pct (default 0.1, or the smallest "
+                                                        "share that gives one validation chip below 10 chips)")
     a = ap.parse_args()
     export = a.export.resolve()
     if (export / "esri" / REQUIRED[0]).is_file():
@@ -259,7 +270,11 @@ def main() -> int:
     emd, _ = check_layout(export)
     work = scratch_copy(export)
     try:
-        data = load(work, a.batch_size)
+        n_chips = len(list((export / "images").glob("*.tif")))
+        if n_chips < 2:
+            _fail(f"{export} holds {n_chips} chip: arcgis.learn needs at least one training and one validation "
+                  "chip in a folder")
+        data = load(work, a.batch_size, a.val_split_pct or val_split_pct(n_chips))
         n_bands = check_detection(data, emd, export)
         check_batches(data, n_bands, export)
     finally:

@@ -65,7 +65,8 @@ def test_result_and_contract(export: dict[str, Any]) -> None:
     assert meta["bands"] == ["B02", "B03", "B04", "B05", "B06", "B07"]
     assert meta["wavelengths_um"] == [0.49, 0.56, 0.665, 0.864, 1.61, 2.2]
     assert meta["chip_size"] == CS and meta["image_nodata"] == -9999 and meta["label_nodata"] == -9999
-    assert meta["layouts"] == {"esri": "esri", "terratorch": "terratorch"}
+    assert meta["layouts"] == {"esri": "esri", "terratorch": "terratorch", "esri_train": "esri_splits/train",
+                               "esri_val": "esri_splits/val", "esri_test": "esri_splits/test"}
     assert set(meta["stats"]["train"]) >= {"min", "max", "mean", "std"}
     assert sum(export.splits.values()) == export.n_chips == len(_chips(export))
     assert all(export.splits[s] > 0 for s in ("train", "val", "test"))
@@ -87,9 +88,10 @@ def test_chip_pixels_and_georeferencing_equal_source_windows(export: dict[str, A
             img, tr, crs = ds.read(), ds.transform, ds.crs
             assert ds.nodata == -9999 and ds.dtypes[0] == "float32" and ds.count == 6
             assert ds.descriptions == ("B02", "B03", "B04", "B05", "B06", "B07")
-        with rasterio.open(esri / "labels" / chip["esri"]) as ds:
+        with rasterio.open(esri / "images2" / chip["esri"]) as ds:
             lchip = ds.read(1)
             assert ds.nodata == -9999 and ds.transform == tr and ds.count == 1
+            assert ds.units == ("Mg/ha",) and ds.descriptions == ("agbd",)  # GDAL band unit type
         with rasterio.open(comp) as src:
             assert crs == src.crs
             bounds = rasterio.transform.array_bounds(CS, CS, tr)
@@ -149,7 +151,7 @@ def test_audit_finds_planted_leakage(export: dict[str, Any], tmp_path: Path) -> 
     rows = json.loads((root / "split.json").read_text())["chips"]
     train = next(r for r in rows if r["split"] == "train")
     val = next(r for r in rows if r["split"] == "val")
-    with rasterio.open(root / "esri" / "labels" / train["esri"]) as ds:
+    with rasterio.open(root / "esri" / "images2" / train["esri"]) as ds:
         r, c = (int(v[0]) for v in np.nonzero(ds.read(1) != -9999))
         x, y = ds.xy(r, c)
     # move the val chip's georeferencing so that one of its labelled pixels sits 30 m from (x, y)
@@ -176,7 +178,7 @@ def test_a_position_serves_several_splits_with_one_image_and_disjoint_labels(exp
         for c in copies:
             with rasterio.open(esri / "images" / c["esri"]) as ds:
                 np.testing.assert_array_equal(ds.read(), first)
-            with rasterio.open(esri / "labels" / c["esri"]) as ds:
+            with rasterio.open(esri / "images2" / c["esri"]) as ds:
                 seen += ds.read(1) != -9999
         assert seen.max() == 1  # no pixel labelled in two copies
 
@@ -216,7 +218,7 @@ def test_terratorch_layout(export: dict[str, Any]) -> None:
             chip = by_index[int(m.group(2))]
             assert chip["split"] == split and chip["tile"] == m.group(1)
             assert os.path.samefile(i, esri / "images" / chip["esri"])  # hard link to the Esri chip
-            assert os.path.samefile(la, esri / "labels" / chip["esri"])
+            assert os.path.samefile(la, esri / "images2" / chip["esri"])
     cfg = yaml.safe_load(Path(export.terratorch_config).read_text())
     data = cfg["data"]["init_args"]
     assert cfg["data"]["class_path"].endswith("GenericNonGeoPixelwiseRegressionDataModule")
@@ -251,9 +253,9 @@ def test_esri_files(export: dict[str, Any]) -> None:
     assert lines[-1] == b"" and b"\n" not in raw.replace(b"\r\n", b"")
     assert len(lines) - 1 == export.n_chips
     for ln in lines[:-1]:
-        m = re.fullmatch(rb"images\\(\d{12}\.tif) labels\\(\d{12}\.tif) ", ln)
+        m = re.fullmatch(rb"images\\(\d{12}\.tif) images2\\(\d{12}\.tif) ", ln)
         assert m and m.group(1) == m.group(2)
-        assert (esri / "images" / m.group(1).decode()).exists() and (esri / "labels" / m.group(1).decode()).exists()
+        assert (esri / "images" / m.group(1).decode()).exists() and (esri / "images2" / m.group(1).decode()).exists()
         assert (esri / "images" / m.group(1).decode().replace(".tif", ".tfw")).exists()
     assert (esri / "stats.txt").read_bytes().startswith(f"images = {export.n_chips} *6*{CS}*{CS}\r\n".encode())
     emd = json.loads((esri / "esri_model_definition.emd").read_text())
@@ -310,10 +312,14 @@ def test_label_nodata_minus_one_and_extra_band(world: Path, tmp_path: Path) -> N
 def test_default_size_export(tmp_path: Path) -> None:
     g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 460, 4450000 + 30 * 460))
     write_pair(tmp_path / "in", g, compress=None)
-    res = run_export(composites=[tmp_path / "in/composites/10TEK/2021-06-01_2021-09-30.tif"],
-                       labels=[tmp_path / "in/labels/10TEK/2021-06-01_2021-09-30.tif"],
-                       output_dir=tmp_path / "out", split_block_m=3000)
-    assert res.n_chips >= 1
+    kw = dict(composites=[tmp_path / "in/composites/10TEK/2021-06-01_2021-09-30.tif"],
+              labels=[tmp_path / "in/labels/10TEK/2021-06-01_2021-09-30.tif"], split_block_m=3000)
+    # one training chip: TerraTorch cannot train on it (a batch of one fails in BatchNorm), so the default
+    # layouts are refused with the reason; the Esri layout alone is written
+    with pytest.raises(ChipExportError, match=r"only 1 training chip .*TerraTorch layout needs at least 2"):
+        run_export(**kw, output_dir=tmp_path / "tt")
+    res = run_export(**kw, output_dir=tmp_path / "out", layouts=("esri",))
+    assert res.n_chips >= 1 and res.splits["train"] == 1
     with rasterio.open(Path(res.esri_dir) / "images" / "000000000000.tif") as ds:
         assert (ds.width, ds.height, ds.count) == (224, 224, 6)
 
@@ -386,9 +392,9 @@ def test_negative_label_fill_under_other_tag_is_unlabelled(tmp_path: Path) -> No
     with rasterio.open(lab, "r+") as ds:
         ds.nodata = -9999
     res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", chip_size=CS,
-                     split_block_m=1000, split_buffer_m=100, split_fractions=(1.0, 0.0, 0.0))
+                     split_block_m=1000, split_buffer_m=100, split_fractions=(1.0, 0.0, 0.0), layouts=("esri",))
     assert res.label_nodata == -9999
-    for f in (Path(res.esri_dir) / "labels").glob("*.tif"):
+    for f in (Path(res.esri_dir) / "images2").glob("*.tif"):
         with rasterio.open(f) as ds:
             a = ds.read(1)
         assert not (a == -1).any() and (a == -9999).any() and (a >= 0).any()
@@ -422,7 +428,7 @@ def test_chip_profile_matches_real_granite_chip(tmp_path: Path) -> None:
     real = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "chips_granite"
     if not real.is_dir():
         pytest.skip(f"real granite chip not found at {real}")
-    g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 460, 4450000 + 30 * 460))
+    g = mgrs_tile_grid("10TEK").clip((520000, 4450000, 520000 + 30 * 700, 4450000 + 30 * 700))
     comp, lab = write_pair(tmp_path, g, compress=None)
     res = run_export(composites=[comp], labels=[lab], output_dir=tmp_path / "out", split_block_m=3000)
     tt = Path(res.terratorch_dir)

@@ -41,13 +41,15 @@ def test_fast_writer_matches_rasterio(tmp_path: Path, bands: int, epsg: int, nod
     arr = rng.normal(1000, 300, size=(bands, 37, 41)).astype(np.float32)
     arr[0, 0, :3] = -9999
     desc = [f"band <{i}> & co" for i in range(bands)]
+    units = ["Mg/ha", *[f"u<{i}>" if i % 2 else "" for i in range(1, bands)]]  # GDAL band unit types
     fast = tmp_path / "fast.tif"
     ref = tmp_path / "ref.tif"
-    write_geotiff(fast, arr, epsg, transform, nodata, desc)
+    write_geotiff(fast, arr, epsg, transform, nodata, desc, units)
     with rasterio.open(ref, "w", driver="GTiff", width=41, height=37, count=bands, dtype="float32",
                        crs=f"EPSG:{epsg}", transform=Affine(*transform), nodata=nodata, interleave="band") as ds:
         ds.write(arr)
         ds.descriptions = tuple(desc)
+        ds.units = tuple(units)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # GDAL/rasterio must not warn about the fast file
         with rasterio.open(fast) as a, rasterio.open(ref) as b:
@@ -56,11 +58,12 @@ def test_fast_writer_matches_rasterio(tmp_path: Path, bands: int, epsg: int, nod
             assert a.transform == b.transform
             assert a.nodata == b.nodata
             assert a.descriptions == b.descriptions
+            assert a.units == b.units and a.units[0] == "Mg/ha"
             assert a.tags(ns="IMAGE_STRUCTURE") .get("COMPRESSION") is None
             np.testing.assert_array_equal(a.read(), arr)
             if nodata is not None:
                 assert int(a.read(1, masked=True).mask.sum()) == int((arr[0] == nodata).sum())
-    assert fast.read_bytes() == geotiff_bytes(arr, epsg, transform, nodata, desc)
+    assert fast.read_bytes() == geotiff_bytes(arr, epsg, transform, nodata, desc, units)
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "aoi": aoi, "items": items, "items_json": str(items_json)}
 
 
+def _assets_of(item: dict) -> list[str]:
+    """The six assets the reference reads: L30 B02..B07, S30 B02 B03 B04 B8A B11 B12 (by the item id)."""
+    return list(BANDS) if item["id"].startswith("HLS.L30.") else ["B02", "B03", "B04", "B8A", "B11", "B12"]
+
+
 def reference(items: list[dict], grid: Grid, masked_bits: tuple[int, ...], high_aerosol: bool,
               min_obs: int) -> np.ndarray:
     """Masked mean straight from the files: float64, explicit bit tests, no engine code."""
@@ -95,7 +100,7 @@ def reference(items: list[dict], grid: Grid, masked_bits: tuple[int, ...], high_
         re_, ce = min(r0 + h, fm.shape[0]), min(c0 + w, fm.shape[1])
         dst = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
         full[dst] = fm[rs:re_, cs:ce]
-        for i, b in enumerate(BANDS):
+        for i, b in enumerate(_assets_of(it)):
             with rasterio.open(it["assets"][b]["href"]) as ds:
                 vals[i][dst] = ds.read(1)[rs:re_, cs:ce]
         ok = full != 255
@@ -158,7 +163,10 @@ def test_tags_sidecar_and_rerun_skip(world, tmp_path):
         assert json.loads(tags["SCENE_IDS"]) == first.scenes_used
         assert tags["MASKED_BITS"] == "1:cloud,2:adjacent,3:shadow"
         assert tags["SCALE_FACTOR"] == "0.0001" and "SOFTWARE_VERSION" in tags
-        assert ds.descriptions == ("Blue", "Green", "Red", "NIR_Narrow", "SWIR1", "SWIR2", "count")
+        assert ds.descriptions == ("B02", "B03", "B04", "B05", "B06", "B07", "count")
+        assert [ds.tags(i)["BAND_NAME"] for i in range(1, 7)] == ["Blue", "Green", "Red", "NIR_Narrow", "SWIR1",
+                                                                  "SWIR2"]
+        assert ds.tags(4)["COMMON_NAME"] == "NIR_NARROW" and ds.tags(4)["SOURCE_ASSETS"] == "HLSL30_2.0:B05"
         assert [ds.tags(i)["WAVELENGTH_UM"] for i in range(1, 7)] == ["0.49", "0.56", "0.665", "0.864", "1.61", "2.2"]
         assert ds.scales[:6] == (0.0001,) * 6
         assert ds.profile["blockxsize"] == 256 and ds.profile["compress"] == "zstd"
@@ -209,22 +217,33 @@ def test_corrupt_asset_is_skipped_with_reason_or_fails(world, tmp_path):
                        output_dir=str(tmp_path / "h"), options=CompositeOptions(chunk_size=256), threads=2)
 
 
-def test_grid_mismatch_is_a_clear_error(world, tmp_path):
-    item = json.loads(json.dumps(next(it for it in world["items"] if "T10TEK" in it["id"])))
+def test_scene_on_another_grid_or_crs_is_skipped_and_recorded(world, tmp_path):
+    """One odd scene costs that scene, not the tile (on_read_error='skip'); 'fail' names it."""
+    items = [json.loads(json.dumps(it)) for it in world["items"] if "T10TEK" in it["id"]]
     fk_href = next(it for it in world["items"] if "T10TFK" in it["id"])["assets"]["Fmask"]["href"]
-    item["assets"]["Fmask"]["href"] = fk_href  # same zone, but a file of another scene grid window
-    with pytest.raises(CompositeError, match="different grid"):
-        composite_tile(tile="10TEK", items=[item], aoi=world["aoi"], season="2021-06-01/2021-09-30",
-                       output_dir=str(tmp_path), options=CompositeOptions(chunk_size=256), threads=1)
-    item2 = json.loads(json.dumps(item))
+    items[1]["assets"]["Fmask"]["href"] = fk_href  # same zone, but a file of another scene grid window
     wrong = mgrs_tile_grid("11TKE").clip((200_000, 4_440_000, 203_000, 4_443_000))
-    bands = {b: np.zeros(wrong.shape, np.int16) for b in BANDS}
-    other = write_scene(tmp_path / "z11", "HLS.L30.T11TKE.2021161T184447.v2.0", wrong, bands,
-                        np.zeros(wrong.shape, np.uint8), "2021-06-10T18:44:47Z", 0)
-    item2["assets"] = other["assets"]
-    with pytest.raises(CompositeError, match="EPSG:32611 is not the tile's EPSG:32610"):
-        composite_tile(tile="10TEK", items=[item2], aoi=world["aoi"], season="2021-06-01/2021-09-30",
-                       output_dir=str(tmp_path), options=CompositeOptions(chunk_size=256), threads=1)
+    other = write_scene(tmp_path / "z11", "HLS.L30.T10TEK.2021190T184447.v2.0", wrong,
+                        {b: np.zeros(wrong.shape, np.int16) for b in BANDS}, np.zeros(wrong.shape, np.uint8),
+                        "2021-06-10T18:44:47Z", 0)  # a scene of tile 10TEK written in zone 11
+    kw = dict(tile="10TEK", aoi=world["aoi"], season="2021-06-01/2021-09-30", threads=1)
+    t = composite_tile(items=[*items, other], output_dir=str(tmp_path / "o"),
+                       options=CompositeOptions(chunk_size=256), **kw)
+    skipped = {s["id"]: s for s in t.scenes_skipped}
+    assert set(skipped) == {items[1]["id"], other["id"]}
+    assert "different grid than the scene's other assets" in skipped[items[1]["id"]]["reason"]
+    assert skipped[other["id"]]["asset"] == "B02"
+    assert "CRS EPSG:32611 is not the tile's EPSG:32610" in skipped[other["id"]]["reason"]
+    good = [it for i, it in enumerate(items) if i != 1]
+    with rasterio.open(t.path) as ds:
+        np.testing.assert_array_equal(ds.read(7), reference(good, Grid.from_dict(t.grid), (1, 2, 3), False, 1)[6])
+    side = json.loads(Path(t.sidecar).read_text())
+    assert {s["id"] for s in side["scenes_skipped"]} == set(skipped)
+    with pytest.raises(CompositeError, match=r"tile 10TEK: scene .* EPSG:32611 is not the tile's EPSG:32610"):
+        composite_tile(items=[items[0], other], output_dir=str(tmp_path / "f"),
+                       options=CompositeOptions(chunk_size=256, on_read_error="fail"), **kw)
+    with pytest.raises(CompositeError, match="no readable scene.*EPSG:32611"):
+        composite_tile(items=[other], output_dir=str(tmp_path / "g"), options=CompositeOptions(chunk_size=256), **kw)
 
 
 WINDOW_CASES = [  # (clear blocks pattern, r0, c0, shape, expected windows)

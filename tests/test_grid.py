@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import rasterio
 
-from core.grid import Grid, GridError, epsg_of, mgrs_square_origin, mgrs_tile_grid, tile_of_item_id
+from core.grid import (
+    Grid,
+    GridError,
+    epsg_of,
+    mgrs_square_origin,
+    mgrs_tile_grid,
+    northing_offset,
+    tile_of_item_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,3 +95,26 @@ def test_tile_of_item_id() -> None:
     assert tile_of_item_id("HLS.L30.T19LBJ.2020239T144556.v2.0.B01.tif") == "19LBJ"
     with pytest.raises(GridError):
         tile_of_item_id("GEDI04_A_2019117051430_O02102_01_T04603_02_002_02_V002.h5")
+
+
+@pytest.mark.parametrize(("crs", "expected"), [
+    ("hls-north:32619", 32619), ("hls-south:32619", 32719), ("EPSG:32719", 32719), ("EPSG:9265", 9265),
+    ("EPSG:26910", 26910), ("EPSG:32606", 32606),
+])
+def test_epsg_of_utm_north_and_south(crs: str, expected: int) -> None:
+    """HLS-style authority-less WKTs of both hemispheres; PROJ alone ties the southern one with POSGAR 2007."""
+    from sampleworld.synthetic.scenes import hls_wkt
+
+    kind, _, code = crs.partition(":")
+    wkt = hls_wkt(int(code)) if kind.startswith("hls") else crs
+    if kind == "hls-south":
+        wkt = wkt.replace("Northern", "Southern").replace('"false_northing",0', '"false_northing",10000000')
+    assert epsg_of(wkt) == expected
+
+
+@pytest.mark.parametrize(("file_epsg", "grid_epsg", "offset"), [
+    (32619, 32619, 0.0), (32719, 32619, -10_000_000.0), (32718, 32619, None), (32611, 32610, None),
+    (None, 32610, None), (32619, 32719, None),
+])
+def test_northing_offset(file_epsg: int | None, grid_epsg: int, offset: float | None) -> None:
+    assert northing_offset(file_epsg, grid_epsg) == offset

@@ -66,6 +66,7 @@ def test_predict_map_writes_a_cog_on_the_composite_grid(tmp_path):
     with rasterio.open(exp["composite"]) as c, rasterio.open(out.map) as m:
         assert (m.crs, m.transform, m.width, m.height) == (c.crs, c.transform, c.width, c.height)
         assert m.nodata == -9999.0 and m.dtypes == ("float32",) and m.tags()["UNITS"] == "Mg/ha"
+        assert m.units == ("Mg/ha",)  # GDAL band unit type
         assert m.profile["tiled"] and m.overviews(1) == [] and m.profile["compress"] == "deflate"
         agb, comp = m.read(1), c.read(1)
     assert np.array_equal(agb == -9999.0, comp == -9999.0)
@@ -74,6 +75,22 @@ def test_predict_map_writes_a_cog_on_the_composite_grid(tmp_path):
     again = predict_map(checkpoint=res.best_checkpoint, composite=exp["composite"],
                         output_dir=str(tmp_path / "maps"), crop=64, stride=48)
     assert again.skipped is True
+    # bands are matched by name: the same bands in another order give the same map; other bands are an error
+    shuffled, other = tmp_path / "shuffled" / "10TEK.tif", tmp_path / "other" / "10TEK.tif"
+    with rasterio.open(exp["composite"]) as c:
+        data, profile, desc = c.read(), c.profile, c.descriptions
+    order = [6, 5, 3, 4, 2, 1, 0]
+    for path, names in ((shuffled, [desc[i] for i in order]), (other, ["red", "green", "blue", "nir", "swir16",
+                                                                         "swir22", "count"])):
+        path.parent.mkdir()
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data[order] if path == shuffled else data)
+            dst.descriptions = tuple(names)
+    moved = predict_map(checkpoint=res.best_checkpoint, composite=str(shuffled), crop=64, stride=48)
+    with rasterio.open(moved.map) as m:
+        np.testing.assert_array_equal(m.read(1), agb)
+    with pytest.raises(MappingError, match=r"other/10TEK\.tif: the model needs bands \['B02'.*'red', 'green'"):
+        predict_map(checkpoint=res.best_checkpoint, composite=str(other), crop=64, stride=48)
 
 
 def test_missing_composite_is_named(tmp_path):

@@ -89,7 +89,7 @@ def test_label_cog_bands_tags_and_nodata(tmp_path) -> None:
                            {"SEASON": "2023-06-01_2023-09-30", "GRANULE_IDS": ["a", "b"]})
     with rasterio.open(path) as ds:
         assert ds.count == 2 and ds.dtypes == ("float32", "float32") and ds.nodata == -1.0
-        assert ds.descriptions == ("agbd", "shot_count")
+        assert ds.descriptions == ("agbd", "shot_count") and ds.units == ("Mg/ha", "shots")
         assert Grid.from_raster(str(path)) == GRID
         assert ds.read(1)[0, 0] == 12.5 and ds.read(2)[0, 0] == 1 and ds.read(1)[2, 3] == -1.0
         tags = ds.tags()

@@ -67,7 +67,9 @@ def read_export(export: str | Path) -> ExportInfo:
     """The export's manifest (strict, :class:`chips.manifest.ExportManifest`) and its train statistics."""
     man = ExportManifest.read(export)
     mean, std = man.train_mean_std()
-    if any(not np.isfinite(s) or s <= 0 for s in std):
+    counts = man.stats["train"].get("count") or [1] * len(std)
+    # bands without a valid training pixel (granite layout's B01, B09, B10, B11 placeholders) have no std
+    if any(not np.isfinite(s) or s <= 0 for s, n in zip(std, counts, strict=True) if n):
         raise ExportError(f"{Path(export) / MANIFEST_NAME}: train std must be positive, got {std}")
     label_mean = (man.label_stats.get("train") or {}).get("mean")
     if isinstance(label_mean, list) and label_mean:  # per label band: the first is agbd

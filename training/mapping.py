@@ -23,7 +23,8 @@ import rasterio
 import rasterio.shutil
 import torch
 
-from core.constants import IMAGE_NODATA
+from core.bands import find_bands
+from core.constants import AGB_UNITS, IMAGE_NODATA
 from core.contracts import Contract
 from core.files import atomic_path
 from training.checkpoint import load_model
@@ -81,12 +82,14 @@ def tiled_predict(net: BiomassModel, image: np.ndarray, *, crop: int = 224, stri
 
 
 def _select_bands(src: Any, bands: list[str], path: Path) -> tuple[list[int], str]:
-    names = [d or "" for d in src.descriptions]
-    if all(b in names for b in bands):
-        return [names.index(b) + 1 for b in bands], "by description"
-    if src.count < len(bands):
-        raise MappingError(f"{path} has {src.count} bands, the model needs {len(bands)} ({bands})")
-    return list(range(1, len(bands) + 1)), "by position (band descriptions do not name the model's bands)"
+    """Positions of the model's bands in the composite, by band description (never by position)."""
+    idx, missing = find_bands(src.descriptions, bands)
+    if missing:
+        raise MappingError(
+            f"{path}: the model needs bands {bands}, found by band description; the composite's bands are "
+            f"{list(src.descriptions)} (missing {missing}). Composites of this project describe their bands "
+            f"B02..B07 (+ count); set the band descriptions of another raster to the model's band ids")
+    return idx, "by description"
 
 
 def _tile_of(path: Path, tags: dict[str, str]) -> str:
@@ -111,8 +114,9 @@ def _write_cog(dst: Path, data: np.ndarray, profile: dict[str, Any], tags: dict[
                                blockysize=256) as out:
                 out.write(data[None])
                 out.set_band_description(1, "agb")
+                out.units = (AGB_UNITS,)  # GDAL band unit type
                 out.update_tags(**tags)
-                out.update_tags(1, UNITS="Mg/ha")
+                out.update_tags(1, UNITS=AGB_UNITS)
             rasterio.shutil.copy(str(gtiff), str(tmp), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
                                  BLOCKSIZE=256, OVERVIEW_RESAMPLING="AVERAGE")
         finally:

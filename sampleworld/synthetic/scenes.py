@@ -1,9 +1,12 @@
 """Small HLS-format scenes for tests and quick benchmarks (not the sample world).
 
-Files look like real HLS L30 v2.0 granule assets: single-band tiled (256 px) deflate GeoTIFFs, int16
-reflectance x 10000 with nodata -9999, Fmask uint8 with fill 255, CRS written as HLS's authority-less
-"UTM Zone N, Northern Hemisphere" WKT, file name ``<id>.<ASSET>.tif``; items are plain dicts shaped like
-CMR-STAC items (no ``type``, no ``proj:*``, only ``eo:cloud_cover`` and the datetimes).
+Files look like real HLS v2.0 granule assets (L30 or S30, by the item id ``HLS.L30.``/``HLS.S30.``):
+single-band tiled (256 px) deflate GeoTIFFs, int16 reflectance x 10000 with nodata -9999, Fmask uint8 with
+fill 255, CRS written as HLS's authority-less "UTM Zone N, Northern Hemisphere" WKT (a grid in another CRS,
+e.g. EPSG:327NN, is written with its EPSG code), file name ``<id>.<ASSET>.tif``; items are plain dicts
+shaped like CMR-STAC items (no ``type``, no ``proj:*``, only ``eo:cloud_cover`` and the datetimes) with
+the collection of their id. S30 scenes use S30's asset names (``S30_ASSETS``: B8A is NIR-narrow, B11/B12
+SWIR, B05-B07 red edge).
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from core.constants import HLS_NODATA
+from core.bands import collection_of_item
+from core.constants import HLS_L30, HLS_NODATA
 from core.grid import Grid
+
+# Reflective assets of each collection's granules (HLS v2.0 user guide), besides Fmask and the angles.
+L30_ASSETS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B09", "B10", "B11")
+S30_ASSETS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 
 HLS_WKT = (
     'PROJCS["UTM Zone {zone}, Northern Hemisphere",GEOGCS["Unknown datum based upon the WGS 84 ellipsoid",'
@@ -43,8 +51,9 @@ def write_asset(path: Path, array: np.ndarray, grid: Grid, nodata: float, tags: 
     from rasterio.enums import Resampling
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    crs = CRS.from_wkt(hls_wkt(grid.epsg)) if 32601 <= grid.epsg <= 32660 else CRS.from_epsg(grid.epsg)
     with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=1,
-                       dtype=array.dtype, crs=CRS.from_wkt(hls_wkt(grid.epsg)), transform=grid.affine,
+                       dtype=array.dtype, crs=crs, transform=grid.affine,
                        nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="deflate") as ds:
         ds.write(array, 1)
         if tags:
@@ -58,7 +67,8 @@ def write_asset(path: Path, array: np.ndarray, grid: Grid, nodata: float, tags: 
 
 def write_scene(root: Path, item_id: str, grid: Grid, bands: dict[str, np.ndarray], fmask: np.ndarray,
                 datetime: str, cloud_cover: float, footprint: list[list[float]] | None = None) -> dict[str, Any]:
-    """Write ``<root>/<id>/<id>.<ASSET>.tif`` for the given bands + Fmask; return a CMR-STAC-like item."""
+    """Write ``<root>/<id>/<id>.<ASSET>.tif`` for the given bands (asset key -> int16 array) + Fmask;
+    return a CMR-STAC-like item whose ``collection`` follows the id (``HLS.S30.`` -> ``HLSS30_2.0``)."""
     folder = root / item_id
     assets: dict[str, Any] = {}
     for key, arr in bands.items():
@@ -76,7 +86,8 @@ def write_scene(root: Path, item_id: str, grid: Grid, bands: dict[str, np.ndarra
             "properties": {"datetime": datetime, "start_datetime": datetime, "end_datetime": datetime,
                            "eo:cloud_cover": cloud_cover},
             "geometry": {"type": "Polygon", "coordinates": [ring]}, "links": [], "assets": assets,
-            "bbox": [min(xs), min(ys), max(xs), max(ys)], "stac_extensions": [], "collection": "HLSL30_2.0"}
+            "bbox": [min(xs), min(ys), max(xs), max(ys)], "stac_extensions": [],
+            "collection": collection_of_item({"id": item_id}) or HLS_L30}
 
 
 def _lonlat_ring(grid: Grid) -> list[list[float]]:
