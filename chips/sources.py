@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from core.area import AoiError, parse_season_label
 from core.bands import BAND_NAMES, ESRI_BAND_NAMES, MODEL_BANDS, WAVELENGTHS_UM
 from core.constants import LABEL_NODATA, LABEL_NODATA_CHOICES
 from core.grid import Grid, GridError, epsg_of, normalise_tile
@@ -55,12 +56,14 @@ def _as_path_list(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str
 
 
 def _tile_season(path: Path, tags: dict[str, str]) -> tuple[str, str]:
+    """(tile, season label) from the MGRS_TILE/SEASON tags, else the ``<TILE>/<SEASON>.tif`` path; both must
+    follow their grammar (an MGRS tile id, ``YYYY-MM-DD_YYYY-MM-DD``) or the raster is refused."""
     tile = tags.get("MGRS_TILE") or path.parent.name
     season = tags.get("SEASON") or path.stem
     try:
-        return normalise_tile(tile), season
-    except GridError as exc:
-        raise ChipExportError(f"{path}: {exc}") from None
+        return normalise_tile(tile), parse_season_label(season, "SEASON tag (or file name)").label
+    except (GridError, AoiError) as exc:
+        raise ChipExportError(f"{path}: {exc}; refused (tile and season name and pair the chips)") from None
 
 
 def _resolve_extra(path: Path, ds: Any, extra: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
