@@ -106,6 +106,23 @@ def _fetch(stac_url: str, collection: str, bboxes: list[tuple[float, ...]], seas
     return items, stats
 
 
+def _select(items: list[dict[str, Any]], max_cloud_cover: float | None, seas: Season, geom: Any, collection: str,
+            stac_url: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(kept items, counts of dropped items per reason); an item whose id is no HLS id is refused."""
+    kept, dropped = [], {"cloud": 0, "season": 0, "aoi": 0, "collection": 0}
+    for it in items:
+        why = keep_item(it, max_cloud_cover, seas, geom, collection)
+        if why:
+            dropped[why] += 1
+            continue
+        try:
+            tile_of_item_id(it["id"])
+        except GridError as exc:
+            raise SearchError(f"{stac_url}: item {it['id']!r} is not an HLS granule id ({exc})") from None
+        kept.append(it)
+    return kept, dropped
+
+
 def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_dir: str,
                options: SearchOptions = SearchOptions(), retries: RetryPolicy | dict[str, Any] | None = None,
                server_cloud_filter: bool | None = None, refresh: bool = False) -> SearchResult:
@@ -133,17 +150,7 @@ def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_
             return SearchResult.from_dict({**saved["result"], "reused": True})
     items, stats = _fetch(stac_url, collection, search_bboxes(geom), seas, limit, max_items, max_cloud_cover, policy,
                           server_cloud_filter)
-    kept, dropped = [], {"cloud": 0, "season": 0, "aoi": 0, "collection": 0}
-    for it in items:
-        why = keep_item(it, max_cloud_cover, seas, geom, collection)
-        if why:
-            dropped[why] += 1
-        else:
-            try:
-                tile_of_item_id(it["id"])
-            except GridError as exc:
-                raise SearchError(f"{stac_url}: item {it['id']!r} is not an HLS granule id ({exc})") from None
-            kept.append(it)
+    kept, dropped = _select(items, max_cloud_cover, seas, geom, collection, stac_url)
     if not kept:  # an empty search is no result: the previous run's search record is left as it was
         raise SearchError(f"HLS search at {stac_url} (collection {collection}) found no usable item for the area "
                           f"{[round(v, 5) for v in geom.bounds]} in {seas.label}: {stats['n_returned']} returned, "
