@@ -80,7 +80,7 @@ def read_gedi_granule(granule: str, *, aoi: Any, filters: dict[str, Any], output
     inputs = {"href": granule, "aoi": geom.wkt, "filters": flt.to_dict()}
     try:
         folder = contained(output_dir, "labels", "granules", what="granule name")
-        parquet, sidecar = contained(folder, f"{gid}.parquet"), contained(folder, f"{gid}.json")
+        parquet, sidecar = (contained(folder, f"{gid}{ext}", what="granule file name") for ext in (".parquet", ".json"))
     except UnsafePathError as exc:
         if on_read_error == "skip":
             log.warning("skipping granule %r: %s", granule, exc)
