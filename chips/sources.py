@@ -66,6 +66,15 @@ def _tile_season(path: Path, tags: dict[str, str]) -> tuple[str, str]:
         raise ChipExportError(f"{path}: {exc}; refused (tile and season name and pair the chips)") from None
 
 
+def _tags(path: Path) -> dict[str, str]:
+    """The dataset tags of a raster; :class:`ChipExportError` naming the file when it is not one GDAL reads."""
+    try:
+        with rasterio.open(path) as ds:
+            return dict(ds.tags())
+    except rasterio.errors.RasterioIOError as exc:
+        raise ChipExportError(f"{path}: not a readable raster ({exc})") from None
+
+
 def _resolve_extra(path: Path, ds: Any, extra: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
     descs = [(d or "").lower() for d in ds.descriptions]
     idx: list[int] = []
@@ -123,8 +132,7 @@ def discover_sources(composites: Any, labels: Any, extra_bands: Sequence[str] = 
     for lab in labs:
         if not lab.is_file():
             raise ChipExportError(f"label raster not found: {lab}")
-        with rasterio.open(lab) as ds:
-            key = _tile_season(lab, ds.tags())
+        key = _tile_season(lab, _tags(lab))
         if key in by_key:
             raise ChipExportError(f"two label rasters for tile {key[0]} season {key[1]}: {by_key[key]}, {lab}")
         by_key[key] = lab
@@ -132,8 +140,7 @@ def discover_sources(composites: Any, labels: Any, extra_bands: Sequence[str] = 
     for comp in comps:
         if not comp.is_file():
             raise ChipExportError(f"composite not found: {comp}")
-        with rasterio.open(comp) as ds:
-            tile, season = _tile_season(comp, ds.tags())
+        tile, season = _tile_season(comp, _tags(comp))
         lab = by_key.pop((tile, season), None)
         if lab is None:
             raise ChipExportError(f"{comp}: no label raster for tile {tile} season {season}")

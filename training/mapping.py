@@ -167,6 +167,8 @@ def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = Non
     comp = Path(composite)
     if not comp.is_file():
         raise MappingError(f"composite {comp} does not exist")
+    if not Path(checkpoint).is_file():
+        raise MappingError(f"checkpoint {checkpoint} does not exist")
     dev = resolve_device(device)
     with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
         return _predict(Path(checkpoint), comp, output_dir, model, dev, batch_size, crop, stride, allow_partial)
