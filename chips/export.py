@@ -55,7 +55,7 @@ from chips.terratorch import (
     write_config,
 )
 from core.constants import AGB_UNITS, HLS_L30, IMAGE_NODATA
-from core.files import atomic_path
+from core.files import UnsafePathError, atomic_path, contained
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,10 @@ def export_chips(*, composites: Any, labels: Any, output_dir: str | os.PathLike[
     t0 = time.perf_counter()
     sources = discover_sources(composites, labels, params.extra_bands)
     lnd = label_nodata_of(sources, params.label_nodata)
-    final = Path(output_dir) / export_name
+    try:
+        final = contained(output_dir, export_name, what="export_name")
+    except UnsafePathError as exc:
+        raise ChipExportError(str(exc)) from None
     manifest = final / "chips_export.json"
     fp = _fingerprint(sources, params, lnd)
     if manifest.exists() and not overwrite:

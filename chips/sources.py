@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from core.area import AoiError, parse_season_label
 from core.bands import BAND_NAMES, MODEL_BANDS
 from core.constants import LABEL_NODATA, LABEL_NODATA_CHOICES
 from core.grid import Grid, GridError, epsg_of, normalise_tile
@@ -55,6 +56,15 @@ def _as_path_list(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str
             return files
         return [p]
     return [Path(v) for v in value]
+
+
+def _tags(path: Path) -> dict[str, str]:
+    """The dataset tags of a raster; :class:`ChipExportError` naming the file when it is not one GDAL reads."""
+    try:
+        with rasterio.open(path) as ds:
+            return dict(ds.tags())
+    except rasterio.errors.RasterioIOError as exc:
+        raise ChipExportError(f"{path}: not a readable raster ({exc})") from None
 
 
 def _resolve_extra(path: Path, ds: Any, extra: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -121,20 +131,18 @@ class _Raster:
                 f"MGRS_TILE {self.tile})")
 
 
-def _tag_tile(value: str | None) -> str | None:
-    try:
-        return normalise_tile(value) if value else None
-    except GridError:
-        return value
-
-
 def _raster(path: Path, kind: str) -> _Raster:
     if not path.is_file():
         raise ChipExportError(f"{kind} not found: {path}")
+    tags = _tags(path)
+    try:  # a tag that is present must follow its grammar: tile and season name the chips and records
+        tile = normalise_tile(tags["MGRS_TILE"]) if tags.get("MGRS_TILE") else None
+        season = parse_season_label(tags["SEASON"], "SEASON tag").label if tags.get("SEASON") else None
+    except (GridError, AoiError) as exc:
+        raise ChipExportError(f"{path}: {exc}; refused (tile and season name the chips)") from None
     with rasterio.open(path) as ds:
-        tags = ds.tags()
         grid = (epsg_of(ds.crs), tuple(round(v, 6) for v in tuple(ds.transform)[:6]), ds.width, ds.height)
-    return _Raster(path, grid, tags.get("SEASON") or None, _tag_tile(tags.get("MGRS_TILE")))
+    return _Raster(path, grid, season, tile)
 
 
 _TAGS = (("season", "SEASON"), ("tile", "MGRS_TILE"))
@@ -168,17 +176,20 @@ def pair_rasters(comps: Sequence[Path], labs: Sequence[Path], strict_labels: boo
     """Composite/label pairs by grid identity (CRS, transform, shape) and SEASON / MGRS_TILE tags (never by
     file name).
 
-    A single composite and a single label raster always pair (their grids are checked when opened). A
+    A single composite and a single label raster pair whatever their names (their grids are checked when
+    opened; contradicting SEASON or MGRS_TILE tags are an error). A
     composite with no label raster on its grid, or with several and no unique tag match, or two
     composites claiming one label raster is an error naming the files; so is a label raster left over when
     ``strict_labels`` (labels given as files), else it is logged and ignored (labels found in a folder).
     """
     cr = [_raster(p, "composite") for p in comps]
     lr = [_raster(p, "label raster") for p in labs]
-    if len(cr) == 1 and len(lr) == 1:
+    if len(cr) == 1 and len(lr) == 1:  # any names; contradicting tags are still an error
         for attr, tag in _TAGS:
             if getattr(cr[0], attr) and getattr(lr[0], attr) and getattr(cr[0], attr) != getattr(lr[0], attr):
-                log.warning("pairing %s with %s although their %s tags differ", cr[0].path, lr[0].path, tag)
+                raise ChipExportError(f"composite {cr[0].describe()} and label raster {lr[0].describe()} carry "
+                                      f"different {tag} tags: labels of another tile or season are not this "
+                                      "composite's labels; pass the matching pair")
         return [(cr[0].path, lr[0].path)]
     owner: dict[Path, Path] = {}
     pairs = []
@@ -203,19 +214,26 @@ def _names(comp: Path, lab: Path) -> tuple[str, str]:
     ``YYYY-MM-DD_YYYY-MM-DD`` file stem (the pipeline's layout); else ``UTMnn`` / ``unknown``."""
     tags: dict[str, str] = {}
     for p in (lab, comp):
+        own = {k: v for k, v in _tags(p).items() if v}
+        try:  # a tag that is present must follow its grammar: tile and season name chips and records
+            if "MGRS_TILE" in own:
+                own["MGRS_TILE"] = normalise_tile(own["MGRS_TILE"])
+            if "SEASON" in own:
+                own["SEASON"] = parse_season_label(own["SEASON"], "SEASON tag").label
+        except (GridError, AoiError) as exc:
+            raise ChipExportError(f"{p}: {exc}; refused (tile and season name the chips)") from None
+        tags.update(own)
         with rasterio.open(p) as ds:
-            tags.update({k: v for k, v in ds.tags().items() if v})
             epsg = epsg_of(ds.crs)
-    tile = None
-    for cand in (tags.get("MGRS_TILE"), comp.parent.name):
+    tile, season = tags.get("MGRS_TILE"), tags.get("SEASON")
+    if tile is None:
         try:
-            tile = normalise_tile(cand) if cand else None
+            tile = normalise_tile(comp.parent.name)
         except GridError:
-            continue
-        if tile:
-            break
-    season = tags.get("SEASON") or (comp.stem if _SEASON_RE.fullmatch(comp.stem) else "unknown")
-    return tile or f"UTM{(epsg or 0) % 100:02d}", season
+            tile = f"UTM{(epsg or 0) % 100:02d}"
+    if season is None:
+        season = comp.stem if _SEASON_RE.fullmatch(comp.stem) else "unknown"
+    return tile, season
 
 
 def discover_sources(composites: Any, labels: Any, extra_bands: Sequence[str] = ()) -> list[Source]:

@@ -31,7 +31,7 @@ import numpy as np
 from core.area import Season, parse_aoi
 from core.bands import L30_BY_ID, bands_of, collection_of_item, parse_collections
 from core.constants import HLS_L30, HLS_REFLECTANCE_SCALE
-from core.files import atomic_path, read_json, write_json_atomic
+from core.files import atomic_path, contained, read_json, write_json_atomic
 from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, northing_offset, tile_of_item_id
 
 from .contracts import CompositeOptions, CompositeResult, TileComposite
@@ -71,13 +71,19 @@ def load_items(items_json: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return items
 
 
-def group_by_tile(items: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Items grouped by the MGRS tile in their id, each group sorted by datetime then id."""
+def group_by_tile(items: Iterable[dict[str, Any]], where: str = "items") -> dict[str, list[dict[str, Any]]]:
+    """Items grouped by the MGRS tile in their id, each group sorted by datetime then id.
+
+    An item without an id, or whose id is not an HLS granule id, is a ``ValueError`` naming ``where``."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for it in items:
-        if "id" not in it:
-            raise ValueError(f"STAC item without an id: {str(it)[:200]}")
-        groups.setdefault(tile_of_item_id(it["id"]), []).append(it)
+        if not isinstance(it, dict) or "id" not in it:
+            raise ValueError(f"{where}: STAC item without an id: {str(it)[:200]}")
+        try:
+            tile = tile_of_item_id(it["id"])
+        except GridError as exc:
+            raise ValueError(f"{where}: {exc}; refused (the id names the tile the composite is written for)") from None
+        groups.setdefault(tile, []).append(it)
     for g in groups.values():
         g.sort(key=lambda it: (str(it.get("properties", {}).get("datetime", "")), it["id"]))
     return dict(sorted(groups.items()))
@@ -185,8 +191,8 @@ def chunk_windows(grid: Grid, chunk_size: int) -> list[tuple[int, int, int, int]
 
 # ------------------------------------------------------------------------------------------------ output
 def output_paths(output_dir: str | os.PathLike[str], tile: str, season: Season) -> tuple[Path, Path]:
-    """(COG, JSON sidecar) of a tile's composite."""
-    base = Path(output_dir) / "composites" / tile
+    """(COG, JSON sidecar) of a tile's composite, checked to stay under ``output_dir``."""
+    base = contained(output_dir, "composites", normalise_tile(tile), what="composite folder")
     return base / f"{season.label}.tif", base / f"{season.label}.json"
 
 
@@ -317,6 +323,10 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
                 if not used:
                     raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
                                          f"(failed: {json.dumps(list(bad.values()))[:1000]})")
+                if stats.summary()["pixels_with_data"] == 0:
+                    raise CompositeError(f"tile {tile}: no pixel has {min_observations} valid observation(s) in "
+                                         f"{len(used)} scene(s) (every pixel masked: {rule.describe()}); no "
+                                         "composite written")
                 scene_ids = [s.id for s in sources if s.id in used]
                 _tag_dataset(ds, grid, season, scene_ids, rule, collections, min_observations)
             _to_cog(scratch, tmp)
@@ -403,7 +413,7 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
 
     Raises :class:`CompositeError` naming every tile without a readable scene (after doing the others).
     """
-    groups = group_by_tile(load_items(items_json))
+    groups = group_by_tile(load_items(items_json), str(items_json))
     if tiles:
         wanted = {normalise_tile(t) for t in tiles}
         groups = {t: g for t, g in groups.items() if t in wanted}

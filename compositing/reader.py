@@ -90,10 +90,18 @@ def _utm_north_epsg(wkt: str) -> int | None:
     return None
 
 
+_SCHEMES = ("http://", "https://", "s3://", "file://")
+
+
 def _gdal_path(href: str) -> str:
+    """The GDAL path of an asset href; GDAL's own virtual paths (``/vsi...``, ``vrt://``, ``NETCDF:``...)
+    and other URL schemes are refused: a STAC href must not choose how (or from where) GDAL reads."""
     if href.startswith("s3://"):
         return "/vsis3/" + href[5:]
-    return href
+    low = href.lower()
+    if low.startswith("/vsi") or (":" in href.split("/", 1)[0] and not low.startswith(_SCHEMES)):
+        raise AssetReadError(href, "unsupported href: only http(s)://, s3://, file:// URLs and local paths are read")
+    return href[len("file://"):] if low.startswith("file://") else href
 
 
 _CREDS_LOCK = threading.Lock()

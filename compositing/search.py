@@ -28,11 +28,11 @@ from typing import Any
 from shapely.geometry import shape
 
 from compositing.contracts import SearchOptions, SearchResult
-from core.area import Season, parse_aoi, resolve_season
+from core.area import Season, parse_aoi, resolve_season, search_bboxes
 from core.bands import parse_collections
-from core.files import atomic_path, read_json, write_json_atomic
+from core.files import read_json, staged, write_json_atomic
 from core.grid import GridError, tile_of_item_id
-from core.http import HttpError, PageStats, RetryPolicy, conforms_to_query, open_stac, search_items
+from core.http import HttpError, PageStats, RetryPolicy, conforms_to_query, open_stac, search_boxes
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _csv_text(items: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ search
-def _fetch(stac_url: str, collection: str, bbox: tuple[float, ...], season: Season, limit: int,
+def _fetch(stac_url: str, collection: str, bboxes: list[tuple[float, ...]], season: Season, limit: int,
            max_items: int | None, max_cloud_cover: float | None, policy: RetryPolicy,
            server_cloud_filter: bool | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Unique items as returned (server order) and paging statistics."""
@@ -98,7 +98,7 @@ def _fetch(stac_url: str, collection: str, bbox: tuple[float, ...], season: Seas
         use_query = conforms_to_query(client) if server_cloud_filter is None else server_cloud_filter
         query = {"eo:cloud_cover": {"lte": max_cloud_cover}} if use_query and max_cloud_cover is not None else None
         pages = PageStats()
-        items = list(search_items(client, io, collection=collection, bbox=list(bbox),
+        items = list(search_boxes(client, io, collection=collection, bboxes=[list(b) for b in bboxes],
                                   datetime_range=season.datetime_range, limit=limit, query=query,
                                   max_items=max_items, stats=pages))
     except HttpError as exc:
@@ -109,7 +109,7 @@ def _fetch(stac_url: str, collection: str, bbox: tuple[float, ...], season: Seas
     return items, stats
 
 
-def _fetch_all(stac_url: str, collection: str, bbox: tuple[float, ...], season: Season, limit: int,
+def _fetch_all(stac_url: str, collection: str, bboxes: list[tuple[float, ...]], season: Season, limit: int,
                max_items: int | None, max_cloud_cover: float | None, policy: RetryPolicy,
                server_cloud_filter: bool | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """:func:`_fetch` for each collection of ``collection`` (comma-separated ids); items concatenated in
@@ -118,7 +118,7 @@ def _fetch_all(stac_url: str, collection: str, bbox: tuple[float, ...], season: 
     seen: set[str] = set()
     total: dict[str, Any] = {}
     for coll in parse_collections(collection):
-        got, stats = _fetch(stac_url, coll, bbox, season, limit, max_items, max_cloud_cover, policy,
+        got, stats = _fetch(stac_url, coll, bboxes, season, limit, max_items, max_cloud_cover, policy,
                             server_cloud_filter)
         for it in got:
             if it.get("id") not in seen:
@@ -128,6 +128,23 @@ def _fetch_all(stac_url: str, collection: str, bbox: tuple[float, ...], season: 
             total[k] = (total.get(k, False) or v) if isinstance(v, bool) else total.get(k, 0) + v
     total["retry_wait_s"] = round(total["retry_wait_s"], 3)
     return items, total
+
+
+def _select(items: list[dict[str, Any]], max_cloud_cover: float | None, seas: Season, geom: Any, collection: str,
+            stac_url: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(kept items, counts of dropped items per reason); an item whose id is no HLS id is refused."""
+    kept, dropped = [], {"cloud": 0, "season": 0, "aoi": 0, "collection": 0}
+    for it in items:
+        why = keep_item(it, max_cloud_cover, seas, geom, collection)
+        if why:
+            dropped[why] += 1
+            continue
+        try:
+            tile_of_item_id(it["id"])
+        except GridError as exc:
+            raise SearchError(f"{stac_url}: item {it['id']!r} is not an HLS granule id ({exc})") from None
+        kept.append(it)
+    return kept, dropped
 
 
 def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_dir: str,
@@ -155,33 +172,29 @@ def search_hls(*, aoi: Any, year: int | None = None, season: Any = None, output_
         saved = read_json(paths["search_json"])
         if saved.get("request") == request:
             return SearchResult.from_dict({**saved["result"], "reused": True})
-    items, stats = _fetch_all(stac_url, collection, geom.bounds, seas, limit, max_items, max_cloud_cover,
+    items, stats = _fetch_all(stac_url, collection, search_bboxes(geom), seas, limit, max_items, max_cloud_cover,
                               policy, server_cloud_filter)
-    kept, dropped = [], {"cloud": 0, "season": 0, "aoi": 0, "collection": 0}
-    for it in items:
-        why = keep_item(it, max_cloud_cover, seas, geom, collection)
-        if why:
-            dropped[why] += 1
-        else:
-            try:
-                tile_of_item_id(it["id"])
-            except GridError as exc:
-                raise SearchError(f"{stac_url}: item {it['id']!r} is not an HLS granule id ({exc})") from None
-            kept.append(it)
+    kept, dropped = _select(items, max_cloud_cover, seas, geom, collection, stac_url)
+    if not kept:  # an empty search is no result: the previous run's search record is left as it was
+        raise SearchError(f"HLS search at {stac_url} (collection {collection}) found no usable item for the area "
+                          f"{[round(v, 5) for v in geom.bounds]} in {seas.label}: {stats['n_returned']} returned, "
+                          f"dropped: cloud {dropped['cloud']} (max_cloud_cover {max_cloud_cover}), season "
+                          f"{dropped['season']}, outside the area {dropped['aoi']}, other collection "
+                          f"{dropped['collection']}")
     by_tile: dict[str, list[str]] = {}
     for it in kept:
         by_tile.setdefault(tile_of_item_id(it["id"]), []).append(it["id"])
-    write_json_atomic(paths["items_json"], {"type": "FeatureCollection", "features": kept})
-    with atomic_path(paths["items_csv"]) as tmp:
-        tmp.write_text(_csv_text(kept))
     result = SearchResult(**{k: str(v) for k, v in paths.items()}, n_items=len(kept), **stats,
                           dropped_cloud=dropped["cloud"], dropped_season=dropped["season"],
                           dropped_aoi=dropped["aoi"], dropped_collection=dropped["collection"],
                           tiles=sorted(by_tile), ids_by_tile=dict(sorted(by_tile.items())), season=seas.to_dict(),
                           stac_url=stac_url, collection=collection, max_cloud_cover=max_cloud_cover,
                           searched_at=datetime.now(UTC).isoformat(timespec="seconds"), reused=False)
-    write_json_atomic(paths["search_json"], {"request": request, "retry_policy": asdict(policy),
-                                             "result": result.to_dict()})
+    with staged() as st:  # the three files replace the previous search's together, after success only
+        write_json_atomic(st.path(paths["items_json"]), {"type": "FeatureCollection", "features": kept})
+        st.path(paths["items_csv"]).write_text(_csv_text(kept))
+        write_json_atomic(st.path(paths["search_json"]), {"request": request, "retry_policy": asdict(policy),
+                                                          "result": result.to_dict()})
     log.info("HLS search: %d items kept of %d returned (%d duplicates, %d over cloud cover)", len(kept),
              stats["n_returned"], stats["duplicates"], dropped["cloud"])
     return result

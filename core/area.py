@@ -5,11 +5,17 @@ FeatureCollection (dict or JSON string), or a path to a GeoJSON file. Everything
 
 Default leaf-on season (documented in README): northern hemisphere (AOI centroid latitude >= 0)
 June 1 - September 30 of ``year``; southern hemisphere December 1 of ``year - 1`` - March 31 of ``year``.
+
+Areas are checked for what they mean: an invalid polygon (self-intersecting "bow-tie", overlapping
+parts, zero area) is refused with the reason, never repaired (a repair changes the area an MRV
+report is about); a ring edge jumping across the antimeridian is refused (split it at +-180, RFC 7946
+3.1.9); an area split at the antimeridian is searched as two boxes (:func:`search_bboxes`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,7 +39,8 @@ def parse_aoi(aoi: Any) -> BaseGeometry:
             raise AoiError(f"aoi bbox must be [minx, miny, maxx, maxy] in degrees, got {aoi!r}")
         minx, miny, maxx, maxy = (float(v) for v in aoi)
         if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
-            raise AoiError(f"aoi bbox {aoi!r} is not a valid lon/lat box (minx < maxx, miny < maxy, degrees)")
+            raise AoiError(f"aoi bbox {aoi!r} is not a valid lon/lat box (minx < maxx, miny < maxy, degrees; an "
+                           "area crossing the antimeridian is given as GeoJSON split at +-180)")
         geom = box(minx, miny, maxx, maxy)
     elif isinstance(aoi, dict):
         geom = _geojson_to_geom(aoi, "aoi")
@@ -59,7 +66,55 @@ def parse_aoi(aoi: Any) -> BaseGeometry:
     minx, miny, maxx, maxy = geom.bounds
     if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
         raise AoiError(f"aoi bounds {geom.bounds} are outside lon/lat range (is it projected?)")
+    check_area(geom)
     return geom
+
+
+def check_area(geom: BaseGeometry) -> None:
+    """:class:`AoiError` when ``geom`` is not a valid area: invalid (with shapely's reason), zero area, or
+    with a ring edge spanning more than 180 degrees of longitude (an unsplit antimeridian crossing)."""
+    from shapely.validation import explain_validity
+
+    if not geom.is_valid:
+        why = explain_validity(geom)
+        raise AoiError(f"aoi is not a valid polygon: {why}. A self-intersecting ring (a 'bow-tie') or "
+                       "overlapping parts would be read as a different area than drawn; fix the geometry "
+                       "(e.g. reorder the vertices, or give the parts as separate features of a FeatureCollection)")
+    if geom.area <= 0:
+        raise AoiError(f"aoi has zero area (bounds {geom.bounds})")
+    for poly in getattr(geom, "geoms", [geom]):
+        if _unsplit_antimeridian(poly):
+            raise AoiError(f"aoi polygon with bounds {poly.bounds} has ring edges spanning more than 180 degrees "
+                           "of longitude and is far narrower read across the antimeridian: it crosses the "
+                           "antimeridian without being split; split it at +-180 into a MultiPolygon (RFC 7946 "
+                           "section 3.1.9)")
+
+
+def _unsplit_antimeridian(poly: BaseGeometry) -> bool:
+    """True when an edge of the exterior ring spans > 180 degrees of longitude and the ring read with
+    negative longitudes shifted by +360 is a real polygon less than half as wide (a small area drawn across
+    the antimeridian). A box from -180 to 180 is not one (shifted, it has no area)."""
+    from shapely.geometry import Polygon
+
+    xs = [c[0] for c in poly.exterior.coords]
+    if max((abs(b - a) for a, b in zip(xs, xs[1:], strict=False)), default=0.0) <= 180:
+        return False
+    shifted = Polygon([(x + 360 if x < 0 else x, y) for x, y, *_ in poly.exterior.coords])
+    width = max(xs) - min(xs)
+    sx = [c[0] for c in shifted.exterior.coords]
+    return shifted.area > 0 and max(sx) - min(sx) < width / 2
+
+
+def search_bboxes(geom: BaseGeometry) -> list[tuple[float, float, float, float]]:
+    """Lon/lat boxes to search for ``geom``: its bounds, or, when its parts span more than 180 degrees of
+    longitude (an area split at the antimeridian), one box for the parts east of 0 and one for the rest."""
+    minx, miny, maxx, maxy = geom.bounds
+    parts = list(getattr(geom, "geoms", [geom]))
+    if maxx - minx <= 180 or len(parts) < 2:
+        return [(minx, miny, maxx, maxy)]
+    east = [p for p in parts if p.centroid.x >= 0]
+    west = [p for p in parts if p.centroid.x < 0]
+    return [tuple(unary_union(g).bounds) for g in (west, east) if g]  # type: ignore[misc]
 
 
 def _geojson_to_geom(obj: dict[str, Any], where: str) -> BaseGeometry:
@@ -133,6 +188,21 @@ class Season:
             if isinstance(exc, AoiError):
                 raise
             raise AoiError(f"season dates must be YYYY-MM-DD, got {value!r}: {exc}") from exc
+
+
+_SEASON_LABEL = re.compile(r"^(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})$")
+
+
+def parse_season_label(label: object, where: str = "season label") -> Season:
+    """The :class:`Season` of a label ``YYYY-MM-DD_YYYY-MM-DD`` (as in ``composites/<TILE>/<SEASON>.tif``
+    and the ``SEASON`` raster tag); :class:`AoiError` naming ``where`` for anything else."""
+    m = _SEASON_LABEL.match(str(label)) if isinstance(label, str) else None
+    if not m:
+        raise AoiError(f"{where}: {label!r} is not a season label YYYY-MM-DD_YYYY-MM-DD")
+    try:
+        return Season(date.fromisoformat(m.group(1)), date.fromisoformat(m.group(2)))
+    except ValueError as exc:
+        raise AoiError(f"{where}: {label!r} is not a season label: {exc}") from None
 
 
 def _to_date(v: Any) -> date:

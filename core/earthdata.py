@@ -75,6 +75,9 @@ def gdal_env_options(creds: Credentials | None = None, *, for_read: bool = False
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
         "GDAL_HTTP_MAX_RETRY": "5",
         "GDAL_HTTP_RETRY_DELAY": "2",
+        # timeouts of every GDAL HTTP request (s): connect; a stalled transfer (< 1 byte/s for 30 s); a whole request
+        "GDAL_HTTP_CONNECTTIMEOUT": "10", "GDAL_HTTP_LOW_SPEED_TIME": "30", "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
+        "GDAL_HTTP_TIMEOUT": "120",
         "GDAL_HTTP_COOKIEFILE": str(Path(tempfile.gettempdir()) / "agb_urs_cookies"),
         "GDAL_HTTP_COOKIEJAR": str(Path(tempfile.gettempdir()) / "agb_urs_cookies"),
         "VSI_CACHE": "TRUE",

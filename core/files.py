@@ -1,10 +1,17 @@
-"""Atomic writes: every heavy output is written to a temp name in its folder and renamed."""
+"""Atomic writes and output containment.
+
+Every heavy output is written to a temp name in its folder and renamed (:func:`atomic_path`); outputs that
+must appear together or not at all are staged and committed at once (:class:`Staging`). Every output path
+built from something a run reads (raster tags, STAC ids, file names) goes through :func:`contained`, which
+refuses anything that would leave the run's ``output_dir``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,3 +61,85 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not valid JSON: {exc}") from exc
+
+
+class UnsafePathError(ValueError):
+    """An output path that would leave its ``output_dir`` (or a name that is not a plain file name)."""
+
+
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\:]")
+
+
+def safe_component(name: object, what: str = "name") -> str:
+    """``name`` when it is a plain, non-empty file or folder name (no ``/``, ``\\``, ``:``, control
+    characters, ``.``/``..`` or leading dot-dot), else :class:`UnsafePathError` naming ``what``."""
+    s = str(name)
+    if not s or s in (".", "..") or "/" in s or _BAD_CHARS.search(s) or s.startswith(".."):
+        raise UnsafePathError(f"{what} {s!r} is not a plain file name (path separators, '..', ':' and control "
+                              "characters are refused): it must not decide where outputs are written")
+    return s
+
+
+def contained(output_dir: str | os.PathLike[str], *parts: object, what: str = "output path") -> Path:
+    """``output_dir / parts...`` after checking every part with :func:`safe_component` (a part may hold
+    ``/``-separated plain names) and that the resolved path stays under the resolved ``output_dir``
+    (symbolic links included); else :class:`UnsafePathError` naming the parts and ``output_dir``."""
+    root = Path(output_dir)
+    comps: list[str] = []
+    for part in parts:
+        text = os.fspath(part) if isinstance(part, os.PathLike) else str(part)
+        if text.startswith("/"):
+            raise UnsafePathError(f"{what}: {text!r} is an absolute path; outputs must stay under {root}")
+        comps += [safe_component(c, what) for c in text.split("/") if c != ""] or [safe_component("", what)]
+    path = root.joinpath(*comps)
+    base = root.resolve()
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise UnsafePathError(f"{what} {path} resolves to {resolved}, outside the output folder {base}")
+    return path
+
+
+class Staging:
+    """Outputs that replace their earlier versions together or not at all.
+
+    :meth:`path` hands out a temp name beside each final path; :meth:`commit` renames them all into place
+    (after the whole stage succeeded); :meth:`discard` removes them. Use :func:`staged`.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | os.PathLike[str]) -> Path:
+        final = Path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.staged-{os.getpid()}")
+        _remove(tmp)
+        self.pairs.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        missing = [str(final) for tmp, final in self.pairs if not tmp.exists()]
+        if missing:
+            raise FileNotFoundError(f"staged outputs were never written: {missing}")
+        for tmp, final in self.pairs:
+            if tmp.is_dir() and final.is_dir():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        self.pairs = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.pairs:
+            _remove(tmp)
+        self.pairs = []
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[Staging]:
+    """A :class:`Staging` committed when the block succeeds and discarded when it raises."""
+    st = Staging()
+    try:
+        yield st
+    except BaseException:
+        st.discard()
+        raise
+    st.commit()

@@ -246,9 +246,15 @@ def mgrs_tile_grid(tile: str, resolution: float = HLS_RESOLUTION_M) -> Grid:
     return Grid(f"EPSG:{32600 + zone}", (resolution, 0.0, ulx, 0.0, -resolution, uly), n, n, tid)
 
 
+_HLS_ID_RE = re.compile(r"^HLS\.[LS]30\.T(\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2})\.\d{7}T\d{6}\.v\d+\.\d+(\.[A-Za-z0-9_]+)*$")
+
+
 def tile_of_item_id(item_id: str) -> str:
-    """MGRS tile of an HLS item id or file name (``HLS.L30.T10TEK.2021128T184447.v2.0`` -> ``10TEK``)."""
-    m = re.search(r"\.T(\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2})\.", item_id)
+    """MGRS tile of an HLS item id or file name (``HLS.L30.T10TEK.2021128T184447.v2.0`` -> ``10TEK``).
+
+    The whole id must follow HLS's grammar (``HLS.<L30|S30>.T<tile>.<YYYYDDD>T<HHMMSS>.v<M>.<m>``, then
+    optional ``.<suffix>`` parts such as ``.B04.tif``); anything else is a :class:`GridError`."""
+    m = _HLS_ID_RE.match(str(item_id))
     if not m:
-        raise GridError(f"no MGRS tile in HLS id {item_id!r}")
-    return m.group(1)
+        raise GridError(f"{item_id!r} is not an HLS granule id (HLS.L30.T<tile>.<YYYYDDD>T<HHMMSS>.v2.0)")
+    return normalise_tile(m.group(1))

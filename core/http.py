@@ -113,16 +113,27 @@ class RetryStats:
     log: list[str] = field(default_factory=list)
 
 
-def _attempt(session: Any, prepped: Any, policy: RetryPolicy, expect_json: bool) -> tuple[Any, str, bool]:
-    """One attempt: (response or None, why it failed, retryable)."""
+def _attempt(session: Any, prepped: Any, policy: RetryPolicy, expect_json: bool,
+             remaining_s: float | None = None) -> tuple[Any, str, bool]:
+    """One attempt: (response or None, why it failed, retryable). Its timeouts never exceed ``remaining_s``
+    (what is left of the request's budget), so a request with its retries ends within the budget."""
     import requests
 
-    settings = session.merge_environment_settings(prepped.url, {}, None, True, None)
+    settings = session.merge_environment_settings(prepped.url, {}, True, True, None)  # stream: body read below
+    connect, read = policy.timeouts
+    if remaining_s is not None:
+        connect, read = (max(0.05, min(t, remaining_s)) for t in (connect, read))
+    broken = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
     try:
-        resp = session.send(prepped, timeout=policy.timeouts, **settings)
-        body = resp.content  # read the whole body now: a truncated body raises here
-    except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        resp = session.send(prepped, timeout=(connect, read), **settings)
+    except broken as exc:
         return None, f"{type(exc).__name__}: {str(exc)[:200]}", True
+    try:
+        body = resp.content  # read the whole body now: a truncated body raises here
+    except broken as exc:
+        resp.close()
+        return resp, (f"HTTP {resp.status_code} with a truncated body ({resp.headers.get('Content-Length', '?')} "
+                      f"bytes announced; {type(exc).__name__}: {str(exc)[:160]})"), True
     if not 200 <= resp.status_code < 300:
         why = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
         return resp, why, resp.status_code in policy.retry_statuses
@@ -145,7 +156,7 @@ def send_with_retries(session: Any, request: Any, policy: RetryPolicy, *, expect
     attempt = 0
     while True:
         attempt += 1
-        resp, why, retryable = _attempt(session, prepped, policy, expect_json)
+        resp, why, retryable = _attempt(session, prepped, policy, expect_json, policy.budget_s - (time.monotonic() - t0))
         if not why:
             return resp
         status = resp.status_code if resp is not None else None
@@ -153,7 +164,7 @@ def send_with_retries(session: Any, request: Any, policy: RetryPolicy, *, expect
             raise HttpError(f"{method} {url} failed: {why}", url=url, status=status)
         wait = policy.delay(attempt, resp.headers.get("Retry-After") if resp is not None else None)
         spent = time.monotonic() - t0
-        if attempt >= policy.max_attempts or spent + wait > policy.budget_s:
+        if attempt >= policy.max_attempts or spent + wait >= policy.budget_s:
             raise HttpError(f"{method} {url} failed after {attempt} attempts in {spent:.1f} s (retry budget "
                             f"{policy.describe()}): last error {why}", url=url, status=status)
         log.warning("%s %s: %s; retry %d in %.1f s", method, url, why, attempt, wait)
@@ -262,8 +273,21 @@ def open_stac(stac_url: str, policy: RetryPolicy) -> tuple[Any, Any]:
     except HttpError:
         raise
     except Exception as exc:  # pystac's own parse errors: not a STAC API root
+        cause = _http_cause(exc)
+        if cause is not None:  # pystac wrapped our own error (e.g. in a STACError): keep its message
+            raise cause from exc
         raise HttpError(f"{stac_url}: not a STAC API root ({type(exc).__name__}: {exc})", url=stac_url) from exc
     return client, io
+
+
+def _http_cause(exc: BaseException) -> HttpError | None:
+    seen = 0
+    inner: BaseException | None = exc
+    while inner is not None and seen < 8:
+        if isinstance(inner, HttpError):
+            return inner
+        inner, seen = inner.__cause__ or inner.__context__, seen + 1
+    return None
 
 
 def search_items(client: Any, io: Any, *, collection: str, bbox: list[float], datetime_range: str, limit: int,
@@ -280,6 +304,26 @@ def search_items(client: Any, io: Any, *, collection: str, bbox: list[float], da
             n += 1
             if max_items and n >= max_items:
                 return
+
+
+def search_boxes(client: Any, io: Any, *, collection: str, bboxes: list[list[float]], datetime_range: str,
+                 limit: int, query: dict[str, Any] | None = None, max_items: int | None = None,
+                 stats: PageStats | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`search_items` over several boxes (an area split at the antimeridian is searched as two, see
+    :func:`core.area.search_bboxes`): unique items in box order, an item found in two boxes once."""
+    seen: set[str] = set()
+    for bbox in bboxes:
+        left = None if not max_items else max_items - len(seen)
+        for item in search_items(client, io, collection=collection, bbox=list(bbox), datetime_range=datetime_range,
+                                 limit=limit, query=query, max_items=left, stats=stats):
+            if item["id"] in seen:
+                if stats is not None:
+                    stats.duplicates += 1
+                continue
+            seen.add(item["id"])
+            yield item
+        if max_items and len(seen) >= max_items:
+            return
 
 
 def conforms_to_query(client: Any) -> bool:

@@ -6,6 +6,7 @@ are separate so flows can run them as separate tasks. See docs/labels.md.
 """
 
 from labels.engine import (
+    LabelsError,
     composite_grids,
     make_filters,
     merge_shots,
@@ -21,7 +22,7 @@ from labels.reader import read_granule_shots
 from labels.search import GediSearchError, search_granules
 
 __all__ = [
-    "FILTER_KEYS", "GediReadError", "GediSearchError", "LabelRaster",
+    "FILTER_KEYS", "GediReadError", "GediSearchError", "LabelRaster", "LabelsError",
     "ShotFilters", "composite_grids", "make_filters", "merge_shots", "parse_granule_name",
     "prefer_production_version", "rasterize_labels", "rasterize_mean", "rasterize_shots",
     "read_gedi_granule", "read_granule_shots", "run_gedi_labels", "search_granules",

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from core.area import Season, parse_aoi, resolve_season
+from core.area import AoiError, Season, parse_aoi, parse_season_label, resolve_season
 from core.constants import LABEL_NODATA
-from core.files import read_json, write_json_atomic
-from core.grid import Grid
+from core.files import UnsafePathError, contained, read_json, write_json_atomic
+from core.grid import Grid, GridError, normalise_tile
 from labels.contracts import READ_ERROR_MODES, LabelOptions, LabelsResult
 from labels.filters import ShotFilters, add_counts, empty_counts
 from labels.granule import GediReadError, basename_of, parse_granule_name
@@ -29,6 +29,11 @@ from labels.search import search_granules
 from labels.shots import concat_shots, read_shots, shots_frame, write_shots
 
 log = logging.getLogger(__name__)
+
+
+class LabelsError(RuntimeError):
+    """A labels stage that would produce an empty product (no usable granule, no kept shot, no labelled
+    pixel); the message lists every granule with the reason it gave nothing. Nothing was written."""
 
 
 
@@ -72,9 +77,15 @@ def read_gedi_granule(granule: str, *, aoi: Any, filters: dict[str, Any], output
     geom = parse_aoi(aoi)
     name = basename_of(granule)
     gid = name[:-3] if name.endswith(".h5") else name
-    folder = Path(output_dir) / "labels" / "granules"
     inputs = {"href": granule, "aoi": geom.wkt, "filters": flt.to_dict()}
-    parquet, sidecar = folder / f"{gid}.parquet", folder / f"{gid}.json"
+    try:
+        folder = contained(output_dir, "labels", "granules", what="granule name")
+        parquet, sidecar = (contained(folder, f"{gid}{ext}", what="granule file name") for ext in (".parquet", ".json"))
+    except UnsafePathError as exc:
+        if on_read_error == "skip":
+            log.warning("skipping granule %r: %s", granule, exc)
+            return {"granule": gid, "href": granule, "status": "skipped", "reason": str(exc)}
+        raise GediReadError(f"{granule}: {exc}") from None
     done = _recorded(sidecar, inputs, parquet)
     if done is not None:
         return done
@@ -178,8 +189,13 @@ def composite_grids(composites: Any, season_label: str | None = None) -> list[di
         if not p.is_file():
             raise ValueError(f"composite not found: {p}")
         grid = Grid.from_raster(str(p))
-        tile = grid.tile or p.parent.name
-        season = _raster_tag(p, "SEASON") or p.stem
+        try:
+            tile = normalise_tile(grid.tile or p.parent.name)
+            season = parse_season_label(_raster_tag(p, "SEASON") or p.stem, "SEASON tag (or file name)").label
+        except (GridError, AoiError) as exc:
+            raise ValueError(f"composite {p}: {exc}; refused (the tile and season name the label raster "
+                             "written for it)") from None
+        grid = Grid.from_dict({**grid.to_dict(), "tile": tile})
         if (tile, season) in seen:
             raise ValueError(f"two composites for tile {tile} season {season}: {p}")
         seen.add((tile, season))
@@ -264,9 +280,49 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, gr
         skipped += old
     results = [read_gedi_granule(h, aoi=aoi, filters=flt.to_dict(), output_dir=output_dir,
                                  on_read_error=o.on_read_error, session=session) for h in hrefs]
+    refuse_empty(results, skipped, grids)  # before anything of the stage's product is written
     merged = merge_shots(results, output_dir=output_dir)
     res = _assemble(results, skipped, merged, grids, window, flt, o.nodata, o.collection, output_dir, warnings)
     return LabelsResult(**res, granules=list(hrefs))
+
+
+def refuse_empty(results: list[dict[str, Any]], skipped: list[dict[str, str]], grids: list[dict[str, Any]]) -> None:
+    """:class:`LabelsError` naming every granule and its reason when the stage would write an empty
+    product: no granule read, no shot kept, or (with composites) no kept shot on any composite grid."""
+    ok = [r for r in results if r["status"] == "ok"]
+    reasons = [f"{s['granule']}: {s['reason']}" for s in skipped]
+    reasons += [f"{r['granule']}: {r['reason']}" for r in results if r["status"] != "ok"]
+    skipped_note = f"; skipped: {'; '.join(reasons)}" if reasons else ""
+    if not ok:
+        raise LabelsError(f"no usable GEDI L4A granule among the {len(results) + len(skipped)} given, so no label "
+                          f"was written{skipped_note or ' (no granule given)'}")
+    if sum(r["counts"]["kept"] for r in ok) == 0:
+        per = "; ".join(f"{r['granule']}: {_none_kept(r['counts'])}" for r in ok)
+        raise LabelsError(f"no GEDI shot was kept in the area and season, so no label was written ({per})"
+                          f"{skipped_note}")
+    if grids and sum(_shots_on_grid(ok, g["grid"]) for g in grids) == 0:
+        tiles = ", ".join(f"{g['tile']} ({g['path']})" for g in grids)
+        raise LabelsError(f"none of the {sum(r['counts']['kept'] for r in ok)} kept GEDI shots falls on the "
+                          f"composite grids of {tiles}: every label raster would be empty, none was written")
+
+
+def _none_kept(counts: dict[str, int]) -> str:
+    removed = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("input", "kept") and v)
+    return f"{counts.get('input', 0)} shots read, removed: {removed or 'none'}"
+
+
+def _shots_on_grid(ok: list[dict[str, Any]], grid: dict[str, Any]) -> int:
+    from labels.rasterize import pixel_index, project_for_grid
+
+    g = Grid.from_dict(grid)
+    n = 0
+    for r in ok:
+        if not r["counts"]["kept"]:
+            continue
+        df = read_shots(r["shots"], columns=["lon", "lat"])
+        x, y = project_for_grid(df["lon"].to_numpy(), df["lat"].to_numpy(), g)
+        n += int((pixel_index(x, y, g) >= 0).sum())
+    return n
 
 
 def _drop_version_01(hrefs: list[str]) -> tuple[list[str], list[dict[str, str]]]:
@@ -299,7 +355,7 @@ def _assemble(results: list[dict[str, Any]], skipped: list[dict[str, str]], merg
             "SHOTS": Path(merged["shots"]).name}
     labels, stats = {}, {}
     for g in grids:
-        out = Path(output_dir) / "labels" / g["tile"] / f"{g['season']}.tif"
+        out = contained(output_dir, "labels", g["tile"], f"{g['season']}.tif", what="label raster path")
         res = rasterize_labels(shots=merged["shots"], grid=g["grid"], output_path=str(out), nodata=nodata,
                                tags={**tags, "SEASON": g["season"], "COMPOSITE": Path(g["path"]).name})
         labels[g["tile"]] = res["path"]
@@ -311,8 +367,6 @@ def _assemble(results: list[dict[str, Any]], skipped: list[dict[str, str]], merg
                         f"{window.label}" for g in grids if g["season"] != window.label)
     if not grids:
         warnings.append("no composites given: only the shots GeoParquet was written, no label rasters")
-    if merged["n_shots"] == 0:
-        warnings.append("no shot kept in the area: check the filter counts")
     return {"shots": merged["shots"], "n_shots": merged["n_shots"], "labels": labels, "label_stats": stats,
             "all_nodata": {t: s["all_nodata"] for t, s in stats.items()},
             "filter_counts": {"total": total, "per_granule": {r["granule"]: r["counts"] for r in ok}},

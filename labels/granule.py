@@ -75,7 +75,10 @@ def parse_granule_name(href: str) -> GranuleName:
     if not m:
         raise GediReadError(f"{name}: not a GEDI L4A V2 file name "
                             "(GEDI04_A_YYYYDDDHHMMSS_Oooooo_ss_Ttttt_PP_GGG_vv_V002.h5)")
-    start = datetime.strptime(m.group("start"), "%Y%j%H%M%S").replace(tzinfo=UTC)
+    try:
+        start = datetime.strptime(m.group("start"), "%Y%j%H%M%S").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise GediReadError(f"{name}: start time {m.group('start')} is not a date YYYYDDDHHMMSS ({exc})") from None
     return GranuleName(granule_id=name[:-3], start=start, orbit=int(m.group("orbit")),
                        sub_orbit=int(m.group("sub")), track=int(m.group("track")), ppds=m.group("ppds"),
                        pge=m.group("pge"), production_version=m.group("prodver"), version=m.group("version"))

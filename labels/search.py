@@ -10,11 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core.area import Season, parse_aoi
+from core.area import Season, parse_aoi, search_bboxes
 from core.constants import GEDI_L4A_COLLECTION, GEDI_STAC_URL
 from core.files import write_json_atomic
-from core.http import HttpError, RetryPolicy, open_stac
-from core.http import search_items as http_search
+from core.http import HttpError, RetryPolicy, open_stac, search_boxes
 from labels.granule import GediReadError, basename_of, parse_granule_name, product_of
 
 log = logging.getLogger(__name__)
@@ -47,8 +46,8 @@ def search_items(*, aoi: Any, season: Any, stac_url: str = GEDI_STAC_URL,
     window = Season.from_any(season)
     try:
         client, io = open_stac(stac_url, RetryPolicy.from_any(retries))
-        items = list(http_search(client, io, collection=collection, bbox=list(geom.bounds),
-                                 datetime_range=window.datetime_range, limit=100, max_items=max_items))
+        items = list(search_boxes(client, io, collection=collection, bboxes=[list(b) for b in search_bboxes(geom)],
+                                  datetime_range=window.datetime_range, limit=100, max_items=max_items))
     except HttpError as exc:
         raise GediSearchError(f"GEDI STAC search at {stac_url} (collection {collection}) failed: {exc}") from exc
     return sorted(items, key=lambda it: (it.get("properties", {}).get("datetime") or "", it["id"]))
@@ -56,13 +55,17 @@ def search_items(*, aoi: Any, season: Any, stac_url: str = GEDI_STAC_URL,
 
 def search_granules(*, aoi: Any, season: Any, stac_url: str = GEDI_STAC_URL,
                     collection: str = GEDI_L4A_COLLECTION, output_dir: str | None = None,
-                    max_items: int | None = None) -> list[str]:
+                    max_items: int | None = None, retries: RetryPolicy | dict[str, Any] | None = None) -> list[str]:
     """Hrefs (URLs or local paths) of the L4A granules found; writes ``search/gedi_items.json``.
 
     ``season``: ``{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}`` (or anything ``Season.from_any`` takes).
     """
     items = search_items(aoi=aoi, season=season, stac_url=stac_url, collection=collection,
-                         max_items=max_items)
+                         max_items=max_items, retries=retries)
+    if not items:  # nothing to label with: fail here, leaving an earlier run's search record as it was
+        raise GediSearchError(f"GEDI STAC search at {stac_url} (collection {collection}) found no granule for the "
+                              f"area {[round(v, 5) for v in parse_aoi(aoi).bounds]} in "
+                              f"{Season.from_any(season).label}")
     hrefs = []
     for item in items:
         href = granule_href(item)

@@ -105,13 +105,13 @@ def test_ambiguous_or_unmatched_inputs_are_named(tmp_path: Path, case: str, matc
         comps = [_write(tmp_path / "c1.tif", g, "composite"), _write(tmp_path / "c2.tif", other, "composite")]
         labs = [_write(tmp_path / "l1.tif", g, "label")]
     elif case == "two_composites":
-        comps = [_write(tmp_path / f"c{i}.tif", g, "composite", {"SEASON": "s"}) for i in (1, 2)]
-        labs = [_write(tmp_path / "l1.tif", g, "label", {"SEASON": "s"}), _write(tmp_path / "l2.tif", other, "label")]
+        comps = [_write(tmp_path / f"c{i}.tif", g, "composite", {"SEASON": "2021-06-01_2021-09-30"}) for i in (1, 2)]
+        labs = [_write(tmp_path / "l1.tif", g, "label", {"SEASON": "2021-06-01_2021-09-30"}), _write(tmp_path / "l2.tif", other, "label")]
         comps.append(_write(tmp_path / "c3.tif", other, "composite"))
     else:
-        comps = [_write(tmp_path / "c1.tif", g, "composite", {"SEASON": "a"}),
+        comps = [_write(tmp_path / "c1.tif", g, "composite", {"SEASON": "2021-06-01_2021-09-30"}),
                  _write(tmp_path / "c2.tif", other, "composite")]
-        labs = [_write(tmp_path / "l1.tif", g, "label", {"SEASON": "b"}), _write(tmp_path / "l2.tif", other, "label")]
+        labs = [_write(tmp_path / "l1.tif", g, "label", {"SEASON": "2022-06-01_2022-09-30"}), _write(tmp_path / "l2.tif", other, "label")]
     with pytest.raises(ChipExportError, match=match) as err:
         _export(tmp_path, comps, labs)
     named = {"ambiguous": ["l1.tif", "l2.tif", "c1.tif"], "unmatched_label": ["l3.tif"],
@@ -129,13 +129,12 @@ def test_label_folder_with_extra_tiles_is_logged_not_fatal(tmp_path: Path, caplo
     assert res.n_chips > 0 and "10TFK" in caplog.text and "ignored" in caplog.text
 
 
-def test_a_single_pair_with_different_season_tags_still_pairs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_single_pair_with_contradicting_season_tags_is_refused(tmp_path: Path) -> None:
     g = _grid()
     comp = _write(tmp_path / "c.tif", g, "composite", {"SEASON": "2021-06-01_2021-09-30"})
     lab = _write(tmp_path / "l.tif", g, "label", {"SEASON": "2022-06-01_2022-09-30"})
-    with caplog.at_level(logging.WARNING, logger="chips.sources"):
-        res = _export(tmp_path, [comp], [lab])
-    assert res.n_chips > 0 and "SEASON tags differ" in caplog.text
+    with pytest.raises(ChipExportError, match=r"c\.tif .*l\.tif .*different SEASON tags"):
+        _export(tmp_path, [comp], [lab])
 
 
 def test_an_area_inside_one_block_fails_before_writing_with_the_smallest_workable_area(tmp_path: Path) -> None:

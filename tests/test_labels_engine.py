@@ -17,7 +17,7 @@ import pytest
 import rasterio
 
 from core.grid import Grid, mgrs_tile_grid
-from labels import composite_grids, prefer_production_version, run_gedi_labels, search_granules
+from labels import LabelsError, composite_grids, prefer_production_version, run_gedi_labels, search_granules
 from labels.contracts import LabelOptions
 from labels.filters import ShotFilters
 from labels.reader import read_granule_shots
@@ -117,12 +117,16 @@ def test_rerun_reuses_outputs(setup: dict) -> None:
     assert os.stat(first.labels["10TEK"]).st_mtime_ns != stamps[first.labels["10TEK"]]
 
 
-def test_season_outside_granule_and_nodata_minus_one(setup: dict) -> None:
-    res = run_gedi_labels(aoi=AOI, season={"start": "2023-07-01", "end": "2023-07-31"}, granules=[str(setup["granule"])], composites=[str(setup["composite"])], output_dir=str(setup["out"]), options=LabelOptions(nodata=-1.0))
-    assert res.n_shots == 0 and res.all_nodata == {"10TEK": True}
-    assert res.filter_counts["total"]["outside_dates"] > 0
-    with rasterio.open(res.labels["10TEK"]) as ds:
-        assert ds.nodata == -1.0 and (ds.read(1) == -1.0).all()
+def test_season_outside_granule_fails_and_keeps_the_earlier_labels(setup: dict) -> None:
+    good = run_gedi_labels(aoi=AOI, season=SEASON, granules=[str(setup["granule"])], composites=[str(setup["composite"])],
+                           output_dir=str(setup["out"]), options=LabelOptions(nodata=-1.0))
+    with rasterio.open(good.labels["10TEK"]) as ds:
+        assert ds.nodata == -1.0 and (ds.read(1) == -1.0).any() and (ds.read(2) > 0).any()
+    before = Path(good.labels["10TEK"]).read_bytes()
+    with pytest.raises(LabelsError, match=r"no GEDI shot was kept .*GEDI04_A_\d+.*outside_dates \d+"):
+        run_gedi_labels(aoi=AOI, season={"start": "2023-07-01", "end": "2023-07-31"}, granules=[str(setup["granule"])],
+                        composites=[str(setup["composite"])], output_dir=str(setup["out"]), options=LabelOptions(nodata=-1.0))
+    assert Path(good.labels["10TEK"]).read_bytes() == before  # a failed run destroys nothing
 
 
 def test_prefer_production_version_02(tmp_path: Path) -> None:
@@ -269,11 +273,9 @@ def test_area_without_any_shot(setup: dict, tmp_path: Path) -> None:
     xs, ys = Transformer.from_crs("EPSG:4326", tile.crs, always_xy=True).transform(
         [aoi[0], aoi[2], aoi[0], aoi[2]], [aoi[1], aoi[1], aoi[3], aoi[3]])
     comp = _composite(tmp_path / "c" / "10TEK" / f"{SEASON}.tif", tile.clip((min(xs), min(ys), max(xs), max(ys))))
-    res = run_gedi_labels(aoi=aoi, year=2023, granules=[str(setup["granule"])], composites=[str(comp)],
-                          output_dir=str(tmp_path / "o"))
-    total = res.filter_counts["total"]
-    assert total["outside_area"] == total["input"] > 0 and total["kept"] == 0 == res.n_shots
-    assert res.all_nodata == {"10TEK": True} and res.label_stats["10TEK"]["n_labelled_pixels"] == 0
-    assert any("no shot kept in the area" in w for w in res.warnings)
-    with rasterio.open(res.labels["10TEK"]) as ds:
-        assert (ds.read(1) == -9999.0).all() and Grid.from_raster(ds.name).shape == ds.shape
+    with pytest.raises(LabelsError, match=r"no GEDI shot was kept in the area and season.*GEDI04_A_\w+: (\d+) shots "
+                                          r"read, removed: outside_area \1\)"):
+        run_gedi_labels(aoi=aoi, year=2023, granules=[str(setup["granule"])], composites=[str(comp)],
+                        output_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o" / "labels" / "10TEK").exists()  # no empty label raster
+    assert not (tmp_path / "o" / "labels" / "gedi_shots.parquet").exists()

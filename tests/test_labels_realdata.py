@@ -9,10 +9,9 @@ import h5py
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 
 from core.grid import Grid
-from labels import run_gedi_labels
+from labels import LabelsError, run_gedi_labels
 from labels.contracts import LabelOptions
 from labels.filters import FILTER_KEYS
 from labels.rasterize import pixel_index
@@ -90,12 +89,16 @@ def test_version_01_warning_and_date_window(realdata: Path, tmp_path: Path) -> N
     res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "a"),
                           season={"start": "2020-02-05", "end": "2020-02-05"})
     assert res.n_shots > 0 and any("production version 01" in w for w in res.warnings)
-    res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "b"),
-                          season={"start": "2020-02-06", "end": "2020-03-01"})
-    total = res.filter_counts["total"]
-    assert res.n_shots == 0 and total["outside_dates"] == total["input"] - total["outside_area"]
-    res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "c"), options=LabelOptions(skip_version_01=True))
-    assert res.granules_used == [] and "production version 01" in res.granules_skipped[0]["reason"]
+    # no shot in the date window / the only granule skipped: the stage fails naming why, writing nothing
+    with pytest.raises(LabelsError, match=rf"no GEDI shot was kept .*{path.name[:-3]}: \d+ shots read, removed: "
+                                          r"(outside_area \d+, )?outside_dates \d+\)"):
+        run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "b"),
+                        season={"start": "2020-02-06", "end": "2020-03-01"})
+    with pytest.raises(LabelsError, match=rf"no usable GEDI L4A granule .*{path.name[:-3]}: production version 01"):
+        run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path / "c"),
+                        options=LabelOptions(skip_version_01=True))
+    assert not (tmp_path / "b" / "labels" / "gedi_shots.parquet").exists()
+    assert not (tmp_path / "c" / "labels" / "gedi_shots.parquet").exists()
 
 
 def _composite(path: Path, grid: Grid, season: str) -> Path:
@@ -119,34 +122,30 @@ def test_all_fill_granule_outcomes(realdata: Path, tmp_path: Path) -> None:
     comp = _composite(tmp_path / "composites" / "16GCP" / "2019-04-01_2019-05-31.tif", grid,
                       "2019-04-01_2019-05-31")
     # default filters need l4_quality_flag / degrade_flag: the granule is skipped, naming what is missing
-    res = run_gedi_labels(aoi=aoi, granules=[str(path)], composites=[str(comp)], output_dir=str(tmp_path / "d"))
-    assert res.granules_used == []
-    reason = res.granules_skipped[0]["reason"]
-    assert path.name in reason and "lacks dataset(s) l4_quality_flag, degrade_flag" in reason
-    assert res.all_nodata == {"16GCP": True} and res.n_shots == 0
+    with pytest.raises(LabelsError, match=rf"no usable GEDI L4A granule among the 1 given.*{path.name}: BEAM\d+ "
+                                          r"lacks dataset\(s\) l4_quality_flag, degrade_flag"):
+        run_gedi_labels(aoi=aoi, granules=[str(path)], composites=[str(comp)], output_dir=str(tmp_path / "d"))
+    assert not (tmp_path / "d" / "labels").exists() or not list((tmp_path / "d" / "labels").rglob("*.tif"))
     # on_read_error="fail": the same message as an exception
     with pytest.raises(ValueError, match="lacks dataset"):
         run_gedi_labels(aoi=aoi, granules=[str(path)], output_dir=str(tmp_path / "e"), season="2019-04-01/2019-05-31", options=LabelOptions(on_read_error="fail"))
-    # without the quality filters it is read: every shot is fill, the label raster is all nodata (-1 style)
-    res = run_gedi_labels(aoi=aoi, granules=[str(path)], composites=str(tmp_path), output_dir=str(tmp_path / "f"), options=LabelOptions(require_l4_quality=False, drop_degraded=False, nodata=-1.0))
-    total = res.filter_counts["total"]
-    assert res.granules_used == [path.name[:-3]] and total["kept"] == 0
-    assert (total["fill"], total["outside_area"], total["input"]) == (7000, 1000, 8000)  # BEAM0110 is outside
-    assert res.all_nodata == {"16GCP": True} and any("all nodata" in w for w in res.warnings)
-    with h5py.File(path) as h5:  # the fill shots do lie on the grid: nodata comes from the fill filter
+    # without the quality filters it is read: every shot is fill, so no label raster is written (it would be empty)
+    with pytest.raises(LabelsError, match=rf"no GEDI shot was kept .*{path.name[:-3]}: 8000 shots read, removed: "
+                                          r"outside_area 1000, fill 7000"):
+        run_gedi_labels(aoi=aoi, granules=[str(path)], composites=str(tmp_path), output_dir=str(tmp_path / "f"),
+                        options=LabelOptions(require_l4_quality=False, drop_degraded=False, nodata=-1.0))
+    assert not list((tmp_path / "f").rglob("*.tif"))
+    with h5py.File(path) as h5:  # the fill shots do lie on the grid: the emptiness comes from the fill filter
         xs, ys = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(
             h5["BEAM0000/lon_lowestmode"][()], h5["BEAM0000/lat_lowestmode"][()])
     assert (pixel_index(np.asarray(xs), np.asarray(ys), grid) >= 0).sum() > 100
-    with rasterio.open(res.labels["16GCP"]) as ds:
-        assert ds.nodata == -1.0 and (ds.read(1) == -1.0).all() and (ds.read(2) == 0).all()
-        assert Grid.from_raster(ds.name) == grid and ds.transform == Affine(*grid.transform[:6])
 
 
 def test_l2a_granule_outcomes(realdata: Path, tmp_path: Path) -> None:
     path = _file(realdata, L2A)
-    res = run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path))
-    assert res.granules_used == [] and res.n_shots == 0
-    assert res.granules_skipped == [{"granule": path.name[:-3], "reason": f"{path.name}: is a GEDI L2A granule "
-                                        "(file name prefix GEDI02_A), not GEDI L4A (GEDI04_A_...)"}]
+    with pytest.raises(LabelsError, match=rf"no usable GEDI L4A granule among the 1 given, so no label was "
+                                          rf"written; skipped: {path.name[:-3]}: {path.name}: is a GEDI L2A granule "
+                                          r"\(file name prefix GEDI02_A\), not GEDI L4A"):
+        run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path))
     with pytest.raises(ValueError, match=f"{path.name}: is a GEDI L2A granule"):
         run_gedi_labels(aoi=WORLD, granules=[str(path)], output_dir=str(tmp_path), options=LabelOptions(on_read_error="fail"))

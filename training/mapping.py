@@ -26,7 +26,8 @@ import torch
 from core.bands import find_bands
 from core.constants import AGB_UNITS, IMAGE_NODATA
 from core.contracts import Contract
-from core.files import atomic_path
+from core.files import UnsafePathError, atomic_path, contained, safe_component
+from core.grid import GridError, normalise_tile
 from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.model import DEFAULT_BANDS, BiomassModel
@@ -93,9 +94,16 @@ def _select_bands(src: Any, bands: list[str], path: Path) -> tuple[list[int], st
 
 
 def _tile_of(path: Path, tags: dict[str, str]) -> str:
-    if tags.get("MGRS_TILE"):
-        return tags["MGRS_TILE"]
-    return path.parent.name if path.parent.parent.name == "composites" else path.stem
+    """The map's name: the MGRS_TILE tag or the ``composites/<TILE>/`` folder (both must be a tile id),
+    else the composite's file stem (a plain file name); :class:`MappingError` otherwise."""
+    try:
+        if tags.get("MGRS_TILE"):
+            return normalise_tile(tags["MGRS_TILE"])
+        if path.parent.parent.name == "composites":
+            return normalise_tile(path.parent.name)
+        return safe_component(path.stem, "composite file name")
+    except (GridError, UnsafePathError) as exc:
+        raise MappingError(f"composite {path}: {exc}; refused (the tile names the map file)") from None
 
 
 def _default_output(path: Path) -> Path:
@@ -166,6 +174,8 @@ def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = Non
     comp = Path(composite)
     if not comp.is_file():
         raise MappingError(f"composite {comp} does not exist")
+    if not Path(checkpoint).is_file():
+        raise MappingError(f"checkpoint {checkpoint} does not exist")
     dev = resolve_device(device)
     user = None if norm_mean is None and norm_std is None else {"mean": norm_mean, "std": norm_std}
     with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
@@ -179,7 +189,10 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
         tags = src.tags()
         tile = _tile_of(comp, tags)
         out_root = Path(output_dir) if output_dir else _default_output(comp)
-        dst = out_root / f"{tile}_agb.tif"
+        try:
+            dst = contained(out_root, f"{tile}_agb.tif", what="map path")
+        except UnsafePathError as exc:
+            raise MappingError(f"composite {comp}: {exc}") from None
         key = _inputs_key(ckpt_path, comp, crop, stride, user)
         if dst.is_file():
             with rasterio.open(dst) as old:
@@ -197,6 +210,9 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
     if nodata is not None:
         invalid |= raw == nodata
     invalid = invalid.any(axis=0)
+    if invalid.all():
+        raise MappingError(f"composite {comp}: no pixel has a value in every band the model needs ({bands}); "
+                           "the map would be all nodata, so none was written")
     raw[:, invalid] = 0.0  # granite: nodata -> 0 before normalising
     image = (raw - np.asarray(norm.mean, np.float32)[:, None, None]) / np.asarray(norm.std, np.float32)[:, None, None]
     t0 = time.perf_counter()

@@ -1,0 +1,71 @@
+"""Every network read has a connect and a read timeout: GDAL (HLS COGs) and the GEDI range reader against a
+server that accepts connections and never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from compositing.reader import AssetReadError, RasterioReader
+from core.earthdata import gdal_env_options
+from labels.sources import open_source
+
+NAME = "GEDI04_A_2021200051430_O25001_02_T01234_02_004_02_V002.h5"
+
+
+@pytest.fixture()
+def silent() -> Iterator[str]:
+    """``http://127.0.0.1:<port>``: accepts every connection and never sends a byte."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def test_gdal_settings_carry_connect_stall_and_request_timeouts() -> None:
+    for for_read in (False, True):
+        opts = gdal_env_options(None, for_read=for_read)
+        assert opts["GDAL_HTTP_CONNECTTIMEOUT"] == "10" and opts["GDAL_HTTP_TIMEOUT"] == "120"
+        assert opts["GDAL_HTTP_LOW_SPEED_TIME"] == "30" and opts["GDAL_HTTP_LOW_SPEED_LIMIT"] == "1"
+
+
+def test_gdal_gives_up_on_a_silent_server(silent: str) -> None:
+    """The same keys, scaled down: GDAL honours them (the defaults differ only in seconds)."""
+    scaled = {**gdal_env_options(None), "GDAL_HTTP_TIMEOUT": "2", "GDAL_HTTP_LOW_SPEED_TIME": "1",
+              "GDAL_HTTP_MAX_RETRY": "0"}
+    reader = RasterioReader(open_options=scaled)
+    href = f"{silent}/HLS.L30.T10TEK.2021182T180000.v2.0.B04.tif"
+    t0 = time.monotonic()
+    with pytest.raises(AssetReadError, match=r"B04\.tif: cannot open: .*(timed out|too slow)"):
+        reader.info(href)
+    assert time.monotonic() - t0 < 4
+
+
+def test_gedi_range_reader_gives_up_on_a_silent_server(silent: str) -> None:
+    session = requests.Session()
+    session.trust_env = False
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match=rf"{silent}/{NAME}: ReadTimeout after 1 tries"):
+        open_source(f"{silent}/{NAME}", session, timeout=0.5, retries=0)
+    assert time.monotonic() - t0 < 2
