@@ -27,11 +27,11 @@ from sampleworld import hls as H
 from sampleworld import landscape as L
 from sampleworld.cog import write_cog
 from sampleworld.resume import done_marker, load_done, save_done
-from sampleworld.spec import WorldSpec, preset, with_overrides
+from sampleworld.spec import WorldSpec, check_timeline, preset, with_overrides
 from sampleworld.stac import GEDI_COLLECTION, HLS_COLLECTION, collection, feature_collection
 
 MANIFEST = "world.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: scenes and GEDI granules of several years, on the real timeline
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -77,6 +77,7 @@ def generate_world(output_dir: str | os.PathLike[str], *, size: str = "small", s
     with the same spec and seed is returned as is; one with a different spec is an error.
     """
     spec = with_overrides(preset(size), **overrides)
+    check_timeline(spec)
     out = Path(output_dir).resolve()
     man_path = out / MANIFEST
     key = json.loads(json.dumps({"spec": spec.to_dict(), "seed": seed, "generator_version": GENERATOR_VERSION}))
@@ -154,7 +155,7 @@ def _scene_job(args: tuple) -> list[dict[str, Any]]:
 
     sc = spec.scenes[k]
     lon, lat = Transformer.from_crs(spec.epsg, 4326, always_xy=True).transform(*spec.aoi_center)
-    acq = H.acquisition(sc, spec.year, lon, lat)
+    acq = H.acquisition(sc, spec.year_of(sc), lon, lat)
     marker = done_marker(out / "hls", f"scene-{k:03d}")
     done = load_done(marker, resume) if resume else None
     if done is not None and all(Path(it["assets"]["Fmask"]["href"]).exists() for it in done):
@@ -196,6 +197,8 @@ def _manifest(out: Path, spec: WorldSpec, seed: int, aoi: list[float], grid: Gri
         "size": spec.size,
         "seed": seed,
         "year": spec.year,
+        "years": spec.years,
+        "gedi_years": spec.gedi_years,
         "aoi": aoi,
         "aoi_geojson": {"type": "Polygon", "coordinates": [ring]},
         "tiles": list(spec.tiles),

@@ -1,0 +1,47 @@
+"""Prefect deployment steps of this project (named in prefect.yaml's ``pull`` section).
+
+A process worker starts every flow run in a new temporary folder; the deployments' entrypoints
+(``flows/pipeline.py:...``) and relative ``output_dir`` values must resolve against the project folder.
+:func:`set_project_directory` finds it without any variable when the project is installed from its
+folder (``pip install -e .``, what ``make`` does): the folder holding this ``flows`` package; else
+``$AGB_PROJECT_DIR`` (the container image sets it). It checks the folder holds the entrypoints and says
+what to set when it cannot find one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ENV = "AGB_PROJECT_DIR"
+MARKERS = ("prefect.yaml", str(Path("flows") / "pipeline.py"))  # an installed copy in site-packages has no prefect.yaml
+
+
+class ProjectDirError(RuntimeError):
+    """The flow run cannot find the project folder (says what to set)."""
+
+
+def find_project_dir(directory: str | None = None) -> Path:
+    """``directory``, else ``$AGB_PROJECT_DIR``, else the source folder of the installed ``flows`` package."""
+    candidates = [("the step's `directory`", directory), (f"${PROJECT_ENV}", os.environ.get(PROJECT_ENV)),
+                  ("the installed flows package", str(Path(__file__).resolve().parents[1]))]
+    tried = []
+    for what, value in candidates:
+        if not value:
+            continue
+        path = Path(value).expanduser().resolve()
+        if all((path / m).is_file() for m in MARKERS):
+            return path
+        tried.append(f"{what} = {path}")
+    raise ProjectDirError(
+        f"cannot find the agb-pipeline project folder (the one holding {' and '.join(MARKERS)}); tried: "
+        f"{'; '.join(tried) or 'nothing'}. Start the worker where the project is installed from its folder "
+        f"(`pip install -e .` or `make venv` there), or set {PROJECT_ENV}=/path/to/the/project in the "
+        "worker's environment (or the work pool's `env` job variable).")
+
+
+def set_project_directory(directory: str | None = None) -> dict[str, str]:
+    """Pull step: change into the project folder; returns ``{"directory": path}`` (Prefect's contract)."""
+    path = find_project_dir(directory)
+    os.chdir(path)
+    return {"directory": str(path)}
