@@ -1,4 +1,5 @@
-"""Prefect deployment steps of this project (named in prefect.yaml's ``pull`` section).
+"""What a worker must provide, checked up front: the project folder (prefect.yaml's ``pull`` step) and the
+environment a run needs (:func:`check_worker_environment`).
 
 A process worker starts every flow run in a new temporary folder; the deployments' entrypoints
 (``flows/pipeline.py:...``) and relative ``output_dir`` values must resolve against the project folder.
@@ -18,7 +19,8 @@ MARKERS = ("prefect.yaml", str(Path("flows") / "pipeline.py"))  # an installed c
 
 
 class ProjectDirError(RuntimeError):
-    """The flow run cannot find the project folder (says what to set)."""
+    """The flow run lacks something the worker must provide (the project folder, credentials); says what
+    to set."""
 
 
 def find_project_dir(directory: str | None = None) -> Path:
@@ -45,3 +47,29 @@ def set_project_directory(directory: str | None = None) -> dict[str, str]:
     path = find_project_dir(directory)
     os.chdir(path)
     return {"directory": str(path)}
+
+
+NASA_HOST_SUFFIX = "nasa.gov"
+
+
+def check_worker_environment(stac_urls: list[str], dask_address: str | None) -> None:
+    """What a worker must be given, checked when a run starts (before any search), with what to set:
+    Earthdata Login credentials when the data comes from NASA, and a well-formed Dask scheduler address."""
+    from urllib.parse import urlparse
+
+    from core.earthdata import earthdata_credentials
+
+    if any((urlparse(u).hostname or "").endswith(NASA_HOST_SUFFIX) for u in stac_urls):
+        try:
+            creds = earthdata_credentials()
+        except ValueError as exc:  # an unreadable netrc
+            raise ProjectDirError(f"Earthdata credentials: {exc}") from None
+        if creds is None:
+            raise ProjectDirError(
+                "no Earthdata Login credentials in this worker's environment, and the run reads NASA data "
+                f"({', '.join(sorted(set(stac_urls)))}): set EARTHDATA_TOKEN, or EARTHDATA_USERNAME and "
+                "EARTHDATA_PASSWORD, or a ~/.netrc line `machine urs.earthdata.nasa.gov login USER password "
+                "PASS` for the user the worker runs as (docs/deploy.md, 'Earthdata credentials').")
+    if dask_address and not dask_address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise ProjectDirError(f"Dask scheduler address {dask_address!r} (dask_address or $AGB_DASK_ADDRESS) is "
+                              "not an address like tcp://host:8786")

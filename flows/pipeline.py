@@ -27,6 +27,7 @@ from core.contracts import Contract
 from flows import stages as S
 from flows import summaries
 from flows import years as Y
+from flows.deploy_steps import check_worker_environment
 from flows.params import (
     BiomassPipelineParams,
     EvaluateModelParams,
@@ -56,6 +57,8 @@ def _area(params: _RunArea, out: Path) -> Iterator[dict[str, Any]]:
                             "hls_collection": params.hls.collection, "gedi_collection": gedi.collection,
                             "world": None, "data_years": None}
     if params.sample_world is None:
+        gedi_urls = [gedi.stac_url] if hasattr(params, "gedi") and not params.gedi.granules else []
+        check_worker_environment([params.hls.stac_url, *gedi_urls], params.dask_address)
         yield area
         return
     from sampleworld.stac_server import serve_stac

@@ -21,7 +21,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from compositing.contracts import SearchOptions
 from core.files import read_json, write_json_atomic
 from core.seasons import SeasonChoice, needs_search, plan_years
 from core.timeline import GEDI_L4A, TimelineError
@@ -39,14 +38,6 @@ def season_dir(out: Path, choice: SeasonChoice) -> Path:
     return out / "seasons" / choice.label
 
 
-@task(name="choose-season", cache_policy=NO_CACHE, tags=["stac"])
-def choose_season_task(aoi: Any, year: int, options: SearchOptions, output_dir: str) -> SeasonChoice:
-    from compositing.window import choose_season
-
-    with S.stac_slot():
-        return choose_season(aoi=aoi, year=year, output_dir=output_dir, options=options)
-
-
 def _choice(area: dict[str, Any], params: _RunArea, year: int, out: Path) -> SeasonChoice:
     from compositing.window import choose_season
 
@@ -55,7 +46,7 @@ def _choice(area: dict[str, Any], params: _RunArea, year: int, out: Path) -> Sea
         return choose_season(aoi=area["aoi"], year=year, season=explicit, output_dir=str(out))
     opts = dataclasses.replace(params.hls.search_options(), stac_url=area["hls_stac_url"],
                                collection=area["hls_collection"])
-    return choose_season_task.with_options(name=f"choose-season-{year}")(
+    return S.choose_season_task.with_options(name=f"choose-season-{year}")(
         area["aoi"], year, opts, str(out / "seasons" / f"window-{year}"))
 
 

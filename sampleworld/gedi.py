@@ -91,10 +91,11 @@ def _offset_track(lon: np.ndarray, lat: np.ndarray, offset_m: float) -> tuple[np
     return lon + dlon, lat + dlat
 
 
-def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int,
+def write_gedi(out: Path, spec: WorldSpec, grid: Grid, lss: dict[int, L.Landscape], seed: int,
                aoi: list[float], resume: str = "") -> dict[str, Any]:
-    """Write every GEDI granule of ``spec`` plus the GEDI STAC collection/items; return the manifest part.
-    Granules finished by an earlier run for the same world (``resume`` key) are not rewritten."""
+    """Write every GEDI granule of ``spec`` (each sampling the landscape of its year, ``lss``) plus the GEDI
+    STAC collection/items; return the manifest part. Granules finished by an earlier run for the same world
+    (``resume`` key) are not rewritten."""
 
     err = AgbdError()
     paths, items, counts = [], [], []
@@ -103,7 +104,7 @@ def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: in
         done = load_done(marker, resume) if resume else None
         if done is None or not Path(done[0]).exists():
             rng = np.random.default_rng(np.random.SeedSequence([seed, 2, k]))
-            path, item, n = write_granule(out / "gedi", spec, grid, ls, g, err, rng)
+            path, item, n = write_granule(out / "gedi", spec, grid, lss[spec.year_of(g)], g, err, rng)
             if resume:
                 save_done(marker, resume, [str(path), item, n])
         else:

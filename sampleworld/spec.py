@@ -61,6 +61,16 @@ class GediSpec:
 
 
 @dataclass(frozen=True)
+class Disturbance:
+    """A clear-cut: from ``year`` on, the forest inside a disc (centre as fractions of the world window's
+    width and height from its top-left corner, radius in 30 m pixels) is grass with 2-8 Mg/ha."""
+
+    year: int
+    center_frac: tuple[float, float] = (0.5, 0.5)
+    radius_px: int = 100
+
+
+@dataclass(frozen=True)
 class WorldSpec:
     """Everything that determines a world; two equal specs and seeds give byte-identical data arrays."""
 
@@ -75,6 +85,7 @@ class WorldSpec:
     full_tiles: bool = False         # write full 3660 x 3660 tiles instead of windows
     zone: int = 10
     workers: int = 1                 # process pool size for scene writing
+    disturbances: tuple[Disturbance, ...] = ()  # clear-cuts: the truth (and so the data) changes by year
 
     @property
     def epsg(self) -> int:
@@ -105,6 +116,8 @@ class WorldSpec:
                           for g in d["gedi"])
         d["tiles"] = tuple(d["tiles"])
         d["aoi_center"] = tuple(d["aoi_center"])
+        d["disturbances"] = tuple(Disturbance(**{**x, "center_frac": tuple(x["center_frac"])})
+                                  for x in d.get("disturbances", ()))
         return cls(**d)
 
 
@@ -160,8 +173,10 @@ def _demo() -> WorldSpec:
         GediSpec(doy=201, time="120519", crossing_frac=0.5, fill_beams=("BEAM0010",), year=2024),
         GediSpec(doy=225, time="064402", crossing_frac=0.82, ascending=False, year=2024),
     )
+    # A ~4,000 ha clear-cut in 2023: the change table shows the loss.
+    cut = (Disturbance(year=2023, center_frac=(0.3, 0.35), radius_px=120),)
     return WorldSpec(size="demo", year=2023, tiles=("10TEK",), aoi_center=(572000.0, 4445000.0),
-                     aoi_px=1344, margin_px=16, scenes=scenes, gedi=gedi, workers=2)
+                     aoi_px=1344, margin_px=16, scenes=scenes, gedi=gedi, workers=2, disturbances=cut)
 
 
 def _benchmark() -> WorldSpec:
@@ -224,4 +239,4 @@ def with_overrides(spec: WorldSpec, **overrides: Any) -> WorldSpec:
     return dataclasses.replace(spec, **overrides)
 
 
-__all__ = ["SceneSpec", "GediSpec", "WorldSpec", "preset", "with_overrides", "check_timeline", "SIZES"]
+__all__ = ["SceneSpec", "GediSpec", "Disturbance", "WorldSpec", "preset", "with_overrides", "check_timeline", "SIZES"]
