@@ -92,3 +92,7 @@ def _print_result(res: Any, wall: float) -> None:
             print("  ".join(_fmt(v, 12) for v in row))
         for c in res.mapping.change:
             print(f"  {c.year_from}->{c.year_to}: {c.table_csv}  rasters: {', '.join(c.rasters.values())}")
+    if res.mapping.truth_change:
+        print("\nThe same on the sample world's true AGB (what the maps' change should show):")
+        for row in change_rows(res.mapping.truth_change, area_only=True):
+            print("  ".join(_fmt(v, 12) for v in row))

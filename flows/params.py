@@ -17,6 +17,7 @@ from chips.params import ChipParams
 from compositing.contracts import CompositeOptions, SearchOptions
 from core.bands import parse_collections
 from labels.contracts import LabelOptions
+from training.change import ChangeOptions
 from training.config import TrainConfig
 
 # Defaults live in the engines' option dataclasses; the fields below take them from there (one definition).
@@ -25,6 +26,7 @@ _COMP = CompositeOptions()
 _LABELS = LabelOptions()
 _CHIPS = ChipParams()
 _TRAIN = TrainConfig()
+_CHANGE = ChangeOptions()
 
 AoiType = list[float] | dict[str, Any] | str
 DASK_ADDRESS_ENV = "AGB_DASK_ADDRESS"
@@ -306,6 +308,14 @@ class PipelineTraining(TrainOptions):
     eval_split: Literal["val", "test"] = "test"
 
 
+class ChangeParams(_Model):
+    loss_threshold: float = Field(_CHANGE.loss_threshold, gt=0, description="Mg/ha: pixels whose AGB fell "
+                                  "(rose) by more count as loss (gain) in the change table.")
+
+    def change_options(self) -> ChangeOptions:
+        return ChangeOptions(loss_threshold=self.loss_threshold)
+
+
 class _RunArea(_Model):
     """An area and the years a run maps (shared by biomass-pipeline, map-biomass and yearly-biomass)."""
 
@@ -328,6 +338,7 @@ class _RunArea(_Model):
     sample_world: SampleWorldOption | None = Field(None, description="Run on the embedded sample world served by a "
                                                    "loopback STAC API (no network, no credentials).")
     hls: HlsOptions = Field(default_factory=HlsOptions)
+    change: ChangeParams = Field(default_factory=ChangeParams)
 
     _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: v if v is None else _check_aoi(v)))
     _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))

@@ -40,7 +40,7 @@ from flows.params import (
     _RunArea,
     last_finished_season_year,
 )
-from flows.results import MappingResult, ModelRecord, RunPlan
+from flows.results import HlsStageResult, MappingResult, ModelRecord, RunPlan, Stage
 from labels.contracts import LabelsResult
 from training.evaluate import EvalResult
 from training.train import TrainResult
@@ -73,7 +73,6 @@ def _area(params: _RunArea, out: Path) -> Iterator[dict[str, Any]]:
                     hls_collection=manifest["hls"]["collection"], gedi_collection=manifest["gedi"]["collection"],
                     world=manifest, data_years=manifest.get("years"))
         yield area
-
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,9 @@ class YearlyResult(Contract):
     pipeline: PipelineResult | None
 
 
-def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan, comps: dict[int, Any],
-                        labs: dict[int, Any]) -> tuple[Any, Any, Any]:
+def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan,
+                        comps: dict[int, Stage[HlsStageResult]], labs: dict[int, Stage[LabelsResult]]
+                        ) -> tuple[Stage[ExportResult], Stage[TrainResult], Stage[EvalResult]]:
     """One chips export of every training season -> one model -> evaluation (overall and per season)."""
     composites = [p for y in plan.years.training_years for p in comps[y].result.composites.paths]
     labels = [p for y in plan.years.training_years for p in labs[y].result.labels.values()]
@@ -148,7 +148,7 @@ def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
         chips, trained, ev = _train_and_evaluate(params, out, plan, comps, labs)
         model = Y.write_model_record(out, plan, trained.result.best_checkpoint, chips.result.export_dir,
                                      ev.result.metrics_path, (ev.result.metrics.get("model") or {}).get("rmse"))
-        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force)
+        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
     stages = [*(("hls-composite", s) for s in comps.values()), *(("gedi-labels", s) for s in labs.values()),
               ("export-chips", chips), ("train-model", trained), ("evaluate-model", ev)]
     result = PipelineResult(
@@ -184,7 +184,7 @@ def map_biomass(params: MapBiomassParams) -> MapBiomassResult:
     with _area(params, out) as area:
         plan = Y.plan_run(params, area, out, train=False)
         comps = Y.composite_years(params, area, out, plan, plan.years.map_years)
-        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force)
+        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
     return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping)
 
 

@@ -3,7 +3,7 @@ run plan of a multi-year run, the maps and change of every map year, and an area
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from compositing.contracts import CompositeResult, SearchResult
@@ -70,11 +70,13 @@ class YearMaps(Contract):
 
 @dataclass(frozen=True)
 class MappingResult(Contract):
-    """Maps of every map year with one checkpoint, and the change between consecutive map years."""
+    """Maps of every map year with one checkpoint, and the change between consecutive map years
+    (``truth_change``: on the sample world, the same table computed on the world's true AGB)."""
 
     checkpoint: str
     years: dict[str, YearMaps]  # str(year) -> maps
     change: list[ChangeResult]
+    truth_change: list[ChangeResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,10 @@ CHANGE_HEADERS = ["from", "to", "tile", "pixels in area", "valid both", "mean fr
                   "mean change (Mg/ha)", "total change (Mg)", "loss px", "gain px"]
 
 
-def change_rows(changes: list[ChangeResult]) -> list[tuple[Any, ...]]:
+def change_rows(changes: list[ChangeResult], area_only: bool = False) -> list[tuple[Any, ...]]:
     rows = []
     for c in changes:
-        for name, st in [*c.tiles.items(), ("area", c.area)]:
+        for name, st in [*([] if area_only else c.tiles.items()), ("area", c.area)]:
             rows.append((c.year_from, c.year_to, name, st.n_area, st.n_valid, st.mean_from, st.mean_to,
                          st.mean_change, st.total_change_mg, st.n_loss, st.n_gain))
     return rows
@@ -154,6 +154,9 @@ def mapping(res: MappingResult) -> None:
             + art.table_md(["year", "tile", "map", "R² vs truth", "RMSE vs truth"], rows)
             + ("\n\n## Change between consecutive map years (Mg/ha, Mg over the area's valid pixels)\n\n"
                + art.table_md(CHANGE_HEADERS, change_rows(res.change)) if res.change else "")
+            + ("\n\n## The same on the sample world's true AGB\n\n"
+               + art.table_md(CHANGE_HEADERS, change_rows(res.truth_change, area_only=True))
+               if res.truth_change else "")
             + "".join(f"\n\n- {n}" for c in res.change for n in c.notes) + "\n\n" + "\n".join(images))
     art.markdown("biomass-change", text, "Maps of every year and the change between them")
 

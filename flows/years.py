@@ -22,14 +22,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core.files import read_json, write_json_atomic
-from core.seasons import SeasonChoice, needs_search, plan_years
+from core.seasons import SeasonChoice, YearPlan, needs_search, plan_years
 from core.timeline import GEDI_L4A, TimelineError
 from flows import stages as S
 from flows import summaries
 from flows.params import GediLabelsParams, HlsCompositeParams, PredictMapParams, _RunArea
 from flows.results import HlsStageResult, MappingResult, ModelRecord, RunPlan, Stage, YearMaps
 from labels.contracts import LabelsResult
-from training.change import ChangeResult
+from training.change import ChangeOptions, ChangeResult
 
 MODEL_RECORD = "current.json"
 
@@ -50,12 +50,12 @@ def _choice(area: dict[str, Any], params: _RunArea, year: int, out: Path) -> Sea
         area["aoi"], year, opts, str(out / "seasons" / f"window-{year}"))
 
 
-def _check_training(plan: Any, choices: dict[int, SeasonChoice], area: dict[str, Any]) -> list[int]:
-    """Training years whose window has GEDI shots; a default year without any is dropped (noted), an
-    explicit one raises."""
+def _check_training(plan: YearPlan, choices: dict[int, SeasonChoice], area: dict[str, Any]) -> YearPlan:
+    """The plan with the training years whose window has GEDI shots (``gedi_days`` set on their choices);
+    a default year without any is dropped with a note, an explicit (or the only) one raises."""
     from core.timeline import check_gedi_season
 
-    kept = []
+    kept, notes = [], list(plan.notes)
     for y in plan.training_years:
         days = GEDI_L4A.overlap_days(choices[y].season)
         choices[y] = dataclasses.replace(choices[y], gedi_days=days)
@@ -64,10 +64,10 @@ def _check_training(plan: Any, choices: dict[int, SeasonChoice], area: dict[str,
         elif plan.training_rule == "explicit" or len(plan.training_years) == 1:
             check_gedi_season(area["aoi"], choices[y].season, y, years=area.get("data_years"))
         else:
-            plan.notes.append(f"{y}: its window {choices[y].start}..{choices[y].end} has no GEDI shots: not trained on")
+            notes.append(f"{y}: its window {choices[y].start}..{choices[y].end} has no GEDI shots: not trained on")
     if not kept:
         raise TimelineError(f"no training season has GEDI shots ({plan.training_years})")
-    return kept
+    return dataclasses.replace(plan, training_years=kept, notes=notes)
 
 
 def plan_run(params: _RunArea, area: dict[str, Any], out: Path, *, train: bool,
@@ -79,7 +79,7 @@ def plan_run(params: _RunArea, area: dict[str, Any], out: Path, *, train: bool,
                       collection=area["hls_collection"], train=train)
     choices = {y: _choice(area, params, y, out) for y in sorted(set(plan.map_years) | set(plan.training_years))}
     if train:
-        plan = dataclasses.replace(plan, training_years=_check_training(plan, choices, area))
+        plan = _check_training(plan, choices, area)
     result = RunPlan(years=plan, seasons={str(y): c for y, c in choices.items()})
     summaries.plan(result)
     return result
@@ -113,15 +113,15 @@ def label_years(params: Any, area: dict[str, Any], out: Path, plan: RunPlan,
 
 @task(name="biomass-change", cache_policy=NO_CACHE)
 def change_task(maps_from: dict[str, str], maps_to: dict[str, str], year_from: int, year_to: int, aoi: Any,
-                output_dir: str) -> ChangeResult:
+                output_dir: str, options: ChangeOptions) -> ChangeResult:
     from training.change import compute_change
 
     return compute_change(maps_from=maps_from, maps_to=maps_to, year_from=year_from, year_to=year_to, aoi=aoi,
-                          output_dir=output_dir)
+                          output_dir=output_dir, options=options)
 
 
 def map_years(checkpoint: str, area: dict[str, Any], out: Path, plan: RunPlan,
-              comps: dict[int, Stage[HlsStageResult]], force: bool) -> MappingResult:
+              comps: dict[int, Stage[HlsStageResult]], force: bool, options: ChangeOptions) -> MappingResult:
     """Maps of every map year (predict-map per tile), truth comparison on the sample world, and change."""
     years: dict[str, YearMaps] = {}
     for y in plan.years.map_years:
@@ -132,10 +132,12 @@ def map_years(checkpoint: str, area: dict[str, Any], out: Path, plan: RunPlan,
         years[str(y)] = YearMaps(year=y, season=plan.season(y), composites=composites, maps=maps,
                                  map_vs_truth=_truth(area.get("world"), maps, y))
     ordered = sorted(years.values(), key=lambda m: m.year)
+    pairs = list(zip(ordered, ordered[1:], strict=False))
     change = [change_task.with_options(name=f"change-{a.year}-{b.year}")(
-        a.maps, b.maps, a.year, b.year, area["aoi"], str(out / "change" / f"{a.year}_{b.year}"))
-        for a, b in zip(ordered, ordered[1:], strict=False)]
-    result = MappingResult(checkpoint=checkpoint, years=years, change=change)
+        a.maps, b.maps, a.year, b.year, area["aoi"], str(out / "change" / f"{a.year}_{b.year}"), options)
+        for a, b in pairs]
+    truth = _truth_change(area.get("world"), [(a.year, b.year) for a, b in pairs], area["aoi"], out, options)
+    result = MappingResult(checkpoint=checkpoint, years=years, change=change, truth_change=truth)
     summaries.mapping(result)
     return result
 
@@ -148,6 +150,19 @@ def _truth(world: dict[str, Any] | None, maps: dict[str, str], year: int) -> dic
     truth = world["truth"]
     path = (truth.get("agb_by_year") or {}).get(str(year), truth["agb"])
     return {tile: compare_to_truth(p, path) for tile, p in maps.items()}
+
+
+def _truth_change(world: dict[str, Any] | None, pairs: list[tuple[int, int]], aoi: Any, out: Path,
+                  options: ChangeOptions) -> list[ChangeResult]:
+    """Sample world only: the same change computed on the world's truth AGB of each year (what the maps'
+    change should show), into ``change/<FROM>_<TO>/truth/``."""
+    if world is None:
+        return []
+    truth = world["truth"]
+    by_year = truth.get("agb_by_year") or {}
+    return [change_task.with_options(name=f"truth-change-{a}-{b}")(
+        {"truth": by_year.get(str(a), truth["agb"])}, {"truth": by_year.get(str(b), truth["agb"])}, a, b, aoi,
+        str(out / "change" / f"{a}_{b}" / "truth"), options) for a, b in pairs]
 
 
 def read_model_record(out: Path) -> ModelRecord | None:

@@ -12,7 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from core.constants import IMAGE_NODATA
-from training.change import ChangeError, ChangeResult, compute_change
+from training.change import ChangeError, ChangeOptions, ChangeResult, compute_change
 
 CRS = "EPSG:32610"
 
@@ -34,7 +34,7 @@ def test_one_tile_difference_raster_and_totals(tmp_path: Path) -> None:
     b[3, 3] = IMAGE_NODATA    # nodata in the second year
     res = compute_change(maps_from={"10TEK": _map(tmp_path / "a.tif", a)},
                          maps_to={"10TEK": _map(tmp_path / "b.tif", b)}, year_from=2022, year_to=2023,
-                         output_dir=str(tmp_path / "change"))
+                         output_dir=str(tmp_path / "change"), options=ChangeOptions(loss_threshold=50.0))
     st = res.tiles["10TEK"]
     assert (st.n_area, st.n_valid, st.n_nodata_from, st.n_nodata_to) == (20, 18, 1, 1)
     assert (st.n_loss, st.n_gain) == (5, 1)

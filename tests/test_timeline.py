@@ -153,3 +153,50 @@ def test_flow_parameters_fail_at_once_for_seasons_and_areas_without_data(tmp_pat
     # a scheduled run "today" maps the season just finished, whatever GEDI covers
     p = BiomassPipelineParams.model_validate(dict(aoi=NORTH, output_dir=out + "/{year}", as_of="2026-10-15"))
     assert p.year == 2026 and p.output_dir.endswith("/2026")
+
+
+def test_tropical_window_from_the_years_scenes_on_a_loopback_stac(tmp_path) -> None:
+    """Tambopata: the hemisphere rule would composite Dec-Mar (the wet season); the data rule searches the
+    year's scenes (no cloud filter) and takes the 4-month window with the lowest mean cloud cover."""
+    import json
+
+    from compositing.contracts import SearchOptions
+    from compositing.window import choose_season
+    from core.area import default_season, parse_aoi
+    from sampleworld.stac_server import serve_stac
+
+    ring = [[-69.5, -12.9], [-68.9, -12.9], [-68.9, -12.3], [-69.5, -12.3], [-69.5, -12.9]]
+    monthly = [95, 92, 90, 80, 55, 30, 20, 25, 35, 70, 85, 93]  # % cloud: wet Nov-Apr, dry Jun-Sep
+
+    def item(day: date, cloud: float) -> dict:
+        iid = f"HLS.L30.T19LBJ.{day:%Y%j}T144556.v2.0"
+        dt = f"{day.isoformat()}T14:45:56Z"
+        return {"type": "Feature", "stac_version": "1.0.0", "id": iid, "collection": "HLSL30_2.0",
+                "properties": {"datetime": dt, "start_datetime": dt, "end_datetime": dt, "eo:cloud_cover": cloud},
+                "geometry": {"type": "Polygon", "coordinates": [ring]}, "bbox": [-69.5, -12.9, -68.9, -12.3],
+                "links": [], "assets": {"B02": {"href": f"/x/{iid}.B02.tif", "roles": ["data"]}}}
+
+    items = [item(date(2024, m, d), c) for m, c in enumerate(monthly, 1) for d in (5, 21)]
+    items += [item(date(2023, 2, 10), 0.0), item(date(2025, 1, 10), 0.0)]  # other years: not counted
+    stac = tmp_path / "world" / "stac"
+    stac.mkdir(parents=True)
+    coll = {"type": "Collection", "stac_version": "1.0.0", "id": "HLSL30_2.0", "description": "t", "license": "x",
+            "links": [], "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                    "temporal": {"interval": [["2013-04-11T00:00:00Z", None]]}}}
+    (stac / "hls_collection.json").write_text(json.dumps(coll))
+    (stac / "gedi_collection.json").write_text(json.dumps({**coll, "id": "GEDI_L4A_AGB_Density_V2_1_2056_2.1"}))
+    (stac / "hls_items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    (stac / "gedi_items.json").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    wet = default_season(parse_aoi(TROPICS), 2024)
+    assert (wet.start, wet.end) == (date(2023, 12, 1), date(2024, 3, 31))
+    with serve_stac(tmp_path / "world") as url:
+        c = choose_season(aoi=TROPICS, year=2024, output_dir=str(tmp_path / "out"),
+                          options=SearchOptions(stac_url=url, max_cloud_cover=40))
+    assert (c.start, c.end, c.rule, c.n_scenes) == ("2024-06-01", "2024-09-30", "tropical-lowest-cloud", 8)
+    assert c.mean_cloud_cover == pytest.approx(27.5)
+    assert c.windows["2024-01..2024-04"]["mean_cloud_cover"] == pytest.approx(89.25)
+    saved = json.loads(open(c.search).read())["features"]
+    assert len(saved) == 24  # every scene of 2024, the cloudy ones too (the cloud filter is not applied)
+    # outside the tropics no search: the hemisphere's leaf-on season
+    n = choose_season(aoi=NORTH, year=2024, output_dir=str(tmp_path / "n"))
+    assert (n.start, n.end, n.rule) == ("2024-06-01", "2024-09-30", "hemisphere-leaf-on")
