@@ -278,8 +278,12 @@ def test_spec_round_trip_and_bad_input() -> None:
 
 def test_presets_meet_their_briefs() -> None:
     demo, bench = preset("demo"), preset("benchmark")
-    assert demo.tiles == ("10TEK",) and demo.aoi_px == 1344 and 8 <= len(demo.scenes) <= 10
-    assert sum(152 <= s.doy <= 273 for s in demo.scenes) >= 5 and 4 <= len(demo.gedi) <= 6
+    assert demo.tiles == ("10TEK",) and demo.aoi_px == 1120 and demo.year == 2023
+    assert demo.years == [2022, 2023, 2024] and demo.gedi_years == [2022, 2024]  # 2023: GEDI stored on the ISS
+    for y in demo.years:
+        assert sum(152 <= s.doy <= 273 for s in demo.scenes if demo.year_of(s) == y) >= 4
+    assert sum(demo.year_of(g) == 2022 for g in demo.gedi) == 3 == sum(demo.year_of(g) == 2024 for g in demo.gedi)
+    assert [d.year for d in demo.disturbances] == [2023]
     assert bench.full_tiles and len(bench.scenes) >= 24 and sum(152 <= s.doy <= 273 for s in bench.scenes) >= 20
     assert any(g.length_km >= 4000 and len(g.beams) == 8 for g in bench.gedi)
 
