@@ -177,10 +177,8 @@ def _demo() -> WorldSpec:
     )
     # A ~4,000 ha clear-cut in 2023: the change table shows the loss.
     cut = (Disturbance(year=2023, center_frac=(0.3, 0.35), radius_px=120),)
-    # 1120 px = 5 x 5 chips of 224 px a season (two training seasons: 50 chip positions, ~the single-season
-    # demo's training cost with 36).
     return WorldSpec(size="demo", year=2023, tiles=("10TEK",), aoi_center=(572000.0, 4445000.0),
-                     aoi_px=1120, margin_px=16, scenes=scenes, gedi=gedi, workers=2, disturbances=cut)
+                     aoi_px=1344, margin_px=16, scenes=scenes, gedi=gedi, workers=2, disturbances=cut)
 
 
 def _benchmark() -> WorldSpec:

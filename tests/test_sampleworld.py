@@ -278,7 +278,7 @@ def test_spec_round_trip_and_bad_input() -> None:
 
 def test_presets_meet_their_briefs() -> None:
     demo, bench = preset("demo"), preset("benchmark")
-    assert demo.tiles == ("10TEK",) and demo.aoi_px == 1120 and demo.year == 2023
+    assert demo.tiles == ("10TEK",) and demo.aoi_px == 1344 and demo.year == 2023
     assert demo.years == [2022, 2023, 2024] and demo.gedi_years == [2022, 2024]  # 2023: GEDI stored on the ISS
     for y in demo.years:
         assert sum(152 <= s.doy <= 273 for s in demo.scenes if demo.year_of(s) == y) >= 4
