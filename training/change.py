@@ -37,7 +37,7 @@ class ChangeError(ValueError):
 @dataclass(frozen=True)
 class ChangeOptions(Contract):
     """``loss_threshold``: Mg/ha; a pixel whose AGB fell (rose) by more counts as loss (gain). Two maps of
-    one model differ per pixel by noise too (sd ~35 Mg/ha between the demo's years where nothing changed):
+    one model differ per pixel by noise too (sd 20-23 Mg/ha between the demo's years where nothing changed):
     keep the threshold well above it."""
 
     loss_threshold: float = 100.0
