@@ -83,16 +83,22 @@ HLS_SENSOR = {HLS_L30: "Landsat 8 (HLS L30)", HLS_S30: "Sentinel-2A (HLS S30)"}
 MIN_TROPICAL_GEDI_DAYS = 120  # a tropical year counts as a GEDI year when GEDI has shots on this many days
 
 
+def _kind(collection: str) -> str:
+    return HLS_S30 if "S30" in collection.upper() else HLS_L30
+
+
 def hls_start(collection: str) -> date:
-    """First day with HLS acquisitions for ``collection`` (an L30/S30 id in either CMR-STAC spelling)."""
-    return HLS_START[HLS_S30 if "S30" in collection.upper() else HLS_L30]
+    """First day with HLS acquisitions for ``collection``: an L30/S30 id in either CMR-STAC spelling, or
+    several comma-separated (the earliest of them)."""
+    return min(HLS_START[_kind(c)] for c in collection.split(",") if c.strip())
 
 
 def check_hls_season(season: Season, collection: str = HLS_L30) -> None:
     """Raise :class:`TimelineError` when ``season`` ends before ``collection`` has any acquisition."""
     first = hls_start(collection)
     if season.end < first:
-        sensor = HLS_SENSOR[HLS_S30 if "S30" in collection.upper() else HLS_L30]
+        kinds = [_kind(c) for c in collection.split(",") if c.strip()]
+        sensor = HLS_SENSOR[min(kinds, key=HLS_START.__getitem__)]
         raise TimelineError(
             f"season {season.start}..{season.end} is before HLS collection {collection} starts "
             f"({first}, the first {sensor} acquisitions): there is no scene to composite. "

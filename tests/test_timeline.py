@@ -76,6 +76,9 @@ def test_hls_before_the_collection_starts() -> None:
     with pytest.raises(TimelineError, match="2015-11-28"):
         check_hls_season(_s("2015-06-01", "2015-09-30"), "HLSS30_2.0")
     check_hls_season(_s("2015-12-01", "2016-03-31"), "HLSS30.v2.0")  # the pre-2024 CMR-STAC spelling
+    check_hls_season(_s("2014-06-01", "2014-09-30"), "HLSL30_2.0,HLSS30_2.0")  # both: L30 has scenes
+    with pytest.raises(TimelineError, match="2013-04-11"):
+        check_hls_season(_s("2012-06-01", "2012-09-30"), "HLSL30_2.0,HLSS30_2.0")
 
 
 @pytest.mark.parametrize(("aoi", "today", "year"), [
