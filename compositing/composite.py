@@ -395,7 +395,7 @@ def _to_cog(src: Path, dst: Path, cache_mb: int = 128) -> None:
     import rasterio.shutil
     from rasterio.enums import Resampling
 
-    with rasterio.Env(GDAL_CACHEMAX=cache_mb):
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb * 1024 * 1024):  # bytes (see kernel.chunk_task)
         with rasterio.open(src, "r+") as ds:
             factors = overview_factors(ds.width, ds.height)
             if factors:

@@ -180,6 +180,9 @@ def chunk_task(reader: AssetReader, scenes: list[SceneSource], window: tuple[int
     """Dask/thread task wrapper: bounds GDAL's block cache, then runs :func:`composite_window`."""
     import rasterio
 
-    env: dict[str, Any] = {"GDAL_CACHEMAX": gdal_cache_mb} if gdal_cache_mb else {}
+    # In bytes: rasterio 1.4 / GDAL 3.10 read a small GDAL_CACHEMAX (e.g. 64) as a cache of almost nothing
+    # (every block decoded again for each row read: measured 14 s instead of 0.05 s for a 3-band preview),
+    # and the setting outlives the Env in other threads of the process.
+    env: dict[str, Any] = {"GDAL_CACHEMAX": gdal_cache_mb * 1024 * 1024} if gdal_cache_mb else {}
     with rasterio.Env(**env):
         return composite_window(reader, scenes, window, rule, min_observations, fail_fast)

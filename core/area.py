@@ -5,6 +5,8 @@ FeatureCollection (dict or JSON string), or a path to a GeoJSON file. Everything
 
 Default leaf-on season (documented in README): northern hemisphere (AOI centroid latitude >= 0)
 June 1 - September 30 of ``year``; southern hemisphere December 1 of ``year - 1`` - March 31 of ``year``.
+That is the rule without data; within the tropics (centroid within 23.44 degrees of the equator,
+:func:`is_tropical`) the flows choose the window from the year's scenes instead (``core.seasons``).
 
 Areas are checked for what they mean: an invalid polygon (self-intersecting "bow-tie", overlapping
 parts, zero area) is refused with the reason, never repaired (a repair changes the area an MRV
@@ -209,6 +211,14 @@ def _to_date(v: Any) -> date:
     if isinstance(v, date):
         return v
     return date.fromisoformat(str(v)[:10])
+
+
+TROPIC_LAT = 23.44  # degrees: the Tropics of Cancer and Capricorn
+
+
+def is_tropical(geom: BaseGeometry) -> bool:
+    """Whether the AOI's centroid lies between the tropics (no leaf-on season to default to)."""
+    return abs(geom.centroid.y) < TROPIC_LAT
 
 
 def default_season(geom: BaseGeometry, year: int) -> Season:

@@ -1,4 +1,8 @@
-"""``make demo``: biomass-pipeline end to end on the embedded sample world (loopback STAC, no network)."""
+"""``make demo``: biomass-pipeline end to end on the embedded sample world (loopback STAC, no network).
+
+The demo world has scenes for 2022, 2023 and 2024 and GEDI shots for 2022 and 2024 only (2023: the
+instrument was stored on the ISS): the demo trains one model on the 2022 and 2024 seasons, maps all three
+years and prints the change between them."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from core.constants import GRANITE_LABEL_NODATA
 from flows import _env  # noqa: F401
@@ -13,15 +18,18 @@ from flows import _env  # noqa: F401
 DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto"}
 
 
+DEMO_MAP_YEARS = {"demo": [2022, 2023, 2024], "small": [2024, 2025]}  # the years each world has scenes for
+
+
 def demo_params(output_dir: str, size: str = "demo") -> dict:
     return {"output_dir": output_dir, "sample_world": {"size": size, "seed": 0},
+            "map_years": DEMO_MAP_YEARS.get(size),
             "gedi": {"nodata": GRANITE_LABEL_NODATA}, "training": DEMO_TRAINING}
 
 
 def run_demo(output_dir: str, size: str = "demo") -> int:
     from flows.params import BiomassPipelineParams
     from flows.pipeline import biomass_pipeline
-    from flows.summaries import METRIC_HEADERS, metrics_rows
 
     t0 = time.perf_counter()
     params = BiomassPipelineParams.model_validate(demo_params(str(Path(output_dir).resolve()), size))
@@ -31,26 +39,60 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
         print(f"error: demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - t0
+    _print_result(res, wall)
+    print(json.dumps({"wall_s": round(wall, 1), "output_dir": res.output_dir, "checkpoint": res.checkpoint,
+                      "maps": {y: m.maps for y, m in res.mapping.years.items()},
+                      "change": [c.table_csv for c in res.mapping.change]}))
+    return 0
+
+
+def _fmt(v: object, width: int = 10) -> str:
+    return f"{v:>{width}.2f}" if isinstance(v, float) else f"{'' if v is None else v!s:>{width}s}"
+
+
+def _print_result(res: Any, wall: float) -> None:
+    from flows.summaries import CHANGE_HEADERS, METRIC_HEADERS, change_rows, metrics_rows, per_season_rows
+
+    yp = res.plan.years
     print(f"\n=== biomass-pipeline demo finished in {wall:.0f} s ===")
     print(f"output folder      {res.output_dir}")
-    for tile, c in res.composites.tiles.items():
-        print(f"composite {tile}    {c.path}")
-    for tile, p in res.labels.labels.items():
-        print(f"labels {tile}       {p}")
-    print(f"GEDI shots         {res.labels.shots}")
+    print(f"trained on         {yp.training_years} ({yp.training_rule}); mapped {yp.map_years}")
+    for note in yp.notes:
+        print(f"  note: {note}")
+    for y, c in sorted(res.plan.seasons.items()):
+        print(f"season {y}        {c.start}..{c.end} ({c.rule}; GEDI days: {c.gedi_days})")
+    for y, comp in sorted(res.composites.items()):
+        for tile, c in comp.tiles.items():
+            print(f"composite {y} {tile}  {c.path}")
+    for y, lab in sorted(res.labels.items()):
+        for tile, p in lab.labels.items():
+            print(f"labels {y} {tile}     {p}  ({lab.n_shots} shots kept)")
     print(f"chips export       {res.chips.export_dir}  chips {res.chips.splits}  labelled pixels "
           f"{res.chips.labelled_pixels}")
-    print(f"checkpoint         {res.checkpoint}")
+    print(f"checkpoint         {res.checkpoint}  (area model: {res.output_dir}/model/current.json)")
     print(f"metrics            {res.evaluation.metrics_path}")
-    for tile, p in res.maps.items():
-        print(f"biomass map {tile}  {p}")
-    print("\nEvaluation on the test split (Mg/ha, labelled pixels):")
+    print(f"\nEvaluation on the {res.evaluation.split} split (Mg/ha, labelled pixels):")
     print("  ".join(f"{h:>10s}" for h in METRIC_HEADERS))
     for row in metrics_rows(res.evaluation):
-        print("  ".join(f"{v:>10.2f}" if isinstance(v, float) else f"{v!s:>10s}" for v in row))
-    for tile, t in (res.map_vs_truth or {}).items():
-        print(f"\nMap vs the sample world's truth AGB ({tile}): R² {t['r2']:.3f}, RMSE {t['rmse']:.1f} Mg/ha, "
-              f"n={t['n']}")
-    print(json.dumps({"wall_s": round(wall, 1), "output_dir": res.output_dir, "checkpoint": res.checkpoint,
-                      "maps": res.maps}))
-    return 0
+        print("  ".join(_fmt(v) for v in row))
+    if res.evaluation.per_season:
+        print("\nPer training season (model and baselines, Mg/ha):")
+        for row in per_season_rows(res.evaluation):
+            print("  ".join(_fmt(v, 24 if i == 0 else 14) for i, v in enumerate(row)))
+    print("\nBiomass maps:")
+    for y, m in sorted(res.mapping.years.items()):
+        for tile, p in m.maps.items():
+            t = (m.map_vs_truth or {}).get(tile)
+            vs = f"  vs truth: R² {t['r2']:.3f}, RMSE {t['rmse']:.1f} Mg/ha, n={t['n']}" if t else ""
+            print(f"  {y} {tile}  {p}{vs}")
+    if res.mapping.change:
+        print("\nChange between consecutive map years (means Mg/ha over pixels valid in both; totals Mg):")
+        print("  ".join(f"{h:>12s}" for h in CHANGE_HEADERS))
+        for row in change_rows(res.mapping.change):
+            print("  ".join(_fmt(v, 12) for v in row))
+        for c in res.mapping.change:
+            print(f"  {c.year_from}->{c.year_to}: {c.table_csv}  rasters: {', '.join(c.rasters.values())}")
+    if res.mapping.truth_change:
+        print("\nThe same on the sample world's true AGB (what the maps' change should show):")
+        for row in change_rows(res.mapping.truth_change, area_only=True):
+            print("  ".join(_fmt(v, 12) for v in row))

@@ -17,6 +17,7 @@ from chips.params import ChipParams
 from compositing.contracts import CompositeOptions, SearchOptions
 from core.bands import parse_collections
 from labels.contracts import LabelOptions
+from training.change import ChangeOptions
 from training.config import TrainConfig
 
 # Defaults live in the engines' option dataclasses; the fields below take them from there (one definition).
@@ -25,6 +26,7 @@ _COMP = CompositeOptions()
 _LABELS = LabelOptions()
 _CHIPS = ChipParams()
 _TRAIN = TrainConfig()
+_CHANGE = ChangeOptions()
 
 AoiType = list[float] | dict[str, Any] | str
 DASK_ADDRESS_ENV = "AGB_DASK_ADDRESS"
@@ -36,12 +38,39 @@ def env_dask_address() -> str | None:
 
 
 def last_finished_season_year(aoi: Any, today: date | None = None) -> int:
-    """Year of the AOI hemisphere's most recent leaf-on season that has ended by ``today`` (UTC)."""
-    from core.area import default_season, parse_aoi
+    """Year of the area's most recent default season that has ended by ``today`` (UTC; tropics: the last
+    whole calendar year, whose scenes choose the window)."""
+    from core.timeline import last_finished_year
 
-    today = today or datetime.now(UTC).date()
-    geom = parse_aoi(aoi)
-    return today.year if default_season(geom, today.year).end < today else today.year - 1
+    return last_finished_year(aoi, today or datetime.now(UTC).date())
+
+
+def _geom_or_none(aoi: Any) -> Any:
+    """The AOI geometry, or None for a GeoJSON file that is not readable here (checked where it runs)."""
+    from core.area import AoiError, parse_aoi
+
+    try:
+        return parse_aoi(aoi)
+    except AoiError:
+        if isinstance(aoi, str) and not aoi.strip().startswith("{"):
+            return None
+        raise
+
+
+def _check_window(aoi: Any, year: int | None, season: SeasonParam | None, hls_collection: str | None,
+                  gedi: bool) -> None:
+    """Timeline checks of a stage's window (core.timeline): HLS has scenes, GEDI has shots (``gedi``)."""
+    from core.area import Season
+    from core.timeline import check_gedi_season, check_hls_season, season_for_year
+
+    geom = _geom_or_none(aoi)
+    if geom is None or (year is None and season is None):
+        return
+    window = Season.from_any(season.model_dump()) if season else season_for_year(geom, int(year))  # type: ignore[arg-type]
+    if hls_collection:
+        check_hls_season(window, hls_collection)
+    if gedi:
+        check_gedi_season(geom, window, year)
 
 
 class _Model(BaseModel):
@@ -67,11 +96,16 @@ def _check_aoi(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
+YEAR_DOC = ("Year; the default season is the leaf-on window of the area's hemisphere (north Jun 1-Sep 30; "
+            "south Dec 1 of year-1 - Mar 31), in the tropics the 4-month window of the year with the lowest "
+            "mean scene cloud cover. HLS L30 starts 2013-04-11; GEDI L4A has shots 2019-04-18..2023-03-16 and "
+            "2024-04-26..2024-11-27 between 51.6 S and 51.6 N.")
+
+
 class _AreaYear(_Model):
     aoi: AoiType = Field(description="Area: lon/lat bbox [minx, miny, maxx, maxy], a GeoJSON geometry, or a path "
                          "to a GeoJSON file.")
-    year: int | None = Field(None, ge=1984, le=2100, description="Year; the default season is the leaf-on window "
-                             "of the area's hemisphere (north Jun 1-Sep 30; south Dec 1 of year-1 - Mar 31).")
+    year: int | None = Field(None, ge=1984, le=2100, description=YEAR_DOC)
     season: SeasonParam | None = Field(None, description="Explicit date window overriding the default season.")
 
     _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: _check_aoi(v)))
@@ -121,6 +155,11 @@ class HlsCompositeParams(_AreaYear, HlsOptions):
 
     _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
 
+    @model_validator(mode="after")
+    def _timeline(self) -> HlsCompositeParams:
+        _check_window(self.aoi, self.year, self.season, self.collection, gedi=False)
+        return self
+
 
 class GediOptions(_Model):
     stac_url: str = Field(_LABELS.stac_url, description="STAC API root for GEDI L4A (CMR-STAC ORNL_CLOUD by default).")
@@ -150,6 +189,12 @@ class GediLabelsParams(_AreaYear, GediOptions):
                                                "output_dir of hls-composite. Without it only GeoParquet is written.")
     output_dir: str = Field(description="Folder for labels/gedi_shots.parquet and labels/<TILE>/<SEASON>.tif.")
     force: bool = False
+
+    @model_validator(mode="after")
+    def _timeline(self) -> GediLabelsParams:
+        if not self.granules:  # given granules are read whatever their dates
+            _check_window(self.aoi, self.year, self.season, None, gedi=True)
+        return self
 
 
 class ChipOptions(_Model):
@@ -263,11 +308,29 @@ class PipelineTraining(TrainOptions):
     eval_split: Literal["val", "test"] = "test"
 
 
-class BiomassPipelineParams(_Model):
+class ChangeParams(_Model):
+    loss_threshold: float = Field(_CHANGE.loss_threshold, gt=0, description="Mg/ha: pixels whose AGB fell "
+                                  "(rose) by more count as loss (gain) in the change table.")
+
+    def change_options(self) -> ChangeOptions:
+        return ChangeOptions(loss_threshold=self.loss_threshold)
+
+
+class _RunArea(_Model):
+    """An area and the years a run maps (shared by biomass-pipeline, map-biomass and yearly-biomass)."""
+
     aoi: AoiType | None = Field(None, description="Area (bbox, GeoJSON or file). Taken from the sample world if unset.")
-    year: int | None = Field(None, ge=1984, le=2100, description="Year of the hemisphere's leaf-on season; "
-                             "unset: the last season that has ended (scheduled yearly runs).")
-    season: SeasonParam | None = None
+    year: int | None = Field(None, ge=1984, le=2100, description="The requested year (its default season: "
+                             "hemisphere leaf-on; tropics: the 4-month window with the lowest mean scene cloud "
+                             "cover). Unset: the last season that has ended by `as_of` (scheduled runs).")
+    season: SeasonParam | None = Field(None, description="Explicit window of the requested year (overrides "
+                                       "its default season; other years keep theirs).")
+    map_years: list[int] | None = Field(None, description="Years to map (default: the requested year, and the "
+                                        "year before it with `previous_year`). Needs HLS scenes, not GEDI.")
+    previous_year: bool = Field(False, description="Also map the year before the requested one (default "
+                                "map_years only), so the change table shows the last year's change.")
+    as_of: date | None = Field(None, description="The UTC date the run treats as today (which season has "
+                               "ended); unset: the real date. For back-fills and tests.")
     output_dir: str = Field(description="Root folder of every output of the run ('{year}' is replaced by the year).")
     dask_address: str | None = Field(None, validate_default=True, description="Dask scheduler (tcp://host:8786) "
                                      "for the composites; unset: $AGB_DASK_ADDRESS of the worker, else local.")
@@ -275,19 +338,68 @@ class BiomassPipelineParams(_Model):
     sample_world: SampleWorldOption | None = Field(None, description="Run on the embedded sample world served by a "
                                                    "loopback STAC API (no network, no credentials).")
     hls: HlsOptions = Field(default_factory=HlsOptions)
-    gedi: GediOptions = Field(default_factory=GediOptions)
-    chips: ChipOptions = Field(default_factory=ChipOptions)
-    training: PipelineTraining = Field(default_factory=PipelineTraining)
+    change: ChangeParams = Field(default_factory=ChangeParams)
 
     _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: v if v is None else _check_aoi(v)))
     _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
 
+    def wanted_map_years(self, year: int) -> list[int] | None:
+        """``map_years``, else ``[year - 1, year]`` with ``previous_year``, else None (= [year])."""
+        if self.map_years:
+            return sorted(set(self.map_years))
+        return [year - 1, year] if self.previous_year else None
+
+    def check_timeline(self, training: bool, training_years: list[int] | None = None) -> None:
+        """Raise (core.timeline.TimelineError) when a map year has no HLS scene or a training season no GEDI
+        shot. Without ``aoi`` (the sample world's) the flow checks it once the world is known."""
+        from core.seasons import plan_years
+
+        geom = _geom_or_none(self.aoi) if self.aoi is not None else None
+        if geom is None or self.year is None:
+            return
+        plan_years(geom, self.year, season=self.season.model_dump() if self.season else None,
+                   map_years=self.wanted_map_years(self.year), training_years=training_years,
+                   collection=self.hls.collection, train=training)
+
     @model_validator(mode="after")
-    def _area(self) -> BiomassPipelineParams:
+    def _area(self) -> _RunArea:
         if self.sample_world is None and self.aoi is None:
             raise ValueError("give `aoi` (and `year` or `season`), or `sample_world`")
-        if self.sample_world is None and self.year is None and self.season is None:
-            self.year = last_finished_season_year(self.aoi)  # yearly schedules run after the season ends
+        if self.year is None and self.season is not None:
+            self.year = int(self.season.end[:4])
+        if self.sample_world is None and self.year is None:
+            self.year = last_finished_season_year(self.aoi, self.as_of)  # scheduled runs: the season just ended
         if self.year is not None and "{year}" in self.output_dir:
             self.output_dir = self.output_dir.replace("{year}", str(self.year))
         return self
+
+
+class MapBiomassParams(_RunArea):
+    checkpoint: str | None = Field(None, description="Model checkpoint to map with; unset: the area's current "
+                                   "model (<output_dir>/model/current.json, written by biomass-pipeline).")
+
+    @model_validator(mode="after")
+    def _timeline(self) -> MapBiomassParams:
+        self.check_timeline(training=False)
+        return self
+
+
+class BiomassPipelineParams(_RunArea):
+    training_years: list[int] | None = Field(None, description="Seasons to train on (each needs GEDI shots). "
+                                             "Default: the requested season when GEDI covers it, else every "
+                                             "season GEDI covers (north 2019-2022 and 2024).")
+    gedi: GediOptions = Field(default_factory=GediOptions)
+    chips: ChipOptions = Field(default_factory=ChipOptions)
+    training: PipelineTraining = Field(default_factory=PipelineTraining)
+
+    @model_validator(mode="after")
+    def _timeline(self) -> BiomassPipelineParams:
+        self.check_timeline(training=True, training_years=self.training_years)
+        return self
+
+
+class YearlyBiomassParams(BiomassPipelineParams):
+    """A scheduled yearly run: map the season just finished (and the year before, for the change) with the
+    area's current model, training it first (biomass-pipeline) when the area has none."""
+
+    previous_year: bool = Field(True, description="Also map the year before (change since last year).")

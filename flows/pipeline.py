@@ -1,7 +1,14 @@
-"""``biomass-pipeline``: HLS search -> composites -> GEDI labels -> chips -> training -> evaluation -> maps.
+"""The area flows: ``biomass-pipeline``, ``map-biomass`` and ``yearly-biomass``.
+
+``biomass-pipeline``: for each training season (GEDI-covered), HLS search -> composite -> GEDI labels; one
+chips export of every season -> one model -> evaluation (overall and per season) -> maps of every map year
+(composites only, no GEDI needed) -> change between consecutive map years; the model becomes the area's
+current model (``<output_dir>/model/current.json``). ``map-biomass``: maps and change with an existing
+model (no labels, no training). ``yearly-biomass`` (the scheduled deployments): map-biomass with the
+area's current model, or biomass-pipeline when the area has none yet.
 
 Each stage is its own flow (run as a subflow here), so each can also run alone. With ``sample_world`` set
-the pipeline writes the embedded sample world and serves it through a loopback STAC API for the run.
+the flows write the embedded sample world and serve it through a loopback STAC API for the run.
 """
 
 from __future__ import annotations
@@ -17,33 +24,41 @@ from prefect import flow
 from chips.manifest import ExportResult
 from compositing.contracts import CompositeResult
 from core.contracts import Contract
-from flows import artifacts as art
 from flows import stages as S
 from flows import summaries
+from flows import years as Y
+from flows.deploy_steps import check_worker_environment
 from flows.params import (
     BiomassPipelineParams,
     EvaluateModelParams,
     ExportChipsParams,
-    GediLabelsParams,
-    HlsCompositeParams,
-    PredictMapParams,
+    GediOptions,
+    MapBiomassParams,
     SampleWorldParams,
     TrainModelParams,
+    YearlyBiomassParams,
+    _RunArea,
+    last_finished_season_year,
 )
+from flows.results import HlsStageResult, MappingResult, ModelRecord, RunPlan, Stage
 from labels.contracts import LabelsResult
 from training.evaluate import EvalResult
 from training.train import TrainResult
 
 
 @contextlib.contextmanager
-def _area(params: BiomassPipelineParams, out: Path) -> Iterator[dict[str, Any]]:
-    """aoi/year/season/STAC URLs of the run; for the sample world, generated and served on loopback."""
+def _area(params: _RunArea, out: Path) -> Iterator[dict[str, Any]]:
+    """aoi/year/season/STAC URLs of the run; for the sample world, generated and served on loopback
+    (``data_years``: the years the world has scenes for)."""
+    gedi = getattr(params, "gedi", None) or GediOptions()
     area: dict[str, Any] = {"aoi": params.aoi, "year": params.year,
                             "season": params.season.model_dump() if params.season else None,
-                            "hls_stac_url": params.hls.stac_url, "gedi_stac_url": params.gedi.stac_url,
-                            "hls_collection": params.hls.collection, "gedi_collection": params.gedi.collection,
-                            "world": None}
+                            "hls_stac_url": params.hls.stac_url, "gedi_stac_url": gedi.stac_url,
+                            "hls_collection": params.hls.collection, "gedi_collection": gedi.collection,
+                            "world": None, "data_years": None}
     if params.sample_world is None:
+        gedi_urls = [gedi.stac_url] if hasattr(params, "gedi") and not params.gedi.granules else []
+        check_worker_environment([params.hls.stac_url, *gedi_urls], params.dask_address)
         yield area
         return
     from sampleworld.stac_server import serve_stac
@@ -52,25 +67,29 @@ def _area(params: BiomassPipelineParams, out: Path) -> Iterator[dict[str, Any]]:
     world_dir = str(Path(sw.output_dir or out / "world").resolve())
     manifest = S.sample_world(SampleWorldParams(output_dir=world_dir, size=sw.size, seed=sw.seed))
     with serve_stac(world_dir) as url:
-        area.update(aoi=params.aoi or manifest["aoi"], year=params.year or manifest["year"],
-                    season=area["season"] or (None if params.year else manifest.get("season")),
-                    hls_stac_url=url, gedi_stac_url=url, hls_collection=manifest["hls"]["collection"],
-                    gedi_collection=manifest["gedi"]["collection"], world=manifest)
+        aoi = params.aoi or manifest["aoi"]
+        year = params.year or (last_finished_season_year(aoi, params.as_of) if params.as_of else manifest["year"])
+        area.update(aoi=aoi, year=year, hls_stac_url=url, gedi_stac_url=url,
+                    hls_collection=manifest["hls"]["collection"], gedi_collection=manifest["gedi"]["collection"],
+                    world=manifest, data_years=manifest.get("years"))
         yield area
 
 
 @dataclass(frozen=True)
 class PipelineResult(Contract):
-    """Everything a biomass-pipeline run produced (typed results of every stage)."""
+    """Everything a biomass-pipeline run produced: the plan (years, windows, why), the typed result of every
+    stage (composites and labels per year, keyed ``str(year)``), the model (the area's current model),
+    and the maps and change of every map year."""
 
     output_dir: str
-    composites: CompositeResult
-    labels: LabelsResult
+    plan: RunPlan
+    composites: dict[str, CompositeResult]
+    labels: dict[str, LabelsResult]
     chips: ExportResult
     training: TrainResult
     evaluation: EvalResult
-    maps: dict[str, str]
-    map_vs_truth: dict[str, dict[str, Any]] | None
+    model: ModelRecord
+    mapping: MappingResult
     cached_stages: list[str]
 
     @property
@@ -78,58 +97,110 @@ class PipelineResult(Contract):
         return self.training.best_checkpoint
 
 
-@flow(name="biomass-pipeline", log_prints=True)
-def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
-    """The whole job for an area and a year: composites, labels, chips, model, evaluation and biomass maps."""
-    out = Path(params.output_dir).resolve()
-    with _area(params, out) as area:
-        hls = params.hls.model_dump()
-        comp = S.hls_composite(HlsCompositeParams(
-            aoi=area["aoi"], year=area["year"], season=area["season"], output_dir=str(out),
-            dask_address=params.dask_address, force=params.force,
-            **{**hls, "stac_url": area["hls_stac_url"], "collection": area["hls_collection"]}))
-        composites = comp.result.composites.paths
-        gedi = params.gedi.model_dump()
-        lab = S.gedi_labels(GediLabelsParams(
-            aoi=area["aoi"], year=area["year"], season=area["season"], output_dir=str(out),
-            composites=composites, force=params.force,
-            **{**gedi, "stac_url": area["gedi_stac_url"], "collection": area["gedi_collection"]}))
-        world = area["world"]
-    chips = S.export_chips(ExportChipsParams(composites=composites, labels=list(lab.result.labels.values()),
-                                             output_dir=str(out), force=params.force, **params.chips.model_dump()))
+@dataclass(frozen=True)
+class MapBiomassResult(Contract):
+    """A map-biomass run: the plan, the model used and the maps and change of every map year."""
+
+    output_dir: str
+    plan: RunPlan
+    model: ModelRecord
+    mapping: MappingResult
+
+
+@dataclass(frozen=True)
+class YearlyResult(Contract):
+    """A yearly-biomass run: ``trained`` tells whether the area had no model (then ``pipeline`` is the
+    biomass-pipeline run that trained it); ``mapping`` has the maps and change either way."""
+
+    output_dir: str
+    trained: bool
+    plan: RunPlan
+    model: ModelRecord
+    mapping: MappingResult
+    pipeline: PipelineResult | None
+
+
+def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan,
+                        comps: dict[int, Stage[HlsStageResult]], labs: dict[int, Stage[LabelsResult]]
+                        ) -> tuple[Stage[ExportResult], Stage[TrainResult], Stage[EvalResult]]:
+    """One chips export of every training season -> one model -> evaluation (overall and per season)."""
+    composites = [p for y in plan.years.training_years for p in comps[y].result.composites.paths]
+    labels = [p for y in plan.years.training_years for p in labs[y].result.labels.values()]
+    chips = S.export_chips(ExportChipsParams(composites=composites, labels=labels, output_dir=str(out),
+                                             force=params.force, **params.chips.model_dump()))
     tr = params.training.model_dump()
     eval_split = tr.pop("eval_split")
     export = chips.result.export_dir
     trained = S.train_model(TrainModelParams(export=export, output_dir=str(out / "model"), force=params.force, **tr))
-    ckpt = trained.result.best_checkpoint
-    ev = S.evaluate_model(EvaluateModelParams(checkpoint=ckpt, export=export, split=eval_split,
-                                              output_dir=str(out / "eval"), force=params.force))
-    maps = {tile: S.predict_map(PredictMapParams(checkpoint=ckpt, composite=t.path, output_dir=str(out / "maps"),
-                                                 force=params.force)).result.map
-            for tile, t in comp.result.composites.tiles.items()}
-    truth = None
-    if world is not None:
-        from training.map_truth import compare_to_truth
+    ev = S.evaluate_model(EvaluateModelParams(checkpoint=trained.result.best_checkpoint, export=export,
+                                              split=eval_split, output_dir=str(out / "eval"), force=params.force))
+    return chips, trained, ev
 
-        truth = {tile: compare_to_truth(path, world["truth"]["agb"]) for tile, path in maps.items()}
-    stages = {"hls-composite": comp, "gedi-labels": lab, "export-chips": chips, "train-model": trained,
-              "evaluate-model": ev}
-    result = PipelineResult(output_dir=str(out), composites=comp.result.composites, labels=lab.result,
-                            chips=chips.result, training=trained.result, evaluation=ev.result, maps=maps,
-                            map_vs_truth=truth, cached_stages=[n for n, r in stages.items() if r.cached])
-    _summary(result)
+
+@flow(name="biomass-pipeline", log_prints=True)
+def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
+    """Train on the GEDI seasons, evaluate, and map every map year of an area (with the change between years)."""
+    out = Path(params.output_dir).resolve()
+    with _area(params, out) as area:
+        plan = Y.plan_run(params, area, out, train=True, training_years=params.training_years)
+        comps = Y.composite_years(params, area, out, plan, plan.years.training_years + plan.years.map_years)
+        labs = Y.label_years(params, area, out, plan, comps)
+        chips, trained, ev = _train_and_evaluate(params, out, plan, comps, labs)
+        model = Y.write_model_record(out, plan, trained.result.best_checkpoint, chips.result.export_dir,
+                                     ev.result.metrics_path, (ev.result.metrics.get("model") or {}).get("rmse"))
+        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
+    stages = [*(("hls-composite", s) for s in comps.values()), *(("gedi-labels", s) for s in labs.values()),
+              ("export-chips", chips), ("train-model", trained), ("evaluate-model", ev)]
+    result = PipelineResult(
+        output_dir=str(out), plan=plan,
+        composites={str(y): s.result.composites for y, s in comps.items()},
+        labels={str(y): s.result for y, s in labs.items()}, chips=chips.result, training=trained.result,
+        evaluation=ev.result, model=model, mapping=mapping,
+        cached_stages=sorted({n for n, s in stages if s.cached} - {n for n, s in stages if not s.cached}))
+    summaries.pipeline(result)
     return result
 
 
-def _summary(res: PipelineResult) -> None:
-    rows = [("composites", ", ".join(res.composites.paths)), ("labels", ", ".join(res.labels.labels.values())),
-            ("shots", res.labels.shots), ("chips", res.chips.export_dir), ("checkpoint", res.checkpoint),
-            ("metrics", res.evaluation.metrics_path), ("maps", ", ".join(res.maps.values()))]
-    truth = res.map_vs_truth or {}
-    text = ("# Biomass pipeline\n\n## Outputs\n\n" + art.table_md(["output", "path"], rows)
-            + "\n\n## Evaluation (test split, Mg/ha)\n\n"
-            + art.table_md(summaries.METRIC_HEADERS, summaries.metrics_rows(res.evaluation))
-            + ("\n\n## Map against the sample world's truth\n\n"
-               + art.table_md(["tile", "R²", "RMSE", "pixels"], [(t, v["r2"], v["rmse"], v["n"]) for t, v in truth.items()])
-               if truth else ""))
-    art.markdown("biomass-pipeline-summary", text, "Outputs and metrics of the whole run")
+def _model_for(params: MapBiomassParams, out: Path) -> ModelRecord:
+    if params.checkpoint:
+        ck = str(Path(params.checkpoint).resolve())
+        if not Path(ck).is_file():
+            raise FileNotFoundError(f"checkpoint {ck} not found")
+        return ModelRecord(checkpoint=ck, training_years=[], seasons=[], export="", metrics="", rmse=None,
+                           trained_at="")
+    rec = Y.read_model_record(out)
+    if rec is None:
+        raise FileNotFoundError(f"no model for this area: {out / 'model' / Y.MODEL_RECORD} is missing (or its "
+                                "checkpoint is gone); give `checkpoint`, or train one with biomass-pipeline "
+                                "(the area's retrain deployment)")
+    return rec
+
+
+@flow(name="map-biomass", log_prints=True)
+def map_biomass(params: MapBiomassParams) -> MapBiomassResult:
+    """Map an area for the given years with an existing model (no labels, no training), with the change."""
+    out = Path(params.output_dir).resolve()
+    model = _model_for(params, out)
+    with _area(params, out) as area:
+        plan = Y.plan_run(params, area, out, train=False)
+        comps = Y.composite_years(params, area, out, plan, plan.years.map_years)
+        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
+    return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping)
+
+
+@flow(name="yearly-biomass", log_prints=True)
+def yearly_biomass(params: YearlyBiomassParams) -> YearlyResult:
+    """The scheduled run: map the season just finished with the area's current model (training it first,
+    on the seasons GEDI covers, when the area has none), and the change since the year before."""
+    out = Path(params.output_dir).resolve()
+    record = Y.read_model_record(out)
+    fields = set(_RunArea.model_fields)
+    if record is not None:
+        print(f"mapping with the area's current model {record.checkpoint} (trained on {record.training_years})")
+        mapped = map_biomass(MapBiomassParams(**params.model_dump(include=fields), checkpoint=record.checkpoint))
+        return YearlyResult(output_dir=str(out), trained=False, plan=mapped.plan, model=mapped.model,
+                            mapping=mapped.mapping, pipeline=None)
+    print(f"no model for this area under {out}: training one first")
+    run = biomass_pipeline(BiomassPipelineParams(**params.model_dump()))
+    return YearlyResult(output_dir=str(out), trained=True, plan=run.plan, model=run.model, mapping=run.mapping,
+                        pipeline=run)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
     from flows import params as P
     from flows import stages as S
-    from flows.pipeline import biomass_pipeline
+    from flows.pipeline import biomass_pipeline, map_biomass, yearly_biomass
 
     return {
         "sample-world": (S.sample_world, P.SampleWorldParams),
@@ -21,6 +21,8 @@ def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
         "evaluate-model": (S.evaluate_model, P.EvaluateModelParams),
         "predict-map": (S.predict_map, P.PredictMapParams),
         "biomass-pipeline": (biomass_pipeline, P.BiomassPipelineParams),
+        "map-biomass": (map_biomass, P.MapBiomassParams),
+        "yearly-biomass": (yearly_biomass, P.YearlyBiomassParams),
     }
 
 

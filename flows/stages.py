@@ -116,6 +116,43 @@ def sample_world(params: SampleWorldParams) -> dict[str, Any]:
     return manifest
 
 
+# --------------------------------------------------------------------------------------------- seasons
+@task(name="choose-season", cache_policy=NO_CACHE, tags=["stac"])
+def choose_season_task(aoi: Any, year: int, options: SearchOptions, output_dir: str) -> Any:
+    """The tropical window of ``year``: the year's HLS scenes' lowest-cloud 4-month window (core.seasons)."""
+    from compositing.window import choose_season
+
+    with stac_slot():
+        return choose_season(aoi=aoi, year=year, output_dir=output_dir, options=options)
+
+
+def _stage_season(params: HlsCompositeParams | GediLabelsParams, out: str) -> Any:
+    """A stage's window: ``season``; else the year's default (tropics: the driest window, from the HLS search
+    for hls-composite, from the composites' SEASON tag for gedi-labels)."""
+    from core.area import Season, resolve_season
+    from core.seasons import needs_search
+
+    explicit = params.season.model_dump() if params.season else None
+    if explicit or params.year is None or not needs_search(params.aoi, explicit):
+        return resolve_season(params.aoi, params.year, explicit)
+    if isinstance(params, HlsCompositeParams):
+        choice = choose_season_task(params.aoi, params.year, params.search_options(),
+                                    str(Path(out) / "seasons" / f"window-{params.year}"))
+        return choice.season
+    tags = sorted({_season_tag(p) for p in _files(params.composites, "composites")} - {None})
+    if len(tags) != 1:
+        raise ValueError(f"tropical area without `season`: the window comes from the year's scenes; give `season` "
+                         f"or the composites of one season (their SEASON tags: {tags or 'none'})")
+    return Season.from_any(tags[0])
+
+
+def _season_tag(path: str) -> str | None:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.tags().get("SEASON")
+
+
 # --------------------------------------------------------------------------------------------- composites
 @task(name="search-hls", cache_policy=NO_CACHE, tags=["stac"])
 def search_hls_task(aoi: Any, season: dict[str, str], options: SearchOptions, output_dir: str) -> SearchResult:
@@ -137,11 +174,10 @@ def composite_task(items_json: str, tile: str, aoi: Any, season: dict[str, str],
 @flow(name="hls-composite", log_prints=True)
 def hls_composite(params: HlsCompositeParams) -> Stage[HlsStageResult]:
     """Search HLS L30 for the area's season and build one cloud-free mean composite per MGRS tile."""
-    from core.area import resolve_season
     from flows import artifacts as art
 
     out = str(Path(params.output_dir).resolve())
-    season = resolve_season(params.aoi, params.year, params.season.model_dump() if params.season else None)
+    season = _stage_season(params, out)
 
     def body() -> HlsStageResult:
         search = search_hls_task(params.aoi, season.to_dict(), params.search_options(), out)
@@ -186,10 +222,9 @@ def labels_task(aoi: Any, season: dict[str, str], granules: list[str], composite
 @flow(name="gedi-labels", log_prints=True)
 def gedi_labels(params: GediLabelsParams) -> Stage[LabelsResult]:
     """Read and quality-filter GEDI L4A footprints and rasterize AGBD onto each composite's grid."""
-    from core.area import resolve_season
 
     out = str(Path(params.output_dir).resolve())
-    season = resolve_season(params.aoi, params.year, params.season.model_dump() if params.season else None)
+    season = _stage_season(params, out)
     options = params.label_options()
 
     def body() -> LabelsResult:

@@ -7,8 +7,9 @@ from typing import Any
 
 from chips.manifest import ExportResult
 from flows import artifacts as art
-from flows.results import HlsStageResult
+from flows.results import HlsStageResult, MappingResult, RunPlan
 from labels.contracts import LabelsResult
+from training.change import ChangeResult
 from training.evaluate import EvalResult
 from training.mapping import MapResult
 from training.train import TrainResult
@@ -22,7 +23,7 @@ def _skip_note(cached: bool) -> str:
 
 def world(manifest: dict[str, Any], size: str, seed: int) -> None:
     art.markdown("sample-world", f"# Sample world `{size}` (seed {seed})\n\n"
-                 + art.table_md(["key", "value"], [(k, manifest.get(k)) for k in ("aoi", "tiles", "year", "season")]))
+                 + art.table_md(["key", "value"], [(k, manifest.get(k)) for k in ("aoi", "tiles", "year", "years", "gedi_years")]))
 
 
 def composites(res: HlsStageResult, cached: bool) -> None:
@@ -99,7 +100,9 @@ def metrics_rows(res: EvalResult) -> list[tuple[Any, ...]]:
 def evaluation(res: EvalResult, cached: bool) -> None:
     images = [art.image_markdown(Path(p).stem, Path(p)) for p in res.plots.values() if Path(p).is_file()]
     text = ("# Evaluation" + _skip_note(cached) + "\n\nMg/ha over labelled pixels of the split.\n\n"
-            + art.table_md(METRIC_HEADERS, metrics_rows(res)) + "\n\n" + "\n".join(images))
+            + art.table_md(METRIC_HEADERS, metrics_rows(res))
+            + ("\n\n## Per season\n\n" + art.table_md(PER_SEASON_HEADERS, per_season_rows(res))
+               if res.per_season else "") + "\n\n" + "\n".join(images))
     art.markdown("evaluate-model-summary", text, "Metrics against baselines")
 
 
@@ -108,3 +111,83 @@ def biomass_map(res: MapResult, cached: bool) -> None:
                              title="Biomass map", cmap="YlGn")
     art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n"
                  + (art.image_markdown("biomass map", png) if png else ""), "Biomass map preview")
+
+
+def plan(res: RunPlan) -> None:
+    yp = res.years
+    rows = [(y, c.start, c.end, c.rule, "" if c.mean_cloud_cover is None else c.mean_cloud_cover,
+             "" if c.gedi_days is None else c.gedi_days,
+             ", ".join(r for r, ys in (("train", yp.training_years), ("map", yp.map_years)) if int(y) in ys))
+            for y, c in sorted(res.seasons.items())]
+    text = (f"# Run plan (requested year {yp.requested_year})\n\nTraining seasons: {yp.training_years} "
+            f"({yp.training_rule}); map years: {yp.map_years}\n\n"
+            + art.table_md(["year", "start", "end", "window rule", "mean cloud %", "GEDI days", "use"], rows)
+            + "".join(f"\n\n- {n}" for n in yp.notes))
+    art.markdown("run-plan", text, "Years, windows and why")
+
+
+CHANGE_HEADERS = ["from", "to", "tile", "pixels in area", "valid both", "mean from", "mean to",
+                  "mean change (Mg/ha)", "total change (Mg)", "loss px", "gain px"]
+
+
+def change_rows(changes: list[ChangeResult], area_only: bool = False) -> list[tuple[Any, ...]]:
+    rows = []
+    for c in changes:
+        for name, st in [*([] if area_only else c.tiles.items()), ("area", c.area)]:
+            rows.append((c.year_from, c.year_to, name, st.n_area, st.n_valid, st.mean_from, st.mean_to,
+                         st.mean_change, st.total_change_mg, st.n_loss, st.n_gain))
+    return rows
+
+
+def mapping(res: MappingResult) -> None:
+    rows = [(y, tile, p, *(((m.map_vs_truth or {}).get(tile) or {}).get(k, "") for k in ("r2", "rmse")))
+            for y, m in sorted(res.years.items()) for tile, p in m.maps.items()]
+    images = []
+    for c in res.change:
+        for tile, path in c.rasters.items():
+            png = art.safe_quicklook(art.quicklook_band, path, str(Path(path).with_suffix(".preview.png")),
+                                     title=f"{tile} change {c.year_from}-{c.year_to}", cmap="RdYlGn",
+                                     label="Mg/ha")
+            if png:
+                images.append(art.image_markdown(f"{tile} change {c.year_from} to {c.year_to}", png))
+    text = (f"# Biomass maps and change\n\nModel: `{res.checkpoint}`\n\n"
+            + art.table_md(["year", "tile", "map", "R² vs truth", "RMSE vs truth"], rows)
+            + ("\n\n## Change between consecutive map years (Mg/ha, Mg over the area's valid pixels)\n\n"
+               + art.table_md(CHANGE_HEADERS, change_rows(res.change)) if res.change else "")
+            + ("\n\n## The same on the sample world's true AGB\n\n"
+               + art.table_md(CHANGE_HEADERS, change_rows(res.truth_change, area_only=True))
+               if res.truth_change else "")
+            + "".join(f"\n\n- {n}" for c in res.change for n in c.notes) + "\n\n" + "\n".join(images))
+    art.markdown("biomass-change", text, "Maps of every year and the change between them")
+
+
+def per_season_rows(res: EvalResult) -> list[tuple[Any, ...]]:
+    rows = []
+    for season, m in sorted(res.per_season.items()):
+        for name in ("model", "baseline_mean", "baseline_ridge"):
+            if isinstance(m.get(name), dict):
+                x = m[name]
+                rows.append((season, name, m.get("n_pixels"), x.get("rmse"), x.get("mae"), x.get("bias"), x.get("r2")))
+    return rows
+
+
+def pipeline(res: Any) -> None:
+    rows = [("composites", ", ".join(p for c in res.composites.values() for p in c.paths)),
+            ("labels", ", ".join(p for lab in res.labels.values() for p in lab.labels.values())),
+            ("chips", res.chips.export_dir), ("checkpoint", res.checkpoint), ("model record", res.model.checkpoint),
+            ("metrics", res.evaluation.metrics_path),
+            ("maps", ", ".join(p for m in res.mapping.years.values() for p in m.maps.values()))]
+    yp = res.plan.years
+    text = ("# Biomass pipeline\n\n"
+            f"Trained on {yp.training_years} ({yp.training_rule}); mapped {yp.map_years}.\n\n## Outputs\n\n"
+            + art.table_md(["output", "path"], rows)
+            + f"\n\n## Evaluation ({res.evaluation.split} split, Mg/ha)\n\n"
+            + art.table_md(METRIC_HEADERS, metrics_rows(res.evaluation))
+            + ("\n\n## Per training season\n\n" + art.table_md(PER_SEASON_HEADERS, per_season_rows(res.evaluation))
+               if res.evaluation.per_season else "")
+            + ("\n\n## Change\n\n" + art.table_md(CHANGE_HEADERS, change_rows(res.mapping.change))
+               if res.mapping.change else ""))
+    art.markdown("biomass-pipeline-summary", text, "Outputs and metrics of the whole run")
+
+
+PER_SEASON_HEADERS = ["season", "model", "pixels", "RMSE", "MAE", "bias", "R²"]

@@ -23,6 +23,7 @@ from pyproj import Transformer
 from core.constants import AGBD_FILL
 from core.files import write_json_atomic
 from core.grid import Grid
+from core.timeline import GEDI_L4A
 from sampleworld import gedi_schema as S
 from sampleworld import landscape as L
 from sampleworld.resume import done_marker, load_done, save_done
@@ -90,10 +91,11 @@ def _offset_track(lon: np.ndarray, lat: np.ndarray, offset_m: float) -> tuple[np
     return lon + dlon, lat + dlat
 
 
-def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int,
+def write_gedi(out: Path, spec: WorldSpec, grid: Grid, lss: dict[int, L.Landscape], seed: int,
                aoi: list[float], resume: str = "") -> dict[str, Any]:
-    """Write every GEDI granule of ``spec`` plus the GEDI STAC collection/items; return the manifest part.
-    Granules finished by an earlier run for the same world (``resume`` key) are not rewritten."""
+    """Write every GEDI granule of ``spec`` (each sampling the landscape of its year, ``lss``) plus the GEDI
+    STAC collection/items; return the manifest part. Granules finished by an earlier run for the same world
+    (``resume`` key) are not rewritten."""
 
     err = AgbdError()
     paths, items, counts = [], [], []
@@ -102,7 +104,7 @@ def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: in
         done = load_done(marker, resume) if resume else None
         if done is None or not Path(done[0]).exists():
             rng = np.random.default_rng(np.random.SeedSequence([seed, 2, k]))
-            path, item, n = write_granule(out / "gedi", spec, grid, ls, g, err, rng)
+            path, item, n = write_granule(out / "gedi", spec, grid, lss[spec.year_of(g)], g, err, rng)
             if resume:
                 save_done(marker, resume, [str(path), item, n])
         else:
@@ -113,7 +115,8 @@ def write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: in
     items.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
     c = collection(GEDI_COLLECTION, "GEDI L4A Footprint Level Aboveground Biomass Density, Version 2.1",
                    "Sample world (synthetic) GEDI L4A v2.1 granules in the real HDF5 layout.",
-                   [-180.0, -51.6, 180.0, 51.6], ["2019-04-18T00:00:00.000Z", None], "ORNL_CLOUD")
+                   [-180.0, -GEDI_L4A.max_abs_lat, 180.0, GEDI_L4A.max_abs_lat],
+                   [f"{GEDI_L4A.first}T00:00:00.000Z", f"{GEDI_L4A.last}T23:59:59.999Z"], "ORNL_CLOUD")
     write_json_atomic(out / "stac" / "gedi_collection.json", c)
     write_json_atomic(out / "stac" / "gedi_items.json", feature_collection(items))
     return {"collection_json": str(out / "stac" / "gedi_collection.json"),
@@ -148,13 +151,14 @@ def write_granule(folder: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, g:
     """One granule file; returns (path, STAC item, number of shots)."""
     lon_p, lat_p = _crossing_point(spec, grid, g)
     t, k0 = _shot_times(grid, g)
-    day0 = datetime(spec.year, 1, 1, tzinfo=UTC) + timedelta(days=g.doy - 1)
+    year = spec.year_of(g)
+    day0 = datetime(year, 1, 1, tzinfo=UTC) + timedelta(days=g.doy - 1)
     pass_time = day0.replace(hour=int(g.time[:2]), minute=int(g.time[2:4]), second=int(g.time[4:6]))
     start = pass_time  # the file name's time is the first shot's time
     t_cross = (start - GEDI_EPOCH).total_seconds() + k0 * SHOT_DT
     orbit = 160 + int((day0 - datetime(2019, 4, 1, tzinfo=UTC)).days * 15.55) + int(g.time[:2]) // 2
     track = int(rng.integers(1, 4500))
-    name = granule_name(g, spec.year, orbit, track)
+    name = granule_name(g, year, orbit, track)
     lon_c, lat_c = _ground_track(lon_p, lat_p, g.ascending, t)
     beams = {}
     for b in g.beams:

@@ -106,6 +106,14 @@ def make_landscape(shape: tuple[int, int], rng: np.random.Generator) -> Landscap
     return Landscape(lc, agb, terrain, soil, parcel_phase)
 
 
+def clear_cut(ls: Landscape, disc: np.ndarray) -> Landscape:
+    """``ls`` with the forest inside ``disc`` (bool mask) cut: grass, 2-8 Mg/ha (from the parcel field)."""
+    cut = disc & np.isin(ls.landcover, (NEEDLELEAF, BROADLEAF))
+    lc = np.where(cut, np.uint8(GRASS), ls.landcover)
+    agb = np.where(cut, (2 + 6 * ls.parcel_phase).astype(np.float32), ls.agb).astype(np.float32)
+    return Landscape(lc, agb, ls.terrain, ls.soil, ls.parcel_phase)
+
+
 def greenness(doy: int, peak: float = 185.0, width: float = 55.0) -> float:
     """Leaf-on phenology, 0 (leaf-off) .. 1 (peak), for deciduous vegetation."""
     return float(math.exp(-0.5 * ((doy - peak) / width) ** 2))

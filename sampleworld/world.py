@@ -27,11 +27,11 @@ from sampleworld import hls as H
 from sampleworld import landscape as L
 from sampleworld.cog import write_cog
 from sampleworld.resume import done_marker, load_done, save_done
-from sampleworld.spec import WorldSpec, preset, with_overrides
+from sampleworld.spec import WorldSpec, check_timeline, preset, with_overrides
 from sampleworld.stac import GEDI_COLLECTION, HLS_COLLECTION, collection, feature_collection
 
 MANIFEST = "world.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: scenes and GEDI granules of several years, on the real timeline
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -77,6 +77,7 @@ def generate_world(output_dir: str | os.PathLike[str], *, size: str = "small", s
     with the same spec and seed is returned as is; one with a different spec is an error.
     """
     spec = with_overrides(preset(size), **overrides)
+    check_timeline(spec)
     out = Path(output_dir).resolve()
     man_path = out / MANIFEST
     key = json.loads(json.dumps({"spec": spec.to_dict(), "seed": seed, "generator_version": GENERATOR_VERSION}))
@@ -89,29 +90,53 @@ def generate_world(output_dir: str | os.PathLike[str], *, size: str = "small", s
                          "use another output_dir or delete this one")
     out.mkdir(parents=True, exist_ok=True)
     grid, aoi = world_grid(spec)
-    ls = L.make_landscape(grid.shape, _rng(seed, 0))
-    truth = write_truth(out, grid, ls, spec)
-    hls_items = write_hls(out, spec, grid, ls, seed, resume)
-    gedi = _write_gedi(out, spec, grid, ls, seed, aoi, resume)
+    lss = landscapes_by_year(spec, L.make_landscape(grid.shape, _rng(seed, 0)))
+    truth = write_truth(out, grid, lss, spec)
+    hls_items = write_hls(out, spec, grid, lss, seed, resume)
+    gedi = _write_gedi(out, spec, grid, lss, seed, aoi, resume)
     manifest = _manifest(out, spec, seed, aoi, grid, hls_items, gedi, truth)
     manifest.update(key)
     write_json_atomic(man_path, manifest)
     return json.loads(man_path.read_text())
 
 
-def write_truth(out: Path, grid: Grid, ls: L.Landscape, spec: WorldSpec) -> dict[str, str]:
-    """``truth/agb.tif`` (Mg/ha float32, nodata -9999) and ``truth/landcover.tif`` (uint8, 255 none)."""
+def landscapes_by_year(spec: WorldSpec, base: L.Landscape) -> dict[int, L.Landscape]:
+    """The landscape of every year of the world: ``base`` with the clear-cuts of that year and before."""
+    years = sorted({spec.year, *spec.years, *spec.gedi_years})
+    h, w = base.landcover.shape
+    rows, cols = np.ogrid[:h, :w]
+    out: dict[int, L.Landscape] = {}
+    for y in years:
+        ls = base
+        for d in (d for d in spec.disturbances if d.year <= y):
+            cy, cx = d.center_frac[1] * h, d.center_frac[0] * w
+            ls = L.clear_cut(ls, (rows - cy) ** 2 + (cols - cx) ** 2 <= d.radius_px**2)
+        out[y] = ls
+    return out
+
+
+def write_truth(out: Path, grid: Grid, lss: dict[int, L.Landscape], spec: WorldSpec) -> dict[str, Any]:
+    """``truth/agb.tif`` (Mg/ha float32, nodata -9999) and ``truth/landcover.tif`` (uint8, 255 none) of the
+    world's year; with clear-cuts also ``truth/agb_<YEAR>.tif`` per year (``agb_by_year``)."""
     codes = json.dumps({str(k): v for k, v in L.LANDCOVER_NAMES.items()})
+    ls = lss[spec.year]
+    tags = {"units": "Mg/ha", "long_name": "true above-ground biomass density", "SAMPLEWORLD_SIZE": spec.size}
     agb = write_cog(out / "truth" / "agb.tif", ls.agb.astype(np.float32), grid, nodata=IMAGE_NODATA,
-                    tags={"units": "Mg/ha", "long_name": "true above-ground biomass density",
-                          "SAMPLEWORLD_SIZE": spec.size}, description="agb")
+                    tags={**tags, "YEAR": str(spec.year)}, description="agb")
     lc = write_cog(out / "truth" / "landcover.tif", ls.landcover, grid, nodata=L.LANDCOVER_NODATA,
                    tags={"CLASS_CODES": codes, "PFT_OF_CLASS": json.dumps(L.PFT_OF_CLASS)},
                    description="landcover")
-    return {"agb": str(agb), "landcover": str(lc)}
+    by_year = {str(y): str(agb) for y in lss}
+    if spec.disturbances:
+        for y, ly in lss.items():
+            if y != spec.year:
+                by_year[str(y)] = str(write_cog(out / "truth" / f"agb_{y}.tif", ly.agb.astype(np.float32), grid,
+                                                nodata=IMAGE_NODATA, tags={**tags, "YEAR": str(y)},
+                                                description="agb"))
+    return {"agb": str(agb), "landcover": str(lc), "agb_by_year": by_year}
 
 
-def write_hls(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int,
+def write_hls(out: Path, spec: WorldSpec, grid: Grid, lss: dict[int, L.Landscape], seed: int,
               resume: str = "") -> list[dict[str, Any]]:
     """Render every scene and write its granules; return the STAC items (sorted by datetime, tile).
     Scenes whose granules were finished by an earlier run for the same world (``resume`` key) are skipped."""
@@ -121,10 +146,10 @@ def write_hls(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int
     if spec.workers > 1 and len(jobs) > 1 and not multiprocessing.current_process().daemon:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding GDAL/HDF5 state
         with ProcessPoolExecutor(max_workers=spec.workers, mp_context=ctx, initializer=_set_landscape,
-                                 initargs=(ls,)) as pool:
+                                 initargs=(lss,)) as pool:
             results = list(pool.map(_scene_job, jobs))
     else:
-        _set_landscape(ls)
+        _set_landscape(lss)
         try:
             results = [_scene_job(j) for j in jobs]
         finally:
@@ -137,24 +162,24 @@ def write_hls(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int
     return items
 
 
-_LANDSCAPE: L.Landscape | None = None
+_LANDSCAPE: dict[int, L.Landscape] | None = None
 
 
-def _set_landscape(ls: L.Landscape | None) -> None:
-    """Hand the (large) landscape to a worker once, not with every job."""
+def _set_landscape(lss: dict[int, L.Landscape] | None) -> None:
+    """Hand the (large) landscapes, by year, to a worker once, not with every job."""
     global _LANDSCAPE
-    _LANDSCAPE = ls
+    _LANDSCAPE = lss
 
 
 def _scene_job(args: tuple) -> list[dict[str, Any]]:
     out, spec, grid, windows, seed, k, resume = args
-    ls = _LANDSCAPE
-    assert ls is not None, "landscape not set in this process"
+    assert _LANDSCAPE is not None, "landscape not set in this process"
+    ls = _LANDSCAPE[spec.year_of(spec.scenes[k])]
     from sampleworld.granule import write_granule
 
     sc = spec.scenes[k]
     lon, lat = Transformer.from_crs(spec.epsg, 4326, always_xy=True).transform(*spec.aoi_center)
-    acq = H.acquisition(sc, spec.year, lon, lat)
+    acq = H.acquisition(sc, spec.year_of(sc), lon, lat)
     marker = done_marker(out / "hls", f"scene-{k:03d}")
     done = load_done(marker, resume) if resume else None
     if done is not None and all(Path(it["assets"]["Fmask"]["href"]).exists() for it in done):
@@ -179,15 +204,15 @@ def _hls_collection(grid: Grid, spec: WorldSpec) -> dict[str, Any]:
         [min(lons), min(lats), max(lons), max(lats)], ["2013-04-11T00:00:00.000Z", None], "LPCLOUD")
 
 
-def _write_gedi(out: Path, spec: WorldSpec, grid: Grid, ls: L.Landscape, seed: int,
+def _write_gedi(out: Path, spec: WorldSpec, grid: Grid, lss: dict[int, L.Landscape], seed: int,
                 aoi: list[float], resume: str) -> dict[str, Any]:
     from sampleworld.gedi import write_gedi
 
-    return write_gedi(out, spec, grid, ls, seed, aoi, resume)
+    return write_gedi(out, spec, grid, lss, seed, aoi, resume)
 
 
 def _manifest(out: Path, spec: WorldSpec, seed: int, aoi: list[float], grid: Grid,
-              hls_items: list[dict[str, Any]], gedi: dict[str, Any], truth: dict[str, str]) -> dict[str, Any]:
+              hls_items: list[dict[str, Any]], gedi: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
     x0, y0, x1, y1 = aoi
     ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
     dates = sorted({it["properties"]["datetime"][:10] for it in hls_items})
@@ -196,6 +221,8 @@ def _manifest(out: Path, spec: WorldSpec, seed: int, aoi: list[float], grid: Gri
         "size": spec.size,
         "seed": seed,
         "year": spec.year,
+        "years": spec.years,
+        "gedi_years": spec.gedi_years,
         "aoi": aoi,
         "aoi_geojson": {"type": "Polygon", "coordinates": [ring]},
         "tiles": list(spec.tiles),

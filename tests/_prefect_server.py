@@ -1,5 +1,6 @@
 """A real Prefect stack on 127.0.0.1 for the deployment tests: ``prefect server start``, the ``agb-process``
-work pool, ``prefect --no-prompt deploy --all`` from the repository's prefect.yaml, and a process worker.
+work pool, ``prefect --no-prompt deploy --all`` from the repository's prefect.yaml, and a process worker
+started as Prefect's docs show: from the project folder, with no project variable (no AGB_PROJECT_DIR).
 
 One stack per pytest session, shared by test_prefect_server.py and test_browser_ui.py (``prefect_stack``);
 it is stopped (SIGTERM, then SIGKILL) when the session ends. Everything runs with a temporary PREFECT_HOME.
@@ -89,8 +90,9 @@ class PrefectStack:
                    PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
                    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180", PREFECT_LOGGING_LOG_PRINTS="true",
                    PREFECT_RESULTS_PERSIST_BY_DEFAULT="false", PREFECT_WORKER_QUERY_SECONDS="2",
-                   PREFECT_CLI_PROMPT="false", AGB_PROJECT_DIR=str(REPO), PYTHONUNBUFFERED="1")
+                   PREFECT_CLI_PROMPT="false", PYTHONUNBUFFERED="1")
         env.pop("AGB_DASK_ADDRESS", None)  # composites on a local cluster in these tests
+        env.pop("AGB_PROJECT_DIR", None)  # the pull step finds the project without it
         return env
 
     # ------------------------------------------------------------------ processes
@@ -105,8 +107,8 @@ class PrefectStack:
 
     def cli(self, *args: str, timeout: float = 180.0) -> str:
         """Run a ``prefect`` command from the repository root; fail with its output when it fails."""
-        env = {k: v for k, v in self.env.items() if k != "AGB_PROJECT_DIR"}  # the worker resolves it at run time
-        res = subprocess.run([*PREFECT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run([*PREFECT, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+                             timeout=timeout)
         if res.returncode != 0:
             pytest.fail(f"`prefect {' '.join(args)}` exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         return res.stdout
@@ -182,7 +184,7 @@ def start_stack(root: Path) -> PrefectStack:
         assert pool == POOL, f"prefect.yaml names work pool {pool!r}, the tests expect {POOL!r}"
         stack.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
         stack.cli("--no-prompt", "deploy", "--all")
-        stack.spawn("worker", [*PREFECT, "worker", "start", "--pool", POOL, "--type", "process"], root)
+        stack.spawn("worker", [*PREFECT, "worker", "start", "--pool", POOL, "--type", "process"], REPO)
     except BaseException:
         stack.stop()
         raise
@@ -219,13 +221,14 @@ def custom_params(stack: PrefectStack, out: Path, **training: Any) -> dict[str, 
 def assert_pipeline_outputs(out: Path) -> dict[str, list[Path]]:
     """The files biomass-pipeline writes under ``out`` (docs/DESIGN.md), each non-empty."""
     found = {
-        "composites": sorted(out.glob("composites/*/*.tif")),
-        "labels": sorted(out.glob("labels/*/*.tif")),
-        "shots": [out / "labels" / "gedi_shots.parquet"],
+        "composites": sorted(out.glob("seasons/*/composites/*/*.tif")),
+        "labels": sorted(out.glob("seasons/*/labels/*/*.tif")),
+        "shots": sorted(out.glob("seasons/*/labels/gedi_shots.parquet")),
         "chips": sorted(out.glob("chips/**/chips_export.json")),
         "checkpoints": sorted((out / "model").glob("*.ckpt")),
+        "model record": [out / "model" / "current.json"],
         "metrics": [out / "eval" / "metrics.json"],
-        "maps": sorted(out.glob("maps/*_agb.tif")),
+        "maps": sorted(out.glob("maps/*/*_agb.tif")),
     }
     for kind, paths in found.items():
         assert paths, f"no {kind} under {out}"

@@ -20,7 +20,7 @@ def test_list_names_every_flow() -> None:
     assert res.returncode == 0, res.stderr
     names = [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
     assert names == ["sample-world", "hls-composite", "gedi-labels", "export-chips", "train-model",
-                     "evaluate-model", "predict-map", "biomass-pipeline"]
+                     "evaluate-model", "predict-map", "biomass-pipeline", "map-biomass", "yearly-biomass"]
 
 
 def test_unknown_flow_and_bad_params(tmp_path) -> None:
@@ -35,6 +35,11 @@ def test_unknown_flow_and_bad_params(tmp_path) -> None:
     assert res.returncode == 2 and "cannot read parameters" in res.stderr
     res = _run("run", "sample-world", "-p", "output_dir=" + str(tmp_path), "-p", "size=huge")
     assert res.returncode == 2 and "size" in res.stderr
+    # no GEDI in the northern 2023 season (instrument stored on the ISS): refused before any search
+    res = _run("run", "gedi-labels", "-p", "aoi=[-122.1, 44.2, -121.9, 44.35]", "-p", "year=2023",
+               "-p", "output_dir=" + str(tmp_path / "g"))
+    assert res.returncode == 2 and "2023-03-17..2024-04-25" in res.stderr and "2022 and 2024" in res.stderr
+    assert not (tmp_path / "g").exists()
 
 
 def test_run_sample_world_prints_json_last(tmp_path) -> None:

@@ -59,10 +59,14 @@ def test_prefect_files_parse_and_name_unique_deployments() -> None:
         names = [d["name"] for d in spec["deployments"]]
         assert len(names) == len(set(names)), f"{path}: duplicate deployment names {names}"
         assert spec["pull"], f"{path}: no pull step"
-        step = spec["pull"][0]["prefect.deployments.steps.set_working_directory"]
-        assert step["directory"], path
+        ((name, args),) = spec["pull"][0].items()
+        if name == "prefect.deployments.steps.set_working_directory":
+            assert args["directory"], path  # the image's fixed /opt/agb
+        else:
+            assert name == "flows.deploy_steps.set_project_directory" and args == {}, path
     main = {d["name"] for d in _deployments(REPO / "prefect.yaml")}
-    assert {"agb-north-yearly", "agb-south-yearly", "agb-on-demand", "agb-demo"} <= main
+    assert {"agb-north-yearly", "agb-north-retrain", "agb-south-yearly", "agb-south-retrain", "agb-on-demand",
+            "agb-demo"} <= main
 
 
 @pytest.mark.parametrize(("path", "dep"), ALL, ids=IDS)
@@ -83,42 +87,76 @@ def test_main_pool_is_a_process_pool_with_project_root_pull_step() -> None:
     spec = _load(REPO / "prefect.yaml")
     pools = {d["work_pool"]["name"] for d in spec["deployments"]}
     assert pools == {"agb-process"}
-    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory":
-                             {"directory": "{{ $AGB_PROJECT_DIR }}"}}]
+    assert spec["pull"] == [{"flows.deploy_steps.set_project_directory": {}}]
 
 
-def test_yearly_schedules_run_after_each_hemisphere_season() -> None:
-    from core.area import default_season, parse_aoi
-    from flows.params import BiomassPipelineParams
+def test_pull_step_finds_the_project_without_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker started without AGB_PROJECT_DIR: the flow run (in a temporary folder) still finds the project
+    (where its flows package is installed from); a wrong AGB_PROJECT_DIR fails at once saying what to set."""
+    import os
+
+    from flows.deploy_steps import PROJECT_ENV, ProjectDirError, find_project_dir, set_project_directory
+
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # what a process worker does: a new temporary folder per run
+    assert set_project_directory() == {"directory": str(REPO)} and Path(os.getcwd()) == REPO
+    monkeypatch.setenv(PROJECT_ENV, str(REPO))
+    assert find_project_dir() == REPO
+    monkeypatch.setenv(PROJECT_ENV, str(tmp_path))
+    assert find_project_dir() == REPO  # a folder without the project is skipped (and listed if nothing fits)
+    import flows.deploy_steps as steps
+
+    monkeypatch.setattr(steps, "__file__", str(tmp_path / "site-packages" / "flows" / "deploy_steps.py"))
+    with pytest.raises(ProjectDirError, match=f"set {PROJECT_ENV}=/path/to/the/project") as err:
+        find_project_dir()
+    assert str(tmp_path) in str(err.value)
+
+
+def test_yearly_schedules_run_after_each_area_season() -> None:
+    """Each scheduled deployment runs within a month after the window of the year it maps has ended (the
+    hemisphere's leaf-on season; in the tropics the whole calendar year whose scenes choose the window),
+    runs yearly-biomass (map with the area's current model, train first when there is none) into an area
+    folder, and has a retrain deployment of its own."""
+    from core.area import is_tropical, parse_aoi
+    from core.timeline import last_finished_year, season_for_year
+    from flows.params import YearlyBiomassParams
 
     for path in PREFECT_FILES:
-        for dep in _deployments(path):
+        deps = _deployments(path)
+        names = {d["name"] for d in deps}
+        for dep in deps:
             if not dep.get("schedules"):
-                assert "on-demand" in dep["name"] or "demo" in dep["name"], dep["name"]
+                assert any(w in dep["name"] for w in ("on-demand", "demo", "retrain")), dep["name"]
                 continue
             (sched,) = dep["schedules"]
             minute, hour, day, month, weekday = sched["cron"].split()
             assert weekday == "*" and sched["timezone"] == "UTC"
+            assert dep["entrypoint"] == "flows/pipeline.py:yearly_biomass"
+            assert dep["name"].replace("yearly", "retrain") in names
             run_day = date(2026, int(month), int(day))
             raw = dep["parameters"]["params"]
             assert raw["year"] is None, "a static year in a yearly schedule would re-run the same season"
-            season = default_season(parse_aoi(raw["aoi"]), run_day.year)
-            assert season.end < run_day, f"{dep['name']}: runs {run_day} before its season ends {season.end}"
-            assert (run_day - season.end).days <= 31, "run within a month of the season's end"
-            hemisphere = "north" if parse_aoi(raw["aoi"]).centroid.y >= 0 else "south"
-            assert hemisphere in dep["name"]
-            # year: null resolves at run time to the season that has just ended
-            p = BiomassPipelineParams.model_validate(raw)
-            assert p.year is not None and str(p.year) in p.output_dir
+            assert "{year}" not in raw["output_dir"], "the area folder keeps its model across years"
+            year = last_finished_year(raw["aoi"], run_day)
+            window = season_for_year(raw["aoi"], year)
+            assert window.end < run_day, f"{dep['name']}: runs {run_day} before its window ends {window.end}"
+            assert (run_day - window.end).days <= 31, "run within a month of the window's end"
+            geom = parse_aoi(raw["aoi"])
+            assert ("north" if geom.centroid.y >= 0 else "south") in dep["name"]
+            assert ("tropics" in dep["tags"]) == is_tropical(geom)
+            p = YearlyBiomassParams.model_validate({**raw, "as_of": run_day.isoformat()})
+            assert p.year == year and p.previous_year
 
 
-def test_year_defaults_to_last_finished_leaf_on_season() -> None:
+def test_year_defaults_to_last_finished_season() -> None:
     from flows.params import last_finished_season_year
 
-    north, south = [-122.1, 44.2, -121.9, 44.35], [-69.3, -12.65, -69.1, -12.5]
-    table = [  # (aoi, today, year of the last leaf-on season that has ended)
+    north, tropics = [-122.1, 44.2, -121.9, 44.35], [-69.3, -12.65, -69.1, -12.5]
+    south = [-72.0, -40.2, -71.8, -40.0]
+    table = [  # (aoi, today, year of the last season that has ended)
         (north, date(2026, 10, 15), 2026), (north, date(2026, 9, 30), 2025), (north, date(2027, 1, 5), 2026),
         (south, date(2026, 4, 15), 2026), (south, date(2026, 3, 31), 2025), (south, date(2026, 12, 24), 2026),
+        (tropics, date(2026, 1, 15), 2025), (tropics, date(2026, 12, 31), 2025),
     ]
     for aoi, today, year in table:
         assert last_finished_season_year(aoi, today) == year, (aoi, today)
@@ -281,3 +319,21 @@ def test_deploy_readme_explains_each_file() -> None:
     files = ["Dockerfile", "docker-compose.yml", *(f"k8s/{p.name}" for p in sorted((DEPLOY / "k8s").iterdir()))]
     for name in files:
         assert name in readme, f"deploy/README.md does not explain {name}"
+
+
+def test_worker_environment_checked_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of a real area on a worker without Earthdata credentials fails before any search, saying what to
+    set; loopback data needs none; a malformed Dask address is named."""
+    from flows.deploy_steps import ProjectDirError, check_worker_environment
+
+    for var in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    nasa = ["https://cmr.earthdata.nasa.gov/stac/LPCLOUD"]
+    with pytest.raises(ProjectDirError, match="set EARTHDATA_TOKEN, or EARTHDATA_USERNAME and EARTHDATA_PASSWORD"):
+        check_worker_environment(nasa, None)
+    check_worker_environment(["http://127.0.0.1:8080"], None)
+    monkeypatch.setenv("EARTHDATA_TOKEN", "x")
+    check_worker_environment(nasa, "tcp://dask:8786")
+    with pytest.raises(ProjectDirError, match="not an address like tcp://host:8786"):
+        check_worker_environment(nasa, "dask:8786")

@@ -66,3 +66,13 @@ def test_keyword_engines_share_their_flow_defaults(model: str, fn: str) -> None:
     shared = {k for k in flow.model_fields if k in params and params[k].default is not inspect.Parameter.empty}
     assert {"norm_mean", "norm_std", "model"} <= shared
     assert {k: flow.model_fields[k].default for k in shared} == {k: params[k].default for k in shared}
+
+
+def test_change_threshold_default_defined_once() -> None:
+    from flows.params import ChangeParams, MapBiomassParams
+    from training.change import ChangeOptions, compute_change
+
+    assert ChangeParams().change_options() == ChangeOptions()
+    assert ChangeParams.model_fields["loss_threshold"].default == ChangeOptions().loss_threshold
+    assert inspect.signature(compute_change).parameters["options"].default == ChangeOptions()
+    assert MapBiomassParams.model_fields["change"].default_factory is ChangeParams

@@ -1,4 +1,6 @@
-"""The whole biomass-pipeline on the small sample world through Prefect (shared test harness)."""
+"""The whole biomass-pipeline on the small sample world through Prefect (shared test harness): two training
+seasons with GEDI (2022, 2024), a map-only year (2025: after GEDI's last shot), the change between the
+map years, then map-biomass with the area's current model."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def pipeline_run(prefect_harness, small_world, world_dir, tmp_path_factory):
         "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)},
         "gedi": {"nodata": -1.0},
         "chips": {"chip_size": 48, "split_block_m": 2000, "split_fractions": [0.6, 0.2, 0.2]},
+        "training_years": [2022, 2024], "map_years": [2024, 2025],
         "training": {"model": "tiny", "epochs": 1, "batch_size": 4, "device": "cpu"},
     })
     return params, biomass_pipeline(params)
@@ -43,23 +46,50 @@ def pipeline_run(prefect_harness, small_world, world_dir, tmp_path_factory):
 
 def test_pipeline_outputs(pipeline_run, small_world) -> None:
     _, res = pipeline_run
-    assert set(res.composites.tiles) == set(small_world["tiles"]) == {"10TEK", "10TFK"}
-    for tile, comp in res.composites.tiles.items():
-        grid = Grid.from_raster(comp.path)
-        assert grid.to_dict()["transform"] == comp.grid["transform"]
-        label = Grid.from_raster(res.labels.labels[tile])
-        assert (label.crs, label.transform, label.shape) == (grid.crs, grid.transform, grid.shape)
-        with rasterio.open(res.maps[tile]) as m:
-            assert (m.crs.to_epsg(), tuple(m.transform)[:6], m.shape) == (grid.epsg, grid.transform, grid.shape)
-    assert Path(res.labels.shots).is_file()
-    assert res.labels.filter_counts["total"]["kept"] > 0
+    assert small_world["years"] == [2022, 2024, 2025] and small_world["gedi_years"] == [2022, 2024]
+    assert set(res.composites) == {"2022", "2024", "2025"} and set(res.labels) == {"2022", "2024"}
+    for year, lab in res.labels.items():
+        comp = res.composites[year]
+        assert set(comp.tiles) == set(small_world["tiles"]) == {"10TEK", "10TFK"}
+        assert comp.season == {"start": f"{year}-06-01", "end": f"{year}-09-30"} == lab.season
+        for tile, c in comp.tiles.items():
+            grid = Grid.from_raster(c.path)
+            assert grid.to_dict()["transform"] == c.grid["transform"]
+            label = Grid.from_raster(lab.labels[tile])
+            assert (label.crs, label.transform, label.shape) == (grid.crs, grid.transform, grid.shape)
+        assert Path(lab.shots).is_file() and lab.filter_counts["total"]["kept"] > 0
+    for year, m in res.mapping.years.items():
+        for tile, path in m.maps.items():
+            grid = Grid.from_raster(res.composites[year].tiles[tile].path)
+            with rasterio.open(path) as ds:
+                assert (ds.crs.to_epsg(), tuple(ds.transform)[:6], ds.shape) == (grid.epsg, grid.transform, grid.shape)
+            assert m.map_vs_truth[tile]["n"] > 0
     assert all(res.chips.splits[s] > 0 for s in ("train", "val", "test")), res.chips.splits
+    split = json.loads(Path(res.chips.split_file).read_text())
+    assert {c["season"] for c in split["chips"]} == {"2022-06-01_2022-09-30", "2024-06-01_2024-09-30"}
     assert Path(res.checkpoint).is_file()
     metrics = json.loads(Path(res.evaluation.metrics_path).read_text())
     assert {"model", "baseline_mean", "baseline_ridge"} <= set(metrics["metrics"])
+    assert set(res.evaluation.per_season) <= {"2022-06-01_2022-09-30", "2024-06-01_2024-09-30"}
+    assert sum(v["n_pixels"] for v in res.evaluation.per_season.values()) in (0, res.evaluation.n_pixels)
     assert res.cached_stages == []
-    assert all(v["n"] > 0 for v in res.map_vs_truth.values())
+    assert res.model.training_years == [2022, 2024] and res.model.checkpoint == res.checkpoint
     assert json.loads(json.dumps(res.to_dict()))["chips"]["n_chips"] == res.chips.n_chips  # JSON-able
+
+
+def test_pipeline_plan_and_change(pipeline_run) -> None:
+    _, res = pipeline_run
+    yp = res.plan.years
+    assert (yp.training_years, yp.map_years, yp.training_rule) == ([2022, 2024], [2024, 2025], "explicit")
+    assert res.plan.season(2025).gedi_days is None and res.plan.season(2022).gedi_days == 122
+    (change,) = res.mapping.change
+    assert (change.year_from, change.year_to) == (2024, 2025)
+    assert change.area.n_valid > 0 and change.area.mean_from is not None
+    assert change.area.total_change_mg == pytest.approx(
+        (change.area.mean_to - change.area.mean_from) * change.area.n_valid * 0.09, rel=1e-3, abs=1.0)
+    with rasterio.open(change.rasters["10TEK"]) as ds, rasterio.open(res.mapping.years["2025"].maps["10TEK"]) as m:
+        assert ds.transform == m.transform and ds.tags()["YEAR_TO"] == "2025"
+    assert Path(change.table_csv).read_text().splitlines()[-1].startswith("area,")
 
 
 def test_pipeline_artifacts(pipeline_run) -> None:
@@ -68,7 +98,9 @@ def test_pipeline_artifacts(pipeline_run) -> None:
     assert "Train statistics" in arts["export-chips-summary"] and "| B07 |" in arts["export-chips-summary"]
     assert "true colour" in arts["hls-composite-summary"] and "data:image/png;base64," in arts["hls-composite-summary"]
     assert {"hls-composite-summary", "gedi-labels-summary", "export-chips-summary", "train-model-summary",
-            "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary"} <= keys
+            "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary", "run-plan",
+            "biomass-change"} <= keys
+    assert "| 2024 | 2025 | area |" in arts["biomass-change"] and "| 2025 |" in arts["run-plan"]
 
 
 def test_stac_searches_use_the_global_concurrency_limit(pipeline_run) -> None:
@@ -96,23 +128,42 @@ def test_labels_rewritten_by_another_run_invalidate_the_downstream_caches(pipeli
     from flows.stages import gedi_labels
 
     params, first = pipeline_run
-    tile = sorted(first.labels.labels)[0]
-    label_path = first.labels.labels[tile]
+    labels = first.labels["2024"]
+    tile = sorted(labels.labels)[0]
+    label_path = labels.labels[tile]
     with rasterio.open(label_path) as ds:
         before = ds.read(2)
-    other = gedi_labels(GediLabelsParams(aoi=small_world["aoi"], year=small_world["year"],
-                                         output_dir=params.output_dir, composites=first.composites.paths,
+    other = gedi_labels(GediLabelsParams(aoi=small_world["aoi"], year=2024,
+                                         output_dir=str(Path(label_path).parents[2]),  # the season's folder
+                                         composites=first.composites["2024"].paths,
                                          granules=small_world["gedi"]["granules"], nodata=-1.0,
                                          min_sensitivity=0.99))
     with rasterio.open(label_path) as ds:
         assert (ds.read(2) != before).any()  # the stand-alone run overwrote the label raster
-    assert other.result.n_shots < first.labels.n_shots
+    assert other.result.n_shots < labels.n_shots
     chips_manifest = Path(first.chips.chips_export).stat().st_mtime_ns
     again = biomass_pipeline(params)
     assert again.cached_stages == ["hls-composite"]
-    assert again.labels.n_shots == first.labels.n_shots  # the pipeline's own filters again
+    assert again.labels["2024"].n_shots == labels.n_shots  # the pipeline's own filters again
     with rasterio.open(label_path) as ds:
         np.testing.assert_array_equal(ds.read(2), before)
     assert Path(again.chips.chips_export).stat().st_mtime_ns != chips_manifest
     assert again.chips.skipped is False and again.training.skipped is False
     assert again.training.resumed_from_epoch is None  # trained again, not resumed from the stale run
+
+
+def test_map_biomass_with_the_area_model(pipeline_run, world_dir, tmp_path) -> None:
+    """map-biomass reads the area's current model (no labels, no training) and maps a year without GEDI."""
+    from flows.params import MapBiomassParams
+    from flows.pipeline import map_biomass
+
+    params, first = pipeline_run
+    res = map_biomass(MapBiomassParams.model_validate({
+        "output_dir": params.output_dir, "year": 2025, "previous_year": True,
+        "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)}}))
+    assert res.model.checkpoint == Path(params.output_dir, "model", "best.ckpt").as_posix()
+    assert res.plan.years.training_years == [] and res.plan.years.map_years == [2024, 2025]
+    assert set(res.mapping.years) == {"2024", "2025"} and len(res.mapping.change) == 1
+    with pytest.raises(FileNotFoundError, match="no model for this area"):
+        map_biomass(MapBiomassParams.model_validate({
+            "output_dir": str(tmp_path), "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)}}))

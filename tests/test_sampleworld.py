@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import h5py
@@ -41,7 +42,8 @@ def _doy(item: dict) -> int:
 def test_manifest_has_the_design_keys(world: dict) -> None:
     for k in ("name", "size", "seed", "year", "aoi", "aoi_geojson", "tiles", "season", "hls", "gedi", "truth"):
         assert k in world, k
-    assert world["tiles"] == ["10TEK", "10TFK"] and world["season"] == {"start": "2023-06-01", "end": "2023-09-30"}
+    assert world["tiles"] == ["10TEK", "10TFK"] and world["season"] == {"start": "2024-06-01", "end": "2024-09-30"}
+    assert world["years"] == [2022, 2024, 2025] and world["gedi_years"] == [2022, 2024]
     for k in ("collection_json", "items_json"):
         assert Path(world["hls"][k]).is_file() and Path(world["gedi"][k]).is_file()
     assert world["gedi"]["agbd_error"]["a"] > 0 and world["gedi"]["agbd_error"]["b"] > 0
@@ -65,18 +67,44 @@ def test_layout_and_names(world: dict, items: list[dict]) -> None:
 
 def test_scene_mix_per_tile(items: list[dict]) -> None:
     by_tile: dict[str, list[int]] = {}
-    for it in items:
+    for it in (i for i in items if i["properties"]["datetime"].startswith("2024")):
         by_tile.setdefault(it["id"].split(".")[2], []).append(_doy(it))
     assert set(by_tile) == {"T10TEK", "T10TFK"}
     for doys in by_tile.values():
         assert 5 <= len(doys) <= 6
-        assert sum(152 <= d <= 273 for d in doys) >= 3  # Jun 1 - Sep 30 2023
+        assert sum(152 <= d <= 273 for d in doys) >= 3  # Jun 1 - Sep 30 2024
         assert any(d < 152 for d in doys) and any(d > 273 for d in doys)
+    years = {(it["id"].split(".")[2], it["properties"]["datetime"][:4]) for it in items}
+    assert years == {(t, y) for t in ("T10TEK", "T10TFK") for y in ("2022", "2024", "2025")}
+
+
+def test_gedi_granules_follow_the_real_timeline(world: dict) -> None:
+    """No shot in the 2023-24 storage gap or after the record's end (2024-11-27); the spec is checked."""
+    import dataclasses
+
+    from core.timeline import GEDI_L4A
+    from sampleworld.spec import GediSpec, check_timeline, preset
+
+    for path in world["gedi"]["granules"]:
+        with h5py.File(path) as f:
+            for beam in (k for k in f if k.startswith("BEAM")):
+                t = f[beam]["delta_time"][[0, -1]]
+                for s in t:
+                    day = (datetime(2018, 1, 1) + timedelta(seconds=float(s))).date()
+                    assert GEDI_L4A.covers(day), (path, day)
+    for size in ("small", "demo", "benchmark"):
+        check_timeline(preset(size))
+    gap = dataclasses.replace(preset("small"), gedi=(GediSpec(doy=180, year=2023),))
+    with pytest.raises(ValueError, match="outside the GEDI L4A v2.1 record"):
+        check_timeline(gap)
+    late = dataclasses.replace(preset("small"), gedi=(GediSpec(doy=340, year=2024),))
+    with pytest.raises(ValueError, match="2024-11-27"):
+        check_timeline(late)
 
 
 def test_overlapping_tiles_hold_the_same_pixels(items: list[dict]) -> None:
     by_id = {it["id"]: it for it in items}
-    tek = next(i for i in by_id if "T10TEK" in i and "2023236" in i)
+    tek = next(i for i in by_id if "T10TEK" in i and "2024236" in i)
     tfk = tek.replace("T10TEK", "T10TFK")
     with rasterio.open(by_id[tek]["assets"]["B04"]["href"]) as a, rasterio.open(by_id[tfk]["assets"]["B04"]["href"]) as b:
         left = max(a.bounds.left, b.bounds.left)
@@ -115,7 +143,7 @@ def test_fmask_consistent_with_reflectance(items: list[dict]) -> None:
 
 
 def test_shadows_displaced_away_from_the_sun(items: list[dict]) -> None:
-    it = next(i for i in items if "T10TEK" in i["id"] and _doy(i) == 124)
+    it = next(i for i in items if "T10TEK" in i["id"] and ".2024124T" in i["id"])
     fm = _read(it, "Fmask")
     with rasterio.open(it["assets"]["Fmask"]["href"]) as ds:
         saa = float(ds.tags()["MEAN_SUN_AZIMUTH_ANGLE"])
@@ -250,8 +278,12 @@ def test_spec_round_trip_and_bad_input() -> None:
 
 def test_presets_meet_their_briefs() -> None:
     demo, bench = preset("demo"), preset("benchmark")
-    assert demo.tiles == ("10TEK",) and demo.aoi_px == 1344 and 8 <= len(demo.scenes) <= 10
-    assert sum(152 <= s.doy <= 273 for s in demo.scenes) >= 5 and 4 <= len(demo.gedi) <= 6
+    assert demo.tiles == ("10TEK",) and demo.aoi_px == 1344 and demo.year == 2023
+    assert demo.years == [2022, 2023, 2024] and demo.gedi_years == [2022, 2024]  # 2023: GEDI stored on the ISS
+    for y in demo.years:
+        assert sum(152 <= s.doy <= 273 for s in demo.scenes if demo.year_of(s) == y) >= 4
+    assert sum(demo.year_of(g) == 2022 for g in demo.gedi) == 3 == sum(demo.year_of(g) == 2024 for g in demo.gedi)
+    assert [d.year for d in demo.disturbances] == [2023]
     assert bench.full_tiles and len(bench.scenes) >= 24 and sum(152 <= s.doy <= 273 for s in bench.scenes) >= 20
     assert any(g.length_km >= 4000 and len(g.beams) == 8 for g in bench.gedi)
 
@@ -262,3 +294,23 @@ def test_cli_generate_reuses_a_finished_world(world: dict) -> None:
     r = subprocess.run([sys.executable, "-m", "sampleworld", "generate", str(wd), "--size", "small", "--seed", "0"],
                        capture_output=True, text=True, env=env, timeout=120, check=True)
     assert json.loads(r.stdout.strip().splitlines()[-1])["name"] == world["name"]
+
+
+def test_clear_cuts_change_the_truth_from_their_year_on() -> None:
+    """The demo world's clear-cut: forest in the disc becomes grass (2-8 Mg/ha) from 2023 on, nothing else."""
+    from sampleworld.world import landscapes_by_year
+
+    spec = preset("demo")
+    (cut,) = spec.disturbances
+    base = L.make_landscape((200, 240), np.random.default_rng(0))
+    spec = spec.__class__(**{**spec.__dict__, "disturbances": (cut.__class__(2023, (0.5, 0.5), 40),)})
+    lss = landscapes_by_year(spec, base)
+    assert sorted(lss) == [2022, 2023, 2024] and lss[2022] is base
+    rows, cols = np.ogrid[:200, :240]
+    disc = (rows - 100) ** 2 + (cols - 120) ** 2 <= 40**2
+    forest = np.isin(base.landcover, (L.NEEDLELEAF, L.BROADLEAF))
+    for y in (2023, 2024):
+        ls = lss[y]
+        assert (ls.landcover[disc & forest] == L.GRASS).all() and (ls.agb[disc & forest] <= 8).all()
+        assert np.array_equal(ls.agb[~(disc & forest)], base.agb[~(disc & forest)])
+    assert (disc & forest).sum() > 100 and base.agb[disc & forest].mean() > 100

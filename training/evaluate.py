@@ -11,7 +11,7 @@ Writes ``<output_dir>/metrics.json`` (``metrics_<split>.json`` for other splits)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from training.config import torch_run_scope
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
 from training.model import DEFAULT_BANDS, BiomassModel
 from training.norm import Norm, model_norm
+from training.seasons import chip_seasons, per_season_metrics
 from training.train import _autocast, _to_layout, resolve_device
 
 BINS = ((0.0, 100.0), (100.0, 200.0), (200.0, 300.0), (0.0, 300.0))
@@ -147,7 +148,9 @@ class EvalResult(Contract):
 
     ``metrics``: ``{"model", "baseline_mean", "baseline_ridge"}`` -> ``{"n", "rmse", "mae", "bias", "r2",
     "binned_rmse", ...}`` in Mg/ha over the split's labelled pixels. ``norm``: the per-band mean/std the
-    inputs were normalised with and their source (:mod:`training.norm`).
+    inputs were normalised with and their source (:mod:`training.norm`). ``per_season``: the metrics per
+    season of a multi-season export (``{season: {"n_chips", "n_pixels", "model", "baseline_mean", ...}}``;
+    empty for one season).
     """
 
     metrics_path: str
@@ -166,6 +169,7 @@ class EvalResult(Contract):
     zero_shot: bool
     notes: list[str]
     norm: Norm | None = None
+    per_season: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_model(*, checkpoint: str, model: str | None = None, export: str, split: str = "test",
@@ -215,6 +219,7 @@ def _evaluate(checkpoint: str, loaded: tuple[BiomassModel, dict[str, Any], Any],
         w = fit_ridge(tx, ty, alpha=ridge_alpha)
         preds["baseline_ridge"] = x @ w[:-1] + w[-1]
     metrics = {name: full_metrics(y, p, pft) for name, p in preds.items()}
+    per_season = per_season_metrics(chip_seasons(info.root, data.names), valid, y, preds, pft, full_metrics)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = _plots(y, preds, out_dir, split) if y.size else {}
@@ -227,6 +232,6 @@ def _evaluate(checkpoint: str, loaded: tuple[BiomassModel, dict[str, Any], Any],
         metrics_path=str(path), checkpoint=str(checkpoint), model=net.config.preset, export=str(export), split=split,
         n_chips=len(data), n_pixels=int(y.size), bands=bands, train_label_mean=train_mean, metrics=metrics,
         model_beats=beats, plots=plots, load_report=report.to_dict(), zero_shot=bool(ck.get("foreign")), notes=notes,
-        norm=norm)
+        norm=norm, per_season=per_season)
     write_json_atomic(path, result.to_dict())
     return result
