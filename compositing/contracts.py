@@ -12,6 +12,7 @@ from core.constants import HLS_L30, HLS_STAC_URL
 from core.contracts import Contract
 
 READ_ERROR_MODES = ("skip", "fail")
+ENGINES = ("kernel", "stackstac")  # compositing.kernel (default) / compositing.stackstac_engine: the same composite
 DEFAULT_CHUNK = 1024
 
 
@@ -70,6 +71,7 @@ class CompositeOptions(Contract):
     (cloud, adjacent and shadow are always masked). Pixels with fewer than ``min_observations`` valid
     observations get nodata (-9999) on the mean bands. ``on_read_error``: ``skip`` a scene that cannot be
     read (recorded with the reason) or ``fail``. ``chunk_size``: output window edge (px, multiple of 256).
+    ``engine``: ``kernel`` (default, fastest) or ``stackstac`` (the same composite computed with stackstac).
     """
 
     mask_snow: bool = False
@@ -79,8 +81,11 @@ class CompositeOptions(Contract):
     on_read_error: str = "skip"
     chunk_size: int = DEFAULT_CHUNK
     collection: str = HLS_L30
+    engine: str = "kernel"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.on_read_error not in READ_ERROR_MODES:
             raise ValueError(f"on_read_error must be 'skip' or 'fail', got {self.on_read_error!r}")
         if self.min_observations < 1:

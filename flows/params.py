@@ -94,6 +94,8 @@ class HlsOptions(_Model):
                                   description="Pixels with fewer valid observations become nodata (-9999).")
     on_read_error: Literal["skip", "fail"] = Field(_COMP.on_read_error,
                                                    description="Unreadable scene: skip and record, or fail.")
+    engine: Literal["kernel", "stackstac"] = Field(_COMP.engine, description="Composite engine: kernel (default, "
+                                                   "fastest) or stackstac (the same composite computed with stackstac).")
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(stac_url=self.stac_url, collection=self.collection, max_cloud_cover=self.max_cloud_cover)
@@ -101,7 +103,7 @@ class HlsOptions(_Model):
     def composite_options(self) -> CompositeOptions:
         return CompositeOptions(mask_snow=self.mask_snow, mask_water=self.mask_water,
                                 mask_high_aerosol=self.mask_high_aerosol, min_observations=self.min_observations,
-                                on_read_error=self.on_read_error, collection=self.collection)
+                                on_read_error=self.on_read_error, collection=self.collection, engine=self.engine)
 
 
 class HlsCompositeParams(_AreaYear, HlsOptions):
