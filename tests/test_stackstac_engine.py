@@ -172,3 +172,4 @@ def test_flow_parameters_select_the_engine(world):  # noqa: F811
     assert again.composite_options() == CompositeOptions(engine="stackstac")
     with pytest.raises(ValidationError, match="engine"):
         HlsOptions(engine="odc")
+
