@@ -4,7 +4,7 @@
     from compositing.xr import composite_dataset
 
     items = load_items("out/search/hls_items.json")
-    ds = composite_dataset(items, tile_grid("10TEK", aoi))       # nothing is read yet
+    ds = composite_dataset(items, tile_grid("10TEK", aoi))       # file headers only, no pixels yet
     ds.Red.sel(x=601_000, y=4_440_000, method="nearest").compute()  # reads one window
     ds.rio.to_raster("composite.tif")                              # 7 bands, nodata -9999, like the engine
 
