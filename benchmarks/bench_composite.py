@@ -12,6 +12,9 @@ tile with 25 scenes; a small world works for a quick check). Every variant runs 
 * ``fake``       the engine with an in-memory reader (no decode): its own cost (masking, sums, COG write);
 * ``naive``      the recipe a user would write: stackstac default float64, ``.where(clear).mean("time")``,
                  computed with Dask's threaded scheduler on the same threads;
+* ``stackstac``  this engine with ``engine="stackstac"`` (``compositing.stackstac_engine``): the same COG
+                 computed through stackstac (int16 stack, integer sums over time); the driver checks that
+                 its pixels equal the default engine's and prints the ratios between the two engines;
 * ``composite`` at 10 and 40 scenes: peak RSS should not grow with the number of scenes. When the world
                  has fewer scenes than asked, its scenes are reused under new ids (same files).
 """
@@ -88,7 +91,8 @@ def tile_aoi(tile: str) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------- variants
-def run_composite(items: list[dict[str, Any]], tile: str, threads: int, chunk: int) -> dict[str, Any]:
+def run_composite(items: list[dict[str, Any]], tile: str, threads: int, chunk: int,
+                  engine: str = "kernel") -> dict[str, Any]:
     from compositing.composite import composite_tile
     from compositing.contracts import CompositeOptions
 
@@ -96,9 +100,29 @@ def run_composite(items: list[dict[str, Any]], tile: str, threads: int, chunk: i
         t0 = time.perf_counter()
         res = composite_tile(tile=tile, items=items, aoi=bench_aoi(tile), season={"start": "2000-01-01",
                              "end": "2100-01-01"}, output_dir=tmp, threads=threads,
-                             options=CompositeOptions(chunk_size=chunk))
+                             options=CompositeOptions(chunk_size=chunk, engine=engine))
         dt = time.perf_counter() - t0
-    return {"time_s": dt, "grid": res.grid, "scenes_used": len(res.scenes_used), "skipped": len(res.scenes_skipped)}
+        digest = pixel_digest(res.path)
+    return {"time_s": dt, "grid": res.grid, "scenes_used": len(res.scenes_used), "skipped": len(res.scenes_skipped),
+            "pixels_sha256": digest}
+
+
+def run_stackstac_engine(items: list[dict[str, Any]], tile: str, threads: int, chunk: int) -> dict[str, Any]:
+    return run_composite(items, tile, threads, chunk, engine="stackstac")
+
+
+def pixel_digest(path: str) -> str:
+    """SHA-256 of all bands' pixels, read in strips (after the timing; adds little to the peak RSS)."""
+    import hashlib
+
+    import rasterio
+    from rasterio.windows import Window
+
+    h = hashlib.sha256()
+    with rasterio.Env(GDAL_CACHEMAX=16), rasterio.open(path) as ds:  # a small block cache: no RSS peak
+        for row in range(0, ds.height, 256):
+            h.update(ds.read(window=Window(0, row, ds.width, min(256, ds.height - row))).tobytes())
+    return h.hexdigest()
 
 
 class MemoryReader:
@@ -179,7 +203,8 @@ def run_naive(items: list[dict[str, Any]], tile: str, threads: int, chunk: int) 
     return {"time_s": time.perf_counter() - t0, "dtype": str(out.dtype), "shape": list(out.shape)}
 
 
-VARIANTS = {"composite": run_composite, "decode": run_decode, "naive": run_naive, "fake": run_fake}
+VARIANTS = {"composite": run_composite, "decode": run_decode, "naive": run_naive, "fake": run_fake,
+            "stackstac": run_stackstac_engine}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -220,18 +245,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--aoi", choices=("tile", "world"), default=None,
                     help="composite the whole tile grid (default for a benchmark world) or the world's AOI")
     ap.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
-    return ap.parse_args()
-
-
-def main() -> None:
-    args = parse_args()
-    if args.tile is None:
-        args.tile = json.loads((Path(args.world) / "world.json").read_text())["tiles"][0]
+    args = ap.parse_args()
     manifest = json.loads((Path(args.world) / "world.json").read_text())
+    if args.tile is None:
+        args.tile = manifest["tiles"][0]
     if args.aoi is None:
         args.aoi = "tile" if manifest.get("size") == "benchmark" else "world"
     if args.aoi == "world":
         AOI["aoi"] = manifest["aoi"]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         return worker(args)
     items = world_items(Path(args.world), args.tile, args.scenes)
@@ -240,25 +266,49 @@ def main() -> None:
     print(f"world {args.world} tile {args.tile}: {n} scenes x {len(ASSETS)} assets, {in_mpx:.0f} input Mpx, "
           f"{args.threads} threads, chunk {args.chunk}, area: {args.aoi}", flush=True)
     warm_page_cache(world_items(Path(args.world), args.tile, None))
-    comp = spawn("composite", args, n)
-    dec = spawn("decode", args, n)
-    fake = spawn("fake", args, n)
-    naive = None if args.skip_naive else spawn("naive", args, n)
+    runs = {"composite": spawn("composite", args, n), "stackstac": spawn("stackstac", args, n),
+            "decode": spawn("decode", args, n), "fake": spawn("fake", args, n)}
+    if not args.skip_naive:
+        runs["naive"] = spawn("naive", args, n)
     rss = {int(k): spawn("composite", args, int(k)) for k in args.rss_scenes.split(",")}
+    fig = figures(runs, rss, n, args.threads, in_mpx)
+    report(fig, runs, rss)
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    print(json.dumps(fig))
+
+
+def figures(runs: dict[str, dict[str, Any]], rss: dict[int, dict[str, Any]], n: int, threads: int,
+            in_mpx: float) -> dict[str, Any]:
+    comp, dec, fake, ss = runs["composite"], runs["decode"], runs["fake"], runs["stackstac"]
     lo, hi = sorted(rss)
-    fig = {"scenes": n, "threads": args.threads, "input_mpx": in_mpx,
+    fig = {"scenes": n, "threads": threads, "input_mpx": in_mpx,
            "composite_s": comp["time_s"], "composite_mpx_s": in_mpx / comp["time_s"],
            "composite_peak_rss_mb": comp["peak_rss_mb"], "decode_s": dec["time_s"],
            "composite_over_decode": comp["time_s"] / dec["time_s"], "engine_without_decode_s": fake["time_s"],
            "composite_cpu_s": comp["cpu_s"], "decode_cpu_s": dec["cpu_s"],
            "composite_over_decode_cpu": comp["cpu_s"] / dec["cpu_s"],
+           "stackstac_engine_s": ss["time_s"], "stackstac_engine_cpu_s": ss["cpu_s"],
+           "stackstac_engine_peak_rss_mb": ss["peak_rss_mb"],
+           "stackstac_over_composite_time": ss["time_s"] / comp["time_s"],
+           "stackstac_over_composite_cpu": ss["cpu_s"] / comp["cpu_s"],
+           "stackstac_over_composite_rss": ss["peak_rss_mb"] / comp["peak_rss_mb"],
+           "stackstac_same_pixels": ss["pixels_sha256"] == comp["pixels_sha256"],
            f"rss_{lo}_mb": rss[lo]["peak_rss_mb"], f"rss_{hi}_mb": rss[hi]["peak_rss_mb"],
            f"rss_{hi}_over_{lo}": rss[hi]["peak_rss_mb"] / rss[lo]["peak_rss_mb"]}
+    naive = runs.get("naive")
     if naive:
         fig.update(naive_s=naive["time_s"], naive_peak_rss_mb=naive["peak_rss_mb"], naive_cpu_s=naive["cpu_s"],
                    naive_over_composite_cpu=naive["cpu_s"] / comp["cpu_s"],
                    naive_over_composite_time=naive["time_s"] / comp["time_s"],
-                   composite_over_naive_rss=comp["peak_rss_mb"] / naive["peak_rss_mb"])
+                   composite_over_naive_rss=comp["peak_rss_mb"] / naive["peak_rss_mb"],
+                   naive_over_stackstac_time=naive["time_s"] / ss["time_s"])
+    return fig
+
+
+def report(fig: dict[str, Any], runs: dict[str, dict[str, Any]], rss: dict[int, dict[str, Any]]) -> None:
+    comp, dec, fake, ss, naive = (runs.get(k) for k in ("composite", "decode", "fake", "stackstac", "naive"))
+    lo, hi = sorted(rss)
     print("\nfigures (goal in brackets):")
     print(f"  composite throughput      {fig['composite_mpx_s']:8.1f} input Mpx/s, peak RSS {fig['composite_peak_rss_mb']:.0f} MB")
     print(f"  composite / decode time   {fig['composite_over_decode']:8.2f}  [<= 1.25]  "
@@ -266,6 +316,9 @@ def main() -> None:
     print(f"     same, CPU seconds      {fig['composite_over_decode_cpu']:8.2f}  "
           f"({comp['cpu_s']:.2f} s / {dec['cpu_s']:.2f} s)")
     print(f"  engine cost without decode {fake['time_s']:7.2f} s (fake in-memory reader: masking, sums, COG write)")
+    print(f"  stackstac engine / kernel {fig['stackstac_over_composite_time']:8.2f}  time "
+          f"({ss['time_s']:.2f} s / {comp['time_s']:.2f} s); CPU {fig['stackstac_over_composite_cpu']:.2f}; "
+          f"peak RSS {fig['stackstac_over_composite_rss']:.2f}; same pixels: {fig['stackstac_same_pixels']}")
     if naive:
         print(f"  naive / composite time    {fig['naive_over_composite_time']:8.2f}  [>= 3]  "
               f"({naive['time_s']:.2f} s / {comp['time_s']:.2f} s)")
@@ -273,11 +326,10 @@ def main() -> None:
               f"({naive['cpu_s']:.2f} s / {comp['cpu_s']:.2f} s)")
         print(f"  composite / naive RSS     {fig['composite_over_naive_rss']:8.2f}  [<= 0.25]  "
               f"({comp['peak_rss_mb']:.0f} MB / {naive['peak_rss_mb']:.0f} MB)")
+        print(f"  naive / stackstac engine  {fig['naive_over_stackstac_time']:8.2f}  time "
+              f"({naive['time_s']:.2f} s / {ss['time_s']:.2f} s)")
     print(f"  RSS {hi} / {lo} scenes        {fig[f'rss_{hi}_over_{lo}']:8.2f}  [<= 1.2]  "
           f"({rss[hi]['peak_rss_mb']:.0f} MB / {rss[lo]['peak_rss_mb']:.0f} MB)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=2))
-    print(json.dumps(fig))
 
 
 def warm_page_cache(items: list[dict[str, Any]]) -> None:

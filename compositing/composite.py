@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -287,6 +287,21 @@ def _compute_tile(ds: Any, reader: AssetReader, sources: list[SceneSource], grid
     return used, bad
 
 
+def _engine_compute(engine: str, items: list[dict[str, Any]]) -> Callable[..., tuple[set[str], dict]]:
+    """The per-tile compute function of ``CompositeOptions.engine`` (the contract of :func:`_compute_tile`):
+    ``kernel`` (this module's windows) or ``stackstac`` (:mod:`compositing.stackstac_engine`)."""
+    if engine == "stackstac":
+        from .stackstac_engine import tile_computer
+
+        return tile_computer(items)
+    return _compute_tile
+
+
+def _engine_key(key: str, engine: str) -> str:
+    """Inputs key of an engine: another engine's output is never reused for the kernel's, nor the reverse."""
+    return key if engine == "kernel" else hashlib.sha256(f"{key}:{engine}".encode()).hexdigest()
+
+
 def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: Any, output_dir: str,
                    options: CompositeOptions = CompositeOptions(), dask_address: str | None = None,
                    reader: AssetReader | None = None, threads: int | None = None, gdal_cache_mb: int = 64,
@@ -302,7 +317,8 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
     rule = FmaskRule(o.mask_snow, o.mask_water, o.mask_high_aerosol)
     grid = tile_grid(tile, aoi)
     cog, sidecar = output_paths(output_dir, tile, season)
-    key = _inputs_key(grid, season, _planned(items, collections), rule, min_observations, collection)
+    key = _engine_key(_inputs_key(grid, season, _planned(items, collections), rule, min_observations, collection),
+                      o.engine)
     if cog.exists() and sidecar.exists():
         old = read_json(sidecar)
         if old.get("inputs_key") == key:
@@ -318,8 +334,9 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
         scratch = tmp.with_name(tmp.name + ".scratch.tif")
         try:
             with _open_scratch(scratch, grid) as ds, dask_client(None if client else dask_address) as found:
-                used, bad = _compute_tile(ds, reader, sources, grid, rule, min_observations, fail_fast,
-                                          chunk_size, client or found, gdal_cache_mb, threads, stats)
+                used, bad = _engine_compute(o.engine, items)(ds, reader, sources, grid, rule, min_observations,
+                                                             fail_fast, chunk_size, client or found, gdal_cache_mb,
+                                                             threads, stats)
                 if not used:
                     raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
                                          f"(failed: {json.dumps(list(bad.values()))[:1000]})")

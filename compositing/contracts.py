@@ -13,6 +13,7 @@ from core.constants import HLS_L30, HLS_STAC_URL
 from core.contracts import Contract
 
 READ_ERROR_MODES = ("skip", "fail")
+ENGINES = ("kernel", "stackstac")  # compositing.kernel (default) / compositing.stackstac_engine: the same composite
 DEFAULT_CHUNK = 1024
 
 
@@ -79,6 +80,7 @@ class CompositeOptions(Contract):
     table). ``granite_layout``: also write ``composites_granite/<TILE>/<SEASON>.tif``, the composite in
     granite-geospatial-biomass's 10-band chip layout (B01, B02..B07, B09, B10, B11; the bands not
     composited are nodata -9999), a folder of same-size GeoTIFFs only (for ``inference_on_dir``).
+    ``engine``: ``kernel`` (default, fastest) or ``stackstac`` (the same composite computed with stackstac).
     """
 
     mask_snow: bool = False
@@ -89,9 +91,16 @@ class CompositeOptions(Contract):
     chunk_size: int = DEFAULT_CHUNK
     collection: str = HLS_L30
     granite_layout: bool = False
+    engine: str = "kernel"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collection", ",".join(parse_collections(self.collection)))
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.engine == "stackstac" and self.collection != HLS_L30:
+            raise ValueError(f"engine 'stackstac' composites {HLS_L30} only (it stacks the L30 asset names); "
+                             f"collection {self.collection!r} needs engine 'kernel', which reads each "
+                             "collection's own bands (S30: B8A, B11, B12)")
         if self.on_read_error not in READ_ERROR_MODES:
             raise ValueError(f"on_read_error must be 'skip' or 'fail', got {self.on_read_error!r}")
         if self.min_observations < 1:

@@ -136,6 +136,8 @@ class HlsOptions(_Model):
                                  "B10,B11; uncomposited bands nodata): a folder per tile for its inference_on_dir.")
 
     _collection_ok = field_validator("collection")(classmethod(lambda cls, v: ",".join(parse_collections(v))))
+    engine: Literal["kernel", "stackstac"] = Field(_COMP.engine, description="Composite engine: kernel (default, "
+                                                   "fastest) or stackstac (the same composite computed with stackstac).")
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(stac_url=self.stac_url, collection=self.collection, max_cloud_cover=self.max_cloud_cover)
@@ -144,7 +146,7 @@ class HlsOptions(_Model):
         return CompositeOptions(mask_snow=self.mask_snow, mask_water=self.mask_water,
                                 mask_high_aerosol=self.mask_high_aerosol, min_observations=self.min_observations,
                                 on_read_error=self.on_read_error, collection=self.collection,
-                                granite_layout=self.granite_layout)
+                                granite_layout=self.granite_layout, engine=self.engine)
 
 
 class HlsCompositeParams(_AreaYear, HlsOptions):
