@@ -14,11 +14,12 @@ urs.earthdata.nasa.gov`` (or the entry of a host named in ``EARTHDATA_HOSTS``).
 (comma-separated ``host`` or ``host:port``; http allowed there, for loopback test hosts). Never to a
 pre-signed URL (one carrying an S3/CloudFront signature in its query), whatever its host.
 
-**GDAL files**: the cookie jar GDAL needs in both auth modes (GDAL 3.10 loses a bearer header on its
-403 fallback paths; the data host's session cookie carries those requests) and, for a password from the
-environment, a netrc file, live in one private folder per process (``mkdtemp``: mode 0700, files 0600,
-one jar per set of credentials), removed when the process exits or :func:`close_gdal_files` is called.
-A netrc the user already has is used in place, never copied.
+**GDAL files**: the cookie file GDAL needs in both auth modes (GDAL 3.10 loses a bearer header on its
+403 fallback paths; the data host's session cookie carries those requests; it is filled once per data host
+by a login through requests, see ``_GdalFiles.seed``) and, for a password from the environment, a netrc
+file, live in one private folder per process (``mkdtemp``: mode 0700, files 0600, one cookie file per set
+of credentials), removed when the process exits or :func:`close_gdal_files` is called. A netrc the user
+already has is used in place, never copied.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,11 +200,14 @@ class _GdalFiles:
         self.lock = threading.Lock()
         self.folder: Path | None = None
         self.names: dict[str, str] = {}  # fingerprint of the credentials -> random file stem
+        self.seeded: dict[tuple[str, str], float] = {}  # (credentials, data host) -> cookie expiry (epoch s)
+        self.login_hosts: set[str] = set()  # hosts seen answering /oauth/authorize (EARTHDATA_HOSTS ones)
 
     def _dir(self) -> Path:
         if self.folder is None or not self.folder.is_dir():
             self.folder = Path(tempfile.mkdtemp(prefix="agb-earthdata-"))  # mode 0700, unique
             self.names.clear()
+            self.seeded.clear()
         return self.folder
 
     def paths(self, creds: Credentials, policy: HostPolicy) -> dict[str, str]:
@@ -213,17 +218,34 @@ class _GdalFiles:
             stem = self.names.setdefault(key, os.urandom(6).hex())
             jar = folder / f"cookies-{stem}.txt"
             _private_file(jar, "# Netscape HTTP Cookie File\n")
-            out = {"GDAL_HTTP_COOKIEFILE": str(jar), "GDAL_HTTP_COOKIEJAR": str(jar)}
+            out = {"GDAL_HTTP_COOKIEFILE": str(jar)}  # read-only for curl: see seed()
             if creds.kind == "password":
                 if creds.source.startswith("netrc:"):
                     out["GDAL_HTTP_NETRC_FILE"] = creds.source.split(":", 1)[1]
-                else:
+                else:  # only the login hosts: curl sends a netrc entry's password to its host unasked
+                    machines = dict.fromkeys([URS_HOST, *self.login_hosts])
                     text = "".join(f"machine {m} login {creds.username} password {creds.password}\n"
-                                   for m in policy.netrc_machines)
-                    path = folder / f"netrc-{stem}"
+                                   for m in machines)
+                    path = folder / f"netrc-{stem}-{len(machines)}"
                     _private_file(path, text)
                     out["GDAL_HTTP_NETRC_FILE"] = str(path)
             return out
+
+    def seed(self, url: str, creds: Credentials, policy: HostPolicy, jar: str) -> None:
+        """Log in to ``url``'s data host with requests and write its session cookie to ``jar`` (GDAL's
+        ``GDAL_HTTP_COOKIEFILE``, read by every GDAL request; curl never rewrites it, so concurrent
+        handles cannot truncate it). GDAL's 403 fallback drops the bearer header and, without the cookie,
+        fails at the login host; with a password every handle would log in again. Done once per data
+        host, again when the cookie is 5 minutes from expiry. Raises
+        :class:`~core.earthdata_http.EarthdataHttpError` when the host refuses the credentials."""
+        key = (_fingerprint(creds, policy), urlsplit(url).netloc)
+        if self.seeded.get(key, 0.0) > time.time() + 300:
+            return
+        with self.lock:
+            if self.seeded.get(key, 0.0) > time.time() + 300:
+                return
+            self.seeded[key], logins = _seed_cookie(url, creds, policy, jar)
+            self.login_hosts.update(logins)
 
     def close(self) -> None:
         with self.lock:
@@ -231,7 +253,38 @@ class _GdalFiles:
                 shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
             self.names.clear()
+            self.seeded.clear()
             _OPTIONS_CACHE.clear()
+
+
+def _seed_cookie(url: str, creds: Credentials, policy: HostPolicy, jar: str) -> tuple[float, set[str]]:
+    """One authenticated HEAD of ``url`` with requests; its cookies are merged into ``jar`` (written to a
+    temporary name, mode 0600, then renamed). Returns the earliest expiry of the new cookies (epoch s) and
+    the hosts that answered the login step (``/oauth/authorize``)."""
+    from http.cookiejar import LoadError, MozillaCookieJar
+
+    from core.earthdata_http import describe_failure, earthdata_session
+
+    with earthdata_session(creds, policy) as s:
+        r = s.head(url, allow_redirects=True, timeout=(10, 60))
+        if r.status_code not in (200, 206):
+            raise describe_failure(r, url)
+        merged = MozillaCookieJar(jar)
+        try:
+            merged.load(ignore_discard=True, ignore_expires=True)
+        except (LoadError, OSError):
+            pass
+        for cookie in s.cookies:
+            merged.set_cookie(cookie)
+        expiry = min((c.expires for c in s.cookies if c.expires), default=time.time() + 3600)
+        logins = {urlsplit(h.url).hostname or "" for h in r.history
+                  if urlsplit(h.url).path.endswith("/oauth/authorize") and policy.allows(h.url)}
+    tmp = f"{jar}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    merged.save(tmp, ignore_discard=True, ignore_expires=True)
+    os.replace(tmp, jar)
+    return float(expiry), logins - {""}
 
 
 def _private_file(path: Path, text: str) -> None:
@@ -287,7 +340,7 @@ def gdal_options(href: str, *, for_read: bool = False) -> dict[str, str]:
     url = href[len("/vsicurl/"):] if href.startswith("/vsicurl/") else href
     policy = HostPolicy.from_env()
     allowed = policy.allows(url)
-    key = (_env_key(), allowed, for_read)
+    key = (_env_key(), urlsplit(url).netloc if allowed else None, for_read)
     cached = _OPTIONS_CACHE.get(key)
     if cached is not None and (not allowed or _FILES.folder is not None):
         return cached
@@ -296,7 +349,8 @@ def gdal_options(href: str, *, for_read: bool = False) -> dict[str, str]:
         opts.update(READ_OPTIONS)
     creds = earthdata_credentials(policy=policy) if allowed else None
     if creds is not None:
-        opts.update(_FILES.paths(creds, policy))
+        _FILES.seed(url, creds, policy, _FILES.paths(creds, policy)["GDAL_HTTP_COOKIEFILE"])
+        opts.update(_FILES.paths(creds, policy))  # after the login: the netrc names its host
         if creds.token:
             opts["GDAL_HTTP_HEADERS"] = f"Authorization: Bearer {creds.token}"
             opts["GDAL_HTTP_NETRC"] = "NO"
