@@ -1,7 +1,8 @@
 """``biomass-pipeline``: HLS search -> composites -> GEDI labels -> chips -> training -> evaluation -> maps.
 
 Each stage is its own flow (run as a subflow here), so each can also run alone. With ``sample_world`` set
-the pipeline writes the embedded sample world and serves it through a loopback STAC API for the run.
+the pipeline writes the embedded sample world and serves it through a loopback STAC API whose hrefs are
+protected URLs of the loopback Earthdata emulator (``sample_world.serve``), read with a demo token.
 """
 
 from __future__ import annotations
@@ -46,17 +47,20 @@ def _area(params: BiomassPipelineParams, out: Path) -> Iterator[dict[str, Any]]:
     if params.sample_world is None:
         yield area
         return
-    from sampleworld.stac_server import serve_stac
+    from sampleworld.serve import patched_env, serve_world
 
     sw = params.sample_world
     world_dir = str(Path(sw.output_dir or out / "world").resolve())
     manifest = S.sample_world(SampleWorldParams(output_dir=world_dir, size=sw.size, seed=sw.seed))
-    with serve_stac(world_dir) as url:
+    # served as NASA serves it: protected URLs behind the Earthdata emulator, the run using its demo token
+    with serve_world(world_dir, earthdata=sw.serve == "earthdata") as served, patched_env(served.env):
+        url = served.stac_url
         area.update(aoi=params.aoi or manifest["aoi"], year=params.year or manifest["year"],
                     season=area["season"] or (None if params.year else manifest.get("season")),
                     hls_stac_url=url, gedi_stac_url=url, hls_collection=manifest["hls"]["collection"],
                     gedi_collection=manifest["gedi"]["collection"], world=manifest)
         yield area
+        print(served.summary())
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,17 @@ class ServedWorld:
     env: Mapping[str, str | None] = field(default_factory=dict)
     emulator: Any = None
 
+    def summary(self) -> str:
+        """One line: requests per emulated host, which auth schemes they carried, statuses (no secrets)."""
+        if self.emulator is None:
+            return "sample world served with local-path hrefs (no Earthdata emulator)"
+        self.emulator.wait_idle()
+        hosts = self.emulator.stats()["hosts"]
+        parts = [f"{k} host {h['requests']} requests (auth {h['auth_schemes'] or 'none'}, statuses "
+                 f"{h['statuses']})" for k, h in hosts.items()]
+        return ("Earthdata emulator: " + "; ".join(parts)
+                + f"; signed-host requests carrying Authorization: {hosts['signed']['with_authorization']}")
+
     def data_url(self, path: str | os.PathLike[str], world_dir: str | os.PathLike[str]) -> str:
         """The protected URL of a world file (``hls/...`` or ``gedi/...``)."""
         return _protected_url(self.emulator, Path(world_dir).resolve(), Path(path).resolve()) or str(path)
