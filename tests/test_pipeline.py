@@ -53,6 +53,8 @@ def test_pipeline_outputs(pipeline_run, small_world) -> None:
             assert (m.crs.to_epsg(), tuple(m.transform)[:6], m.shape) == (grid.epsg, grid.transform, grid.shape)
     assert Path(res.labels.shots).is_file()
     assert res.labels.filter_counts["total"]["kept"] > 0
+    # read as from NASA: every granule through the Earthdata emulator's protected data host (127.0.0.2)
+    assert res.labels.granules and all(g.startswith("http://127.0.0.2:") for g in res.labels.granules)
     assert all(res.chips.splits[s] > 0 for s in ("train", "val", "test")), res.chips.splits
     assert Path(res.checkpoint).is_file()
     metrics = json.loads(Path(res.evaluation.metrics_path).read_text())
