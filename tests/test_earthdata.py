@@ -122,3 +122,19 @@ def test_gdal_files_are_private_and_removed(clean_env) -> None:
     assert "pw-3" not in paths["GDAL_HTTP_COOKIEFILE"] and "u" not in os.path.basename(paths["GDAL_HTTP_NETRC_FILE"])
     close_gdal_files()
     assert not folder.exists() and gdal_files_folder() is None
+
+
+def test_private_folder_is_removed_when_the_process_exits(clean_env) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from core.earthdata import _FILES, Credentials, HostPolicy, gdal_files_folder\n"
+            "_FILES.paths(Credentials(username='u', password='pw-5', source='env:EARTHDATA_USERNAME'), HostPolicy())\n"
+            "print(gdal_files_folder())\n")
+    repo = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
+    assert p.returncode == 0, p.stderr
+    folder = Path(p.stdout.strip())
+    assert folder.name.startswith("agb-earthdata-") and not folder.exists()  # no password file left behind
