@@ -72,6 +72,7 @@ def hosts_after(served: Any) -> dict[str, Any]:
 
 def check_credentials_went_only_where_allowed(hosts: dict[str, Any], mode: str) -> None:
     assert hosts["signed"]["requests"] > 0 and hosts["signed"]["with_authorization"] == 0
+    assert hosts["signed"]["with_cookie"] == 0  # the data host's session cookie stays on the data host
     assert "400" not in hosts["signed"]["statuses"]
     if mode == "token":
         assert set(hosts["data"]["auth_schemes"]) == {"Bearer"} and hosts["login"]["requests"] == 0
