@@ -5,10 +5,11 @@ pixels of a window (:meth:`AssetReader.read`, native dtype, no scaling, no maski
 decode is raised as :class:`AssetReadError` naming the href and the cause, so the engine can skip the
 scene and record why.
 
-:class:`RasterioReader` keeps a small per-thread cache of open datasets (opening a remote COG costs a
-header request) and applies two GDAL settings layers: ``open`` options while opening, ``read`` options
-while reading blocks. Earthdata credentials are looked up *on the worker* the first time an ``http(s)``
-href is opened (``core.earthdata``), so they never travel in a task graph or a log.
+:class:`RasterioReader` keeps a small process-wide cache of open datasets (opening a remote COG costs a
+header request; remote ones have their own bound) and applies two GDAL settings layers: ``open`` options
+while opening, ``read`` options while reading blocks. Earthdata credentials are looked up *on the worker*
+when an ``http(s)`` href is opened or read (``core.earthdata.gdal_options``), so they never travel in a
+task graph or a log.
 """
 
 from __future__ import annotations
@@ -104,19 +105,8 @@ def _gdal_path(href: str) -> str:
     return href[len("file://"):] if low.startswith("file://") else href
 
 
-_CREDS_LOCK = threading.Lock()
-_CREDS_CACHE: dict[str, dict[str, Any]] = {}
-
-
-def _earthdata_options(for_read: bool) -> dict[str, Any]:
-    """GDAL options with this process's Earthdata credentials (looked up once per process)."""
-    key = "read" if for_read else "open"
-    with _CREDS_LOCK:
-        if key not in _CREDS_CACHE:
-            from core.earthdata import earthdata_credentials, gdal_env_options
-
-            _CREDS_CACHE[key] = gdal_env_options(earthdata_credentials(), for_read=for_read)
-        return _CREDS_CACHE[key]
+def _is_remote(href: str) -> bool:
+    return href.startswith(("http://", "https://", "s3://", "/vsicurl/"))
 
 
 class _Handle:
@@ -167,27 +157,36 @@ class _HandleCache:
 
 
 _HANDLES = _HandleCache()
+_REMOTE_HANDLES = _HandleCache()  # remote datasets: their own, smaller bound (``max_open_remote``)
 
 
 @dataclass(frozen=True)
 class RasterioReader:
     """Reads windows with rasterio; ``open_options``/``read_options`` are extra GDAL config options.
 
-    ``max_open`` bounds the open datasets of the process (LRU shared by threads). Remote hrefs
-    (``http``/``https``/``s3``) get the Earthdata GDAL settings of
-    :func:`core.earthdata.gdal_env_options` as well.
+    ``max_open`` bounds the open local datasets of the process (LRU shared by threads) and
+    ``max_open_remote`` the open remote ones (each holds its header, tile index and GDAL state).
+    Remote hrefs (``http``/``https``/``s3``) get the GDAL settings of :func:`core.earthdata.gdal_options`
+    (no per-file VSI cache; Earthdata credentials, cookie jar, only for Earthdata hosts), looked up on the
+    worker at each open and read, so they never travel in a task graph or a log.
     """
 
     open_options: dict[str, Any] = field(default_factory=dict)
     read_options: dict[str, Any] = field(default_factory=dict)
     max_open: int = 512
+    max_open_remote: int = 384
 
     def _env(self, href: str, for_read: bool) -> dict[str, Any]:
         opts: dict[str, Any] = {}
-        if href.startswith(("http://", "https://", "s3://")):
-            opts.update(_earthdata_options(for_read))
+        if _is_remote(href):
+            from core.earthdata import gdal_options
+
+            opts.update(gdal_options(href, for_read=for_read))
         opts.update(self.read_options if for_read else self.open_options)
         return opts
+
+    def _cache(self, href: str) -> tuple[_HandleCache, int]:
+        return (_REMOTE_HANDLES, self.max_open_remote) if _is_remote(href) else (_HANDLES, self.max_open)
 
     def _key(self, href: str) -> tuple[str, str]:
         return (href, repr(sorted(self.open_options.items())))
@@ -196,7 +195,8 @@ class RasterioReader:
         import rasterio
 
         key = self._key(href)
-        h = _HANDLES.get(key)
+        cache, bound = self._cache(href)
+        h = cache.get(key)
         if h is not None and not h.closed:
             return h
         try:
@@ -204,7 +204,7 @@ class RasterioReader:
                 ds = rasterio.open(_gdal_path(href))
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise AssetReadError(href, f"cannot open: {_cause(exc)}") from exc
-        return _HANDLES.put(key, _Handle(ds), self.max_open)
+        return cache.put(key, _Handle(ds), bound)
 
     def info(self, href: str) -> RasterInfo:
         h = self._handle(href)
@@ -244,7 +244,7 @@ class RasterioReader:
 
     def forget(self, href: str) -> None:
         """Close and drop a cached dataset (after an error, so a retry reopens it)."""
-        _HANDLES.drop(self._key(href))
+        self._cache(href)[0].drop(self._key(href))
 
 
 def _cause(exc: BaseException) -> str:

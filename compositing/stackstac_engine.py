@@ -44,12 +44,12 @@ from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
 from core.bands import FMASK
 from core.constants import FMASK_FILL
+from core.earthdata import gdal_options
 from core.grid import Grid
 
 from .composite import CompositeError, chunk_windows
 from .fmask import FmaskRule, clear_mask
 from .kernel import BANDS, NODATA, SceneSource, finalize
-from .reader import _earthdata_options
 from .xr import scene_overlaps
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,11 @@ log = logging.getLogger(__name__)
 
 class EarthdataLayeredEnv(LayeredEnv):
     """stackstac's layered GDAL settings plus, on first use in each thread of the reading process, the
-    Earthdata settings of :mod:`core.earthdata` when ``remote``: credentials never enter the task graph."""
+    Earthdata settings of :mod:`core.earthdata` for ``remote`` (one remote href of the tile: the settings
+    depend on its host only): credentials never enter the task graph."""
 
     def __init__(self, always: dict, open: dict | None = None, open_vrt: dict | None = None,  # noqa: A002
-                 read: dict | None = None, remote: bool = False) -> None:
+                 read: dict | None = None, remote: str | None = None) -> None:
         super().__init__(always, open, open_vrt, read)
         self.remote = remote
 
@@ -72,7 +73,7 @@ class EarthdataLayeredEnv(LayeredEnv):
         opts = {**self._always, **(self._open if name.startswith("open") else {}),
                 **(self._open_vrt if name == "open_vrt" else {}), **(self._read if name == "read" else {})}
         if self.remote:
-            opts.update(_earthdata_options(for_read=name == "read"))
+            opts.update(gdal_options(self.remote, for_read=name == "read"))
         env = rasterio.Env(**opts)
         setattr(self._threadlocal, name, env)
         return env
@@ -84,7 +85,7 @@ class EarthdataLayeredEnv(LayeredEnv):
         self.__init__(*state)
 
 
-def gdal_env(remote: bool, gdal_cache_mb: int) -> EarthdataLayeredEnv:
+def gdal_env(remote: str | None, gdal_cache_mb: int) -> EarthdataLayeredEnv:
     """stackstac's default GDAL layers + a bounded block cache (+ Earthdata settings for remote hrefs)."""
     always, open_, open_vrt, read = DEFAULT_GDAL_ENV.__getstate__()
     return EarthdataLayeredEnv({**always, "GDAL_CACHEMAX": gdal_cache_mb}, open_, open_vrt, read, remote=remote)
@@ -213,7 +214,8 @@ def compute_tile(ds: Any, reader: Any, sources: list[SceneSource], grid: Grid, r
     from rasterio.windows import Window
 
     bad: dict[str, dict[str, str]] = {}
-    remote = any(h.startswith(("http://", "https://", "s3://")) for s in sources for h in s.hrefs.values())
+    # one remote href of the tile stands for its data host (the Earthdata settings depend on the host only)
+    remote = next((h for s in sources for h in s.hrefs.values() if h.startswith(("http://", "https://"))), None)
     env = gdal_env(remote, gdal_cache_mb)
     while True:
         active = [s for s in sources if s.id not in bad and scene_overlaps(s, grid)]

@@ -34,3 +34,13 @@ HLS_S30 = "HLSS30_2.0"
 HLS_L30_S30 = f"{HLS_L30},{HLS_S30}"  # both, one composite (the harmonised product)
 GEDI_STAC_URL = "https://cmr.earthdata.nasa.gov/stac/ORNL_CLOUD"
 GEDI_L4A_COLLECTION = "GEDI_L4A_AGB_Density_V2_1_2056_2.1"
+
+EARTHDATA_CHECK_URLS = {
+    "HLS L30 COG (LP DAAC)": "https://data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected/HLSL30.020/"
+                             "HLS.L30.T10TEK.2021128T184447.v2.0/HLS.L30.T10TEK.2021128T184447.v2.0.Fmask.tif",
+    "GEDI L4A granule (ORNL DAAC)": "https://data.ornldaac.earthdata.nasa.gov/protected/gedi/"
+                                    "GEDI_L4A_AGB_Density_V2_1/data/"
+                                    "GEDI04_A_2020036151358_O06515_02_T00198_02_002_01_V002.h5",
+}
+"""One protected file per data host, for ``python -m flows check-earthdata`` (an authenticated HEAD each;
+the HLS one is the real CMR-STAC item in ../shared/realdata/stac, the GEDI one a real granule name)."""

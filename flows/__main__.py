@@ -1,4 +1,5 @@
-"""Command line: ``python -m flows list`` | ``run <flow> --params FILE.json [-p key=value ...]`` | ``demo``.
+"""Command line: ``python -m flows list`` | ``run <flow> --params FILE.json [-p key=value ...]`` | ``demo`` |
+``check-earthdata [--url NAME=URL ...] [--sample-world DIR]``.
 
 ``run`` executes the flow locally (a Prefect local run) and prints its JSON result as the LAST line of
 stdout; on failure it prints a clear message to stderr and exits 1 (2 for bad parameters).
@@ -95,11 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run biomass-pipeline on the embedded sample world")
     demo.add_argument("--output-dir", default="out/demo")
     demo.add_argument("--size", default="demo", choices=["small", "demo", "benchmark"])
+    chk = sub.add_parser("check-earthdata", help="say which Earthdata credentials are found (never shown) and "
+                         "try one authenticated HEAD per data endpoint; exit 0 when all answer")
+    chk.add_argument("--url", action="append", default=[], metavar="NAME=URL",
+                     help="protected file to HEAD (default: one HLS COG and one GEDI granule at NASA)")
+    chk.add_argument("--sample-world", metavar="DIR", help="check a sample world through the loopback emulator")
     args = ap.parse_args(argv)
     if args.cmd == "list":
         return cmd_list()
     if args.cmd == "run":
         return cmd_run(args.flow, args.params, args.p)
+    if args.cmd == "check-earthdata":
+        from flows.earthdata_check import parse_urls, run_check
+
+        return run_check(parse_urls(args.url), args.sample_world)
     from flows.demo import run_demo
 
     return run_demo(args.output_dir, args.size)

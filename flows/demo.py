@@ -1,4 +1,5 @@
-"""``make demo``: biomass-pipeline end to end on the embedded sample world (loopback STAC, no network).
+"""``make demo``: biomass-pipeline end to end on the embedded sample world (loopback STAC API and Earthdata
+emulator: every COG and granule is read through Earthdata Login with a demo token; no network).
 
 The demo world has scenes for 2022, 2023 and 2024 and GEDI shots for 2022 and 2024 only (2023: the
 instrument was stored on the ISS): the demo trains one model on the 2022 and 2024 seasons, maps all three
@@ -27,6 +28,18 @@ def demo_params(output_dir: str, size: str = "demo") -> dict:
             "gedi": {"nodata": GRANITE_LABEL_NODATA}, "training": DEMO_TRAINING}
 
 
+def _check_through_emulator(world_dir: Path, size: str) -> None:
+    """Write the world (the pipeline re-uses it) and run ``check-earthdata`` against it through the
+    emulator: the demo reads every COG and granule the way users read NASA's, with a demo token."""
+    from flows.earthdata_check import run_check
+    from sampleworld import generate_world
+
+    generate_world(str(world_dir), size=size, seed=0)
+    print("=== python -m flows check-earthdata --sample-world", world_dir, "===")
+    if run_check(None, str(world_dir)) != 0:
+        raise RuntimeError("the Earthdata check failed against the sample world's emulator")
+
+
 def run_demo(output_dir: str, size: str = "demo") -> int:
     from flows.params import BiomassPipelineParams
     from flows.pipeline import biomass_pipeline
@@ -34,6 +47,7 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
     t0 = time.perf_counter()
     params = BiomassPipelineParams.model_validate(demo_params(str(Path(output_dir).resolve()), size))
     try:
+        _check_through_emulator(Path(output_dir).resolve() / "world", size)
         res = biomass_pipeline(params)
     except Exception as exc:
         print(f"error: demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)

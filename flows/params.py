@@ -304,6 +304,10 @@ class SampleWorldOption(_Model):
     size: Literal["small", "demo", "benchmark"] = "demo"
     seed: int = 0
     output_dir: str | None = Field(None, description="Where to write it (default <output_dir>/world).")
+    serve: Literal["earthdata", "local"] = Field(
+        "earthdata", description="earthdata: every COG and granule is read through the loopback Earthdata "
+        "emulator (login host, protected data host, pre-signed URLs) with a demo token, as from NASA; "
+        "local: STAC hrefs are local paths.")
 
 
 class PipelineTraining(TrainOptions):
@@ -338,7 +342,8 @@ class _RunArea(_Model):
                                      "for the composites; unset: $AGB_DASK_ADDRESS of the worker, else local.")
     force: bool = Field(False, description="Re-run every stage even when cached results exist.")
     sample_world: SampleWorldOption | None = Field(None, description="Run on the embedded sample world served by a "
-                                                   "loopback STAC API (no network, no credentials).")
+                                                   "loopback STAC API and Earthdata emulator (no network, "
+                                                   "no real credentials).")
     hls: HlsOptions = Field(default_factory=HlsOptions)
     change: ChangeParams = Field(default_factory=ChangeParams)
 

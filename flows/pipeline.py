@@ -8,7 +8,8 @@ model (no labels, no training). ``yearly-biomass`` (the scheduled deployments): 
 area's current model, or biomass-pipeline when the area has none yet.
 
 Each stage is its own flow (run as a subflow here), so each can also run alone. With ``sample_world`` set
-the flows write the embedded sample world and serve it through a loopback STAC API for the run.
+the flows write the embedded sample world and serve it through a loopback STAC API whose hrefs are
+protected URLs of the loopback Earthdata emulator (``sample_world.serve``), read with a demo token.
 """
 
 from __future__ import annotations
@@ -61,18 +62,21 @@ def _area(params: _RunArea, out: Path) -> Iterator[dict[str, Any]]:
         check_worker_environment([params.hls.stac_url, *gedi_urls], params.dask_address)
         yield area
         return
-    from sampleworld.stac_server import serve_stac
+    from sampleworld.serve import patched_env, serve_world
 
     sw = params.sample_world
     world_dir = str(Path(sw.output_dir or out / "world").resolve())
     manifest = S.sample_world(SampleWorldParams(output_dir=world_dir, size=sw.size, seed=sw.seed))
-    with serve_stac(world_dir) as url:
+    # served as NASA serves it: protected URLs behind the Earthdata emulator, the run using its demo token
+    with serve_world(world_dir, earthdata=sw.serve == "earthdata") as served, patched_env(served.env):
+        url = served.stac_url
         aoi = params.aoi or manifest["aoi"]
         year = params.year or (last_finished_season_year(aoi, params.as_of) if params.as_of else manifest["year"])
         area.update(aoi=aoi, year=year, hls_stac_url=url, gedi_stac_url=url,
                     hls_collection=manifest["hls"]["collection"], gedi_collection=manifest["gedi"]["collection"],
                     world=manifest, data_years=manifest.get("years"))
         yield area
+        print(served.summary())
 
 
 @dataclass(frozen=True)

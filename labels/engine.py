@@ -272,9 +272,9 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, gr
                                    collection=o.collection, output_dir=output_dir)
     hrefs, skipped = prefer_production_version([str(g) for g in granules])
     if session is None and any(h.startswith(("http://", "https://")) for h in hrefs):
-        from core.earthdata import earthdata_credentials, requests_session
+        from core.earthdata_http import earthdata_session
 
-        session = requests_session(earthdata_credentials())  # one session: URS cookies are re-used
+        session = earthdata_session()  # one session for the run: the data host's cookie is re-used
     if o.skip_version_01:
         hrefs, old = _drop_version_01(hrefs)
         skipped += old

@@ -18,6 +18,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from core.earthdata_http import EarthdataHttpError
 from labels.filters import (
     OPTIONAL_DATASETS,
     ShotFilters,
@@ -171,24 +172,45 @@ def read_granule_shots(href: str, geom: BaseGeometry, filters: ShotFilters, *,
         src = open_source(href, session)
     except GediReadError:
         raise
-    except OSError as exc:  # HTTP status errors, unreadable local file
+    except OSError as exc:  # HTTP status errors (EarthdataHttpError), unreadable local file
         raise GediReadError(f"{name}: cannot read: {exc}") from exc
     except Exception as exc:  # requests' connection errors and the like: name the file, keep the cause
         if type(exc).__module__.startswith(("requests", "urllib3")):
             raise GediReadError(f"{name}: cannot read {href}: {type(exc).__name__}: {exc}") from exc
         raise
     try:
+        out, failed = _read_h5(src, href, name, filters, geom)
+    finally:
+        src.close()
+    if failed is not None:  # raised here, outside every except block: no h5py frame in its context
+        raise GediReadError(f"{name}: cannot read: {failed}") from None
+    out.href, out.bytes_read, out.file_size = href, src.bytes_read, src.size
+    return out
+
+
+def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
+             geom: BaseGeometry) -> tuple[GranuleShots, str | None]:
+    """(shots, None), or (None, message) when the source recorded an HTTP failure while h5py read it: an
+    HTTP failure is reported as such, never as a corrupt file."""
+    failure = getattr(src, "failure_error", lambda: None)
+    try:
         try:
             h5 = h5py.File(src, "r")
         except OSError as exc:
-            raise GediReadError(f"{name}: cannot open as HDF5 (truncated or corrupt file?): {exc}") from exc
-        with h5:
-            gname = _resolve_name(href, h5)
-            out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None))
-        out.href, out.bytes_read, out.file_size = href, src.bytes_read, src.size
-        return out
-    finally:
-        src.close()
+            if failure() is None:
+                raise GediReadError(f"{name}: cannot open as HDF5 (truncated or corrupt file?): {exc}") from exc
+            h5 = None
+        if h5 is not None:
+            with h5:
+                gname = _resolve_name(href, h5)
+                out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None))
+    except (GediReadError, OSError) as exc:
+        if failure() is None and not isinstance(exc, EarthdataHttpError):
+            raise
+        err = failure() or exc
+        return None, str(err)  # type: ignore[return-value]
+    err = failure()
+    return (None, str(err)) if err is not None else (out, None)  # type: ignore[return-value]
 
 
 def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: ShotFilters,
@@ -206,6 +228,8 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
         missing_optional.update(n for n in OPTIONAL_DATASETS if n not in group)
         try:
             bc, cols = _beam_shots(group, geom, filters, names, prefetch)
+        except EarthdataHttpError:
+            raise  # an HTTP failure of a prefetch: reported as such, not as corrupt data
         except (OSError, RuntimeError, ValueError) as exc:
             raise GediReadError(f"{name}: {beam}: reading failed (corrupt or truncated data?): {exc}") from exc
         per_beam[beam] = bc

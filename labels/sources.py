@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from core.earthdata_http import EarthdataHttpError, describe_failure, host_of
 from labels.granule import GediReadError
 
 
@@ -55,20 +56,33 @@ class HTTPRangeFile(io.RawIOBase):
     Small reads (HDF5 metadata: superblock, object headers, B-tree nodes) are served from cached blocks
     of ``block_size`` bytes (``max_blocks`` kept); reads of at least ``direct_read`` bytes (data chunks)
     are fetched exactly. ``bytes_read`` counts the bytes fetched, ``n_requests`` the GETs answered.
-    5xx answers and connection errors are retried ``retries`` times (``backoff`` s, doubling).
+    5xx/429 answers and connection errors are retried ``retries`` times (``backoff`` s, doubling).
     :meth:`prefetch` (called by the reader with the chunk byte ranges it is about to read) turns many
     chunk reads into a few merged requests.
+
+    Earthdata: the first request follows the protected URL's redirects; the pre-signed URL it ends on is
+    re-used (the session never sends it credentials). When the signed host answers 400/401/403 (expired
+    or refused), the file is re-resolved through the original URL, at most ``resolve_retries`` times a
+    read; then :class:`~core.earthdata_http.EarthdataHttpError` names the host and the status.
+
+    h5py reads through :meth:`readinto` from inside HDF5; an exception raised there can crash the
+    interpreter at exit (an h5py frame kept alive by the error's traceback). So ``readinto`` never raises:
+    it records the failure (plain values, no exception object) in :attr:`failure`, answers zeros, and the
+    caller raises :meth:`failure_error` once h5py has returned. The constructor reads the first block
+    (size, superblock) outside h5py, so a refused file fails before HDF5 sees it.
     """
 
     def __init__(self, url: str, session: Any, *, block_size: int = 64 << 10, max_blocks: int = 512,
                  direct_read: int = 4 << 10, timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 1.0, merge_gap: int = 64 << 10, max_span: int = 32 << 20) -> None:
+                 backoff: float = 1.0, merge_gap: int = 64 << 10, max_span: int = 32 << 20,
+                 resolve_retries: int = 2) -> None:
         self.url = url
         self._extents: list[tuple[int, bytes]] = []
         self._merge_gap = int(merge_gap)
         self._max_span = int(max_span)
         self._data_url = url
         self._retries = int(retries)
+        self._resolve_retries = int(resolve_retries)
         self._backoff = float(backoff)
         self._session = session
         self._block = int(block_size)
@@ -79,63 +93,82 @@ class HTTPRangeFile(io.RawIOBase):
         self._pos = 0
         self.bytes_read = 0
         self.n_requests = 0
+        self.n_resolves = 0
+        self.failure: tuple[str, str, int | None, str] | None = None  # (message, host, status, stage)
         self.size = self._probe_size()
 
-    def _request(self, start: int, end: int, *, stream: bool = False) -> Any:
-        """One range GET with retries on 5xx / connection errors.
-
-        After the first answer the final (redirected) URL is re-used, e.g. the signed S3 URL an Earthdata
-        server redirects to; on 401/403 (expired signature) the original URL is tried again. Error
-        messages name only the original URL (the redirected one may carry a signature).
-        """
+    def _send(self, url: str, start: int, end: int) -> Any:
+        """One GET (redirects followed); connection errors and timeouts retried, then EarthdataHttpError."""
         import requests
 
         for attempt in range(self._retries + 1):
-            url = self._data_url
             try:
-                r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=self._timeout,
-                                      stream=stream)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=self._timeout)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                 if attempt == self._retries:
-                    raise OSError(f"{self.url}: {type(exc).__name__} after {attempt + 1} tries") from None
+                    raise EarthdataHttpError(f"{self.url}: {type(e).__name__} after {attempt + 1} tries "
+                                             f"(host {host_of(url)})", url=self.url, host=host_of(url),
+                                             status=None, stage="network") from None
                 time.sleep(self._backoff * 2 ** attempt)
                 continue
             self.n_requests += 1
-            if r.status_code in (401, 403) and url != self.url:
-                r.close()
-                self._data_url = self.url
-                continue
-            if r.status_code >= 500 and attempt < self._retries:
-                r.close()
+            if r.status_code in (429, 500, 502, 503, 504) and attempt < self._retries:
                 time.sleep(self._backoff * 2 ** attempt)
                 continue
-            if r.status_code == 206:
-                self._data_url = r.url or self._data_url
             return r
-        raise OSError(f"{self.url}: no answer for byte range {start}-{end}")
+        raise AssertionError("unreachable")
+
+    def _request(self, start: int, end: int) -> Any:
+        """The 206 answer for ``start..end``: through the remembered signed URL, re-resolved through the
+        original URL when the signed host refuses (budget ``resolve_retries``). Errors name the original
+        URL and the refusing host, never a signed URL."""
+        resolves = 0
+        while True:
+            via_signed = self._data_url != self.url
+            r = self._send(self._data_url, start, end)
+            if r.status_code == 206:
+                if r.history:
+                    self._data_url = r.url  # the pre-signed URL the data host handed out
+                return r
+            err = describe_failure(r, self.url)
+            r.close()
+            refused = r.status_code in (400, 401, 403) and (via_signed or err.stage == "signed")
+            if refused and resolves < self._resolve_retries:
+                resolves += 1
+                self.n_resolves += 1
+                self._data_url = self.url  # ask the data host for a fresh signed URL
+                continue
+            extra = " (server does not support range requests)" if r.status_code == 200 else ""
+            raise EarthdataHttpError(f"{self.url}: {err} for byte range {start}-{end}{extra}"
+                                     + (f" after {resolves} re-resolution(s)" if resolves else ""),
+                                     url=self.url, host=err.host, status=err.status, stage=err.stage)
 
     def _get(self, start: int, end: int) -> bytes:
-        """Bytes ``start..end`` inclusive; raises OSError naming the URL on HTTP errors."""
-        r = self._request(start, end)
-        if r.status_code != 206:
-            raise OSError(f"{self.url}: HTTP {r.status_code} for byte range {start}-{end}"
-                          + (" (server does not support range requests)" if r.status_code == 200 else ""))
-        data = r.content
+        """Bytes ``start..end`` inclusive; EarthdataHttpError (an OSError) naming the URL on HTTP errors."""
+        data = self._request(start, end).content
         self.bytes_read += len(data)
         return data
 
     def _probe_size(self) -> int:
-        r = self._request(0, 0, stream=True)
-        try:
-            if r.status_code != 206:
-                raise OSError(f"{self.url}: HTTP {r.status_code} for a range request"
-                              + (" (server does not support range requests)" if r.status_code == 200 else ""))
-            cr = r.headers.get("Content-Range", "")
-            if "/" not in cr or cr.rsplit("/", 1)[1] == "*":
-                raise OSError(f"{self.url}: no file size in Content-Range {cr!r}")
-            return int(cr.rsplit("/", 1)[1])
-        finally:
+        """Fetch the first block (file size from Content-Range, and the HDF5 superblock) outside h5py."""
+        r = self._request(0, self._block - 1)
+        cr = r.headers.get("Content-Range", "")
+        if "/" not in cr or cr.rsplit("/", 1)[1] == "*":
             r.close()
+            raise OSError(f"{self.url}: no file size in Content-Range {cr!r}")
+        size = int(cr.rsplit("/", 1)[1])
+        data = r.content
+        self.bytes_read += len(data)
+        if len(data) == min(size, self._block):
+            self._cache[0] = data
+        return size
+
+    def failure_error(self) -> EarthdataHttpError | None:
+        """A fresh error for the failure recorded inside :meth:`readinto` (None when there was none)."""
+        if self.failure is None:
+            return None
+        msg, host, status, stage = self.failure
+        return EarthdataHttpError(msg, url=self.url, host=host, status=status, stage=stage)
 
     def _block_bytes(self, idx: int) -> bytes:
         data = self._cache.get(idx)
@@ -192,8 +225,22 @@ class HTTPRangeFile(io.RawIOBase):
         return False
 
     def readinto(self, b: Any) -> int:
+        """Fill ``b`` from the current position. Never raises (see the class doc): after a failure it
+        answers zeros and :attr:`failure` says what happened."""
         view = memoryview(b).cast("B")
         want = min(len(view), max(0, self.size - self._pos))
+        if self.failure is None:
+            try:
+                return self._readinto(view, want)
+            except Exception as exc:  # noqa: BLE001 (recorded as plain values, raised by the caller)
+                self.failure = (str(exc), getattr(exc, "host", host_of(self.url)), getattr(exc, "status", None),
+                                getattr(exc, "stage", "network"))
+                del exc
+        view[:want] = bytes(want)
+        self._pos += want
+        return want
+
+    def _readinto(self, view: Any, want: int) -> int:
         if want and self._from_extents(view, want):
             self._pos += want
             return want
@@ -219,9 +266,9 @@ def open_source(href: str, session: Any = None, **http_options: Any) -> Counting
     """A counting file object for a local path or an ``http(s)://`` URL (``session`` for URLs)."""
     if href.startswith(("http://", "https://")):
         if session is None:
-            from core.earthdata import earthdata_credentials, requests_session
+            from core.earthdata_http import earthdata_session
 
-            session = requests_session(earthdata_credentials())
+            session = earthdata_session()
         return HTTPRangeFile(href, session, **http_options)
     if "://" in href and not href.startswith("file://"):
         raise GediReadError(f"{href}: unsupported URL scheme (local paths and http(s):// only)")

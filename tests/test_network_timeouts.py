@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from compositing.reader import AssetReadError, RasterioReader
-from core.earthdata import gdal_env_options
+from core.earthdata import gdal_options
 from labels.sources import open_source
 
 NAME = "GEDI04_A_2021200051430_O25001_02_T01234_02_004_02_V002.h5"
@@ -45,14 +45,14 @@ def silent() -> Iterator[str]:
 
 def test_gdal_settings_carry_connect_stall_and_request_timeouts() -> None:
     for for_read in (False, True):
-        opts = gdal_env_options(None, for_read=for_read)
+        opts = gdal_options("https://example.invalid/HLS.B04.tif", for_read=for_read)  # any remote href
         assert opts["GDAL_HTTP_CONNECTTIMEOUT"] == "10" and opts["GDAL_HTTP_TIMEOUT"] == "120"
         assert opts["GDAL_HTTP_LOW_SPEED_TIME"] == "30" and opts["GDAL_HTTP_LOW_SPEED_LIMIT"] == "1"
 
 
 def test_gdal_gives_up_on_a_silent_server(silent: str) -> None:
     """The same keys, scaled down: GDAL honours them (the defaults differ only in seconds)."""
-    scaled = {**gdal_env_options(None), "GDAL_HTTP_TIMEOUT": "2", "GDAL_HTTP_LOW_SPEED_TIME": "1",
+    scaled = {**gdal_options(f"{silent}/x.tif"), "GDAL_HTTP_TIMEOUT": "2", "GDAL_HTTP_LOW_SPEED_TIME": "1",
               "GDAL_HTTP_MAX_RETRY": "0"}
     reader = RasterioReader(open_options=scaled)
     href = f"{silent}/HLS.L30.T10TEK.2021182T180000.v2.0.B04.tif"

@@ -58,6 +58,8 @@ def test_pipeline_outputs(pipeline_run, small_world) -> None:
             label = Grid.from_raster(lab.labels[tile])
             assert (label.crs, label.transform, label.shape) == (grid.crs, grid.transform, grid.shape)
         assert Path(lab.shots).is_file() and lab.filter_counts["total"]["kept"] > 0
+        # read as from NASA: every granule through the Earthdata emulator's protected data host (127.0.0.2)
+        assert lab.granules and all(g.startswith("http://127.0.0.2:") for g in lab.granules)
     for year, m in res.mapping.years.items():
         for tile, path in m.maps.items():
             grid = Grid.from_raster(res.composites[year].tiles[tile].path)

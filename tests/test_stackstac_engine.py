@@ -142,19 +142,28 @@ def test_http_hrefs_give_the_same_composite(world, tmp_path):  # noqa: F811
 
 
 def test_earthdata_settings_are_applied_where_read_and_never_pickled(monkeypatch):
-    from compositing import reader
+    """The layered env carries only the href; the settings (core.earthdata.gdal_options, tested with the
+    emulator in test_earthdata_reads) are computed in the reading process and never enter the pickle."""
+    from compositing import stackstac_engine
     from compositing.stackstac_engine import gdal_env
 
-    monkeypatch.setattr(reader, "_CREDS_CACHE", {})
-    monkeypatch.setenv("EARTHDATA_TOKEN", "secret-token-123")
-    env = gdal_env(remote=True, gdal_cache_mb=32)
+    href = "https://data.lpdaac.earthdatacloud.nasa.gov/lp-prod-protected/HLSL30.020/x/x.B04.tif"
+    calls = []
+
+    def fake_options(url: str, *, for_read: bool = False) -> dict:
+        calls.append((url, for_read))
+        return {"GDAL_HTTP_HEADERS": "Authorization: Bearer secret-token-123"}
+
+    monkeypatch.setattr(stackstac_engine, "gdal_options", fake_options)
+    env = gdal_env(remote=href, gdal_cache_mb=32)
     blob = pickle.dumps(env)
-    assert b"secret-token-123" not in blob
+    assert b"secret-token-123" not in blob and not calls
     again = pickle.loads(blob)
     read_opts = again.read.options
     assert read_opts["GDAL_CACHEMAX"] == 32 and "secret-token-123" in read_opts["GDAL_HTTP_HEADERS"]
+    assert (href, True) in calls
     assert again.open.options["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
-    local = pickle.loads(pickle.dumps(gdal_env(remote=False, gdal_cache_mb=32)))
+    local = pickle.loads(pickle.dumps(gdal_env(remote=None, gdal_cache_mb=32)))
     assert "GDAL_HTTP_HEADERS" not in local.read.options
 
 

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import pytest
 
 from core.contracts import Contract
-from core.earthdata import earthdata_credentials, gdal_env_options, requests_session
+from core.earthdata import earthdata_credentials
 from core.files import atomic_path, read_json, write_json_atomic
 from flows.cache import load_cached, stage_key, store
 
 
 @pytest.fixture
 def no_env(monkeypatch, tmp_path):
-    for k in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD"):
+    for k in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "EARTHDATA_HOSTS"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -40,24 +40,6 @@ def test_credentials_order_and_redaction(no_env, monkeypatch, caplog) -> None:
         logging.getLogger("t").info("using %s / %r", c, c)
     for secret in ("tok-123", "pw-from-env", "s3cret-pw"):
         assert secret not in caplog.text and secret not in repr(c) and secret not in str(c)
-
-
-def test_gdal_and_requests_auth(no_env) -> None:
-    from core.earthdata import Credentials
-
-    tok = gdal_env_options(Credentials(token="abc", source="env"))
-    assert tok["GDAL_HTTP_HEADERS"] == "Authorization: Bearer abc"
-    pw = gdal_env_options(Credentials(username="u", password="p", source="env:EARTHDATA_USERNAME"), for_read=True)
-    assert pw["GDAL_HTTP_NETRC"] == "YES" and pw["GDAL_HTTP_MULTIRANGE"] == "YES"
-    netrc_text = open(pw["GDAL_HTTP_NETRC_FILE"]).read()
-    assert "login u password p" in netrc_text
-    import os
-    import stat
-
-    assert stat.S_IMODE(os.stat(pw["GDAL_HTTP_NETRC_FILE"]).st_mode) == 0o600
-    assert "GDAL_HTTP_HEADERS" not in gdal_env_options(None)
-    s = requests_session(Credentials(token="abc", source="env"))
-    assert s.headers["Authorization"] == "Bearer abc"
 
 
 def test_atomic_path_success_and_failure(tmp_path) -> None:

@@ -15,26 +15,38 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def resolve(roots: Mapping[str, str], url_path: str) -> tuple[str, Path | None]:
-    """``/<prefix>/<rel>`` -> (prefix, file). The prefix is "" when it is not configured; the file is None
-    when it does not exist, is not a regular file or lies outside the prefix's root (``..``)."""
-    parts = unquote(url_path).lstrip("/").split("/", 1)
-    prefix = parts[0]
-    if prefix not in roots:
+    """``/<prefix>/<rel>`` -> (prefix, file); the longest matching prefix wins. The prefix is "" when it
+    is not configured; the file is None when it does not exist, is not a regular file or lies outside the
+    prefix's root (``..``)."""
+    path = unquote(url_path).lstrip("/")
+    prefix = _longest_prefix(roots, path)
+    if not prefix:
         return "", None
-    if len(parts) < 2 or not parts[1]:
+    rest = path[len(prefix) + 1:]
+    if not rest:
         return prefix, None
-    key = (roots[prefix], parts[1])
+    key = (roots[prefix], rest)
     hit = _FOUND.get(key)
     if hit is not None:
         return prefix, hit
     root = Path(roots[prefix]).resolve()
-    cand = (root / parts[1]).resolve()
+    cand = (root / rest).resolve()
     if root not in cand.parents or not cand.is_file():
         return prefix, None
     if len(_FOUND) > 100_000:
         _FOUND.clear()
     _FOUND[key] = cand
     return prefix, cand
+
+
+def _longest_prefix(roots: Mapping[str, str], path: str) -> str:
+    """The longest configured prefix that ``path`` starts with on a ``/`` boundary ("" when none): a
+    prefix may have several segments (``protected/gedi/GEDI_L4A_AGB_Density_V2_1/data``)."""
+    best = ""
+    for prefix in roots:
+        if len(prefix) > len(best) and (path == prefix or path.startswith(prefix + "/")):
+            best = prefix
+    return best
 
 
 _FOUND: dict[tuple[str, str], Path] = {}  # (root, relative path) -> resolved file (hits only)
