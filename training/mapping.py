@@ -7,6 +7,10 @@ the composite's exact grid (CRS, transform, size), nodata -9999 wherever any inp
 ``output_dir``, ``<out>/maps/<TILE>_agb.tif`` when the composite is ``<out>/composites/<TILE>/<SEASON>.tif``,
 else beside the composite. A re-run with the same checkpoint, composite and
 parameters finds the map's tags matching and skips the work.
+
+With ``calibration`` (a ``calibration.json`` written by the evaluation, :mod:`training.uncertainty`), the COG
+gets two more bands beside ``agb``: ``agb_lower`` and ``agb_upper``, the per-pixel prediction interval at the
+calibration's level (Mg/ha, same nodata). It covers a GEDI L4A-like label of the pixel, not its true AGB.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import rasterio
 import rasterio.shutil
 import torch
 
-from core.constants import IMAGE_NODATA
+from core.constants import AGB_UNITS, IMAGE_NODATA
 from core.contracts import Contract
 from core.files import atomic_path
 from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.model import DEFAULT_BANDS, BiomassModel
 from training.train import _autocast, _to_layout, resolve_device
+from training.uncertainty import Calibration
 
 log = logging.getLogger(__name__)
 MAP_NODATA = IMAGE_NODATA
@@ -100,31 +105,39 @@ def _default_output(path: Path) -> Path:
     return path.parent
 
 
-def _write_cog(dst: Path, data: np.ndarray, profile: dict[str, Any], tags: dict[str, str]) -> None:
+def _write_cog(dst: Path, data: np.ndarray, profile: dict[str, Any], tags: dict[str, str],
+               names: tuple[str, ...] = ("agb",)) -> None:
+    """Float32 COG of ``data`` (bands, H, W) Mg/ha, band descriptions ``names``, unit type Mg/ha."""
+    data = data if data.ndim == 3 else data[None]
     with atomic_path(dst) as tmp:
         gtiff = tmp.with_name(tmp.name + ".gtiff")
         try:
-            with rasterio.open(gtiff, "w", driver="GTiff", count=1, dtype="float32", nodata=MAP_NODATA,
+            with rasterio.open(gtiff, "w", driver="GTiff", count=data.shape[0], dtype="float32", nodata=MAP_NODATA,
                                width=profile["width"], height=profile["height"], crs=profile["crs"],
                                transform=profile["transform"], tiled=True, blockxsize=256,
                                blockysize=256) as out:
-                out.write(data[None])
-                out.set_band_description(1, "agb")
+                out.write(data)
                 out.update_tags(**tags)
-                out.update_tags(1, UNITS="Mg/ha")
+                for i, name in enumerate(names, start=1):
+                    out.set_band_description(i, name)
+                    out.set_band_unit(i, AGB_UNITS)
+                    out.update_tags(i, UNITS=AGB_UNITS)
             rasterio.shutil.copy(str(gtiff), str(tmp), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
                                  BLOCKSIZE=256, OVERVIEW_RESAMPLING="AVERAGE")
         finally:
             gtiff.unlink(missing_ok=True)
 
 
-def _inputs_key(checkpoint: Path, composite: Path, crop: int, stride: int) -> str:
+def _inputs_key(checkpoint: Path, composite: Path, crop: int, stride: int, calibration: Path | None = None) -> str:
     def stamp(p: Path) -> list[Any]:
         st = p.stat()
         return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
-    return json.dumps({"checkpoint": stamp(checkpoint), "composite": stamp(composite), "crop": crop,
-                       "stride": stride}, sort_keys=True)
+    key: dict[str, Any] = {"checkpoint": stamp(checkpoint), "composite": stamp(composite), "crop": crop,
+                           "stride": stride}
+    if calibration is not None:
+        key["calibration"] = stamp(calibration)
+    return json.dumps(key, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -145,38 +158,49 @@ class MapResult(Contract):
     model: str | None = None
     device: str | None = None
     load_report: dict[str, Any] | None = None
+    bands: list[str] | None = None
+    calibration: str | None = None
 
 
 def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = None, model: str | None = None,
                 device: str = "auto", batch_size: int = 8, crop: int = 224, stride: int = 192,
-                allow_partial: bool = False, cpu_threads: int | None = None) -> MapResult:
+                allow_partial: bool = False, cpu_threads: int | None = None,
+                calibration: str | None = None) -> MapResult:
     """Biomass map (Mg/ha COG) of ``composite`` with ``checkpoint``.
 
     Normalisation: the checkpoint's bands and stats (a foreign checkpoint needs ``model`` and uses the
     six HLS bands with granite's train statistics unless the composite names its bands; see docs).
+    ``calibration``: a calibration.json; adds the ``agb_lower``/``agb_upper`` interval bands.
     Torch threads and RNG states are scoped to the call.
     """
     comp = Path(composite)
     if not comp.is_file():
         raise MappingError(f"composite {comp} does not exist")
+    cal_path = Path(calibration) if calibration else None
+    cal = Calibration.read(cal_path) if cal_path is not None else None
     dev = resolve_device(device)
     with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
-        return _predict(Path(checkpoint), comp, output_dir, model, dev, batch_size, crop, stride, allow_partial)
+        return _predict(Path(checkpoint), comp, output_dir, model, dev, batch_size, crop, stride, allow_partial,
+                        (cal_path, cal))
 
 
 def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | None, dev: torch.device,
-             batch_size: int, crop: int, stride: int, allow_partial: bool) -> MapResult:
+             batch_size: int, crop: int, stride: int, allow_partial: bool,
+             calibration: tuple[Path | None, Calibration | None] = (None, None)) -> MapResult:
+    cal_path, cal = calibration
     with rasterio.open(comp) as src:
         tags = src.tags()
         tile = _tile_of(comp, tags)
         out_root = Path(output_dir) if output_dir else _default_output(comp)
         dst = out_root / f"{tile}_agb.tif"
-        key = _inputs_key(ckpt_path, comp, crop, stride)
+        key = _inputs_key(ckpt_path, comp, crop, stride, cal_path)
         if dst.is_file():
             with rasterio.open(dst) as old:
                 if old.tags().get("INPUTS_KEY") == key:
                     log.info("map %s is up to date; skipping", dst)
-                    return MapResult(map=str(dst), tile=tile, skipped=True, width=old.width, height=old.height)
+                    return MapResult(map=str(dst), tile=tile, skipped=True, width=old.width, height=old.height,
+                                     bands=[d or "" for d in old.descriptions],
+                                     calibration=str(cal_path) if cal_path else None)
         net, ck, report = load_model(ckpt_path, model=model, allow_partial=allow_partial)
         bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
         mean, std = _norm_stats(ck, bands)
@@ -193,16 +217,31 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
     t0 = time.perf_counter()
     agb = tiled_predict(net, image, crop=crop, stride=stride, batch_size=batch_size, device=dev)
     seconds = time.perf_counter() - t0
-    agb[invalid] = MAP_NODATA
     out_tags = {"QUANTITY": "aboveground biomass density", "UNITS": "Mg/ha", "MODEL": net.config.preset,
                 "CHECKPOINT": str(ckpt_path), "COMPOSITE": str(comp), "MGRS_TILE": tile,
                 "SEASON": tags.get("SEASON", ""), "CROP": str(crop), "STRIDE": str(stride), "INPUTS_KEY": key}
-    _write_cog(dst, agb, profile, out_tags)
+    bands, names = _with_intervals(agb, invalid, cal, cal_path, out_tags)
+    _write_cog(dst, bands, profile, out_tags, names)
     mpx = profile["width"] * profile["height"] / 1e6
     return MapResult(map=str(dst), tile=tile, skipped=False, width=profile["width"], height=profile["height"],
                      megapixels=mpx, seconds=seconds, mpx_per_s=mpx / max(seconds, 1e-9),
                      valid_fraction=float(1.0 - invalid.mean()), band_match=match, model=net.config.preset,
-                     device=str(dev), load_report=report.to_dict())
+                     device=str(dev), load_report=report.to_dict(), bands=list(names),
+                     calibration=str(cal_path) if cal_path else None)
+
+
+def _with_intervals(agb: np.ndarray, invalid: np.ndarray, cal: Calibration | None, cal_path: Path | None,
+                    tags: dict[str, str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(bands, names): ``agb`` alone, or with the interval bands of ``cal``; nodata where ``invalid``."""
+    if cal is None:
+        agb[invalid] = MAP_NODATA
+        return agb[None], ("agb",)
+    lower, upper = cal.interval(agb)
+    stack = np.stack([agb, lower, upper])
+    stack[:, invalid] = MAP_NODATA
+    tags.update(INTERVAL_LEVEL=f"{cal.level:g}", INTERVAL_METHOD=cal.method, INTERVAL_COVERS=cal.covers,
+                CALIBRATION=str(cal_path))
+    return stack, ("agb", "agb_lower", "agb_upper")
 
 
 # granite-geospatial-biomass train statistics of its six bands (configs/config.yaml), for foreign checkpoints
