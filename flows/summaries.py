@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from chips.manifest import ExportResult
+from core import quicklooks as ql
 from flows import artifacts as art
 from flows.results import HlsStageResult
 from labels.contracts import LabelsResult
@@ -32,7 +33,7 @@ def composites(res: HlsStageResult, cached: bool) -> None:
         rows.append((tile, len(t.scenes_used), len(t.scenes_skipped), stats.get("mean", ""),
                      stats.get("nodata_fraction", ""), t.path))
         skipped += [(tile, s.get("id", ""), s.get("asset", ""), s.get("reason", "")) for s in t.scenes_skipped]
-        png = art.safe_quicklook(art.quicklook_rgb, t.path, str(Path(t.path).with_suffix(".quicklook.png")))
+        png = art.safe_quicklook(ql.true_colour, t.path, str(Path(t.path).with_suffix(".quicklook.png")))
         if png:
             images.append(art.image_markdown(f"{tile} true colour", png))
     s = res.search
@@ -50,10 +51,13 @@ def labels(res: LabelsResult, cached: bool) -> None:
     prow = [(g, *[c.get(k, "") for k in total]) for g, c in per.items()]
     images = []
     for tile, path in res.labels.items():
-        png = art.safe_quicklook(art.quicklook_band, path, str(Path(path).with_suffix(".coverage.png")),
-                                 title=f"{tile} GEDI AGBD labels", cmap="YlGn")
+        png = art.safe_quicklook(ql.band, path, str(Path(path).with_suffix(".coverage.png")),
+                                 title=f"{tile} GEDI AGBD labels", cmap="YlGn", kind="labels")
         if png:
             images.append(art.image_markdown(f"{tile} label coverage", png))
+        png = art.safe_quicklook(ql.label_density, path, str(Path(path).with_suffix(".density.png")))
+        if png:
+            images.append(art.image_markdown(f"{tile} GEDI shot density", png))
     text = ("# GEDI L4A labels" + _skip_note(cached) + "\n\n## Shots removed by each filter (total)\n\n"
             + art.table_md(["filter", "shots"], list(total.items()))
             + ("\n\n## Per granule\n\n" + art.table_md(["granule", *list(total)], prow) if prow else "")
@@ -94,15 +98,43 @@ def metrics_rows(res: EvalResult) -> list[tuple[Any, ...]]:
     return rows
 
 
+def interval_text(res: EvalResult) -> str:
+    """One paragraph on the prediction intervals' empirical coverage (empty without intervals)."""
+    iv = res.interval
+    if not iv or iv.get("coverage") is None:
+        return ""
+    where = "the calibration split itself (in-sample)" if iv["in_sample"] else f"the {iv['split']} split"
+    return (f"**Prediction intervals** ({iv['level']:.0%}, {iv['method']}; calibrated on {iv['calibration_pixels']} "
+            f"{iv['calibration_split']} pixels): coverage **{iv['coverage']:.1%}** of {iv['n']} labelled pixels of "
+            f"{where}, mean width {iv['mean_width']:.1f} Mg/ha. An interval covers {iv['covers']}.\n\n")
+
+
 def evaluation(res: EvalResult, cached: bool) -> None:
     images = [art.image_markdown(Path(p).stem, Path(p)) for p in res.plots.values() if Path(p).is_file()]
     text = ("# Evaluation" + _skip_note(cached) + "\n\nMg/ha over labelled pixels of the split.\n\n"
-            + art.table_md(METRIC_HEADERS, metrics_rows(res)) + "\n\n" + "\n".join(images))
+            + art.table_md(METRIC_HEADERS, metrics_rows(res)) + "\n\n" + interval_text(res) + "\n".join(images))
     art.markdown("evaluate-model-summary", text, "Metrics against baselines")
 
 
+def map_quicklooks(map_path: str) -> list[tuple[str, Path]]:
+    """(title, PNG) of a map: biomass, and the interval width when the map has interval bands."""
+    out = []
+    png = art.safe_quicklook(ql.band, map_path, str(Path(map_path).with_suffix(".preview.png")),
+                             title=f"{Path(map_path).stem}: AGB", cmap="YlGn")
+    if png:
+        out.append(("biomass map", png))
+    import rasterio
+
+    with rasterio.open(map_path) as ds:
+        has_interval = "agb_upper" in ds.descriptions
+    if has_interval:
+        png = art.safe_quicklook(ql.interval_width, map_path, str(Path(map_path).with_suffix(".interval.png")))
+        if png:
+            out.append(("prediction interval width", png))
+    return out
+
+
 def biomass_map(res: MapResult, cached: bool) -> None:
-    png = art.safe_quicklook(art.quicklook_band, res.map, str(Path(res.map).with_suffix(".preview.png")),
-                             title="Biomass map", cmap="YlGn")
-    art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n"
-                 + (art.image_markdown("biomass map", png) if png else ""), "Biomass map preview")
+    images = "".join(art.image_markdown(t, p) for t, p in map_quicklooks(res.map))
+    art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n" + images,
+                 "Biomass map preview")
