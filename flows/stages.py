@@ -37,6 +37,7 @@ from training.config import TrainConfig
 from training.evaluate import EvalResult
 from training.mapping import MapResult
 from training.train import TrainResult
+from training.uncertainty import IntervalOptions
 
 STAC_LIMIT = "stac-requests"  # global concurrency limit shared by every flow run on the server
 STAC_LIMIT_DEFAULT = 4
@@ -257,33 +258,39 @@ def train_model(params: TrainModelParams) -> Stage[TrainResult]:
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
-def evaluate_task(checkpoint: str, model: str | None, export: str, split: str, output_dir: str) -> EvalResult:
+def evaluate_task(checkpoint: str, model: str | None, export: str, split: str, output_dir: str,
+                  intervals: IntervalOptions | None = None) -> EvalResult:
     from training.evaluate import evaluate_model
 
-    return evaluate_model(checkpoint=checkpoint, model=model, export=export, split=split, output_dir=output_dir)
+    return evaluate_model(checkpoint=checkpoint, model=model, export=export, split=split, output_dir=output_dir,
+                          intervals=intervals)
 
 
 @flow(name="evaluate-model", log_prints=True)
 def evaluate_model(params: EvaluateModelParams) -> Stage[EvalResult]:
-    """Metrics on a split (RMSE, MAE, bias, R², binned RMSE) against the mean and ridge baselines."""
+    """Metrics on a split (RMSE, MAE, bias, R², binned RMSE) against the mean and ridge baselines, and the
+    coverage of split-conformal prediction intervals calibrated on the validation split."""
     out = str(Path(params.output_dir).resolve())
     inputs = [params.checkpoint, str(Path(params.export) / MANIFEST_NAME)]
+    intervals = params.intervals.interval_options() if params.intervals else None
     return cached_stage("evaluate-model", params.model_dump(mode="json"), inputs, out, params.force, EvalResult,
-                        lambda: evaluate_task(params.checkpoint, params.model, params.export, params.split, out),
-                        summaries.evaluation)
+                        lambda: evaluate_task(params.checkpoint, params.model, params.export, params.split, out,
+                                              intervals), summaries.evaluation)
 
 
 @task(name="predict-map", cache_policy=NO_CACHE)
-def predict_task(checkpoint: str, composite: str, output_dir: str) -> MapResult:
+def predict_task(checkpoint: str, composite: str, output_dir: str, calibration: str | None = None) -> MapResult:
     from training.mapping import predict_map as _predict
 
-    return _predict(checkpoint=checkpoint, composite=composite, output_dir=output_dir)
+    return _predict(checkpoint=checkpoint, composite=composite, output_dir=output_dir, calibration=calibration)
 
 
 @flow(name="predict-map", log_prints=True)
 def predict_map(params: PredictMapParams) -> Stage[MapResult]:
-    """Tiled inference (224 crops, stride 192, overlaps averaged) over a composite -> biomass COG (Mg/ha)."""
+    """Tiled inference (224 crops, stride 192, overlaps averaged) over a composite -> biomass COG (Mg/ha), with
+    prediction-interval bands when a calibration is given."""
     root = str(Path(params.output_dir or Path(params.composite).parent).resolve())
-    return cached_stage("predict-map", params.model_dump(mode="json"), [params.checkpoint, params.composite], root,
-                        params.force, MapResult, lambda: predict_task(params.checkpoint, params.composite, root),
+    inputs = [params.checkpoint, params.composite, *([params.calibration] if params.calibration else [])]
+    return cached_stage("predict-map", params.model_dump(mode="json"), inputs, root, params.force, MapResult,
+                        lambda: predict_task(params.checkpoint, params.composite, root, params.calibration),
                         summaries.biomass_map)
