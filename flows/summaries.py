@@ -138,3 +138,54 @@ def biomass_map(res: MapResult, cached: bool) -> None:
     images = "".join(art.image_markdown(t, p) for t, p in map_quicklooks(res.map))
     art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n" + images,
                  "Biomass map preview")
+
+
+TOTALS_HEADERS = ["year", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper", "area (ha)",
+                  "mean (Mg/ha)"]
+CHANGE_HEADERS = ["change", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper"]
+TOTALS_METHOD = ("Totals: map sum plus the calibration's per-bin mean residual (bias correction), interval from "
+                 "the calibration residuals: errors fully correlated within {block:g} m blocks and independent "
+                 "between them, plus the uncertainty of the bias correction (cluster-robust, fully correlated). "
+                 "Carbon = {cf:g} x AGB (IPCC default 0.47). The intervals describe GEDI L4A-like AGB; a bias of "
+                 "GEDI L4A itself is not included. Change: random parts independent between years.")
+
+
+def totals_rows(res: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(totals rows, change rows) of an :class:`flows.mrv.MrvResult` for tables and the CLI."""
+    rows = [(t.year, t.agb_mg.value, t.agb_mg.lower, t.agb_mg.upper, t.carbon_mg.value, t.carbon_mg.lower,
+             t.carbon_mg.upper, t.area_ha, t.mean_agb_mg_ha) for t in res.totals]
+    changes = [(f"{c.from_year} -> {c.to_year}", c.agb_mg.value, c.agb_mg.lower, c.agb_mg.upper, c.carbon_mg.value,
+                c.carbon_mg.lower, c.carbon_mg.upper) for c in res.changes]
+    return rows, changes
+
+
+def totals_text(res: Any) -> str:
+    """Plain-text totals and changes (the CLI summary)."""
+    rows, changes = totals_rows(res)
+    if not rows:
+        return ""
+    level = res.totals[0].agb_mg.level
+    lines = [f"Area totals ({level:.0%} intervals):"]
+    lines += [f"  {r[0]}: AGB {r[1]:,.0f} Mg [{r[2]:,.0f}, {r[3]:,.0f}]; carbon {r[4]:,.0f} Mg C [{r[5]:,.0f}, "
+              f"{r[6]:,.0f}] over {r[7]:,.0f} ha ({r[8]:.1f} Mg/ha)" for r in rows]
+    lines += [f"  change {c[0]}: AGB {c[1]:+,.0f} Mg [{c[2]:+,.0f}, {c[3]:+,.0f}]; carbon {c[4]:+,.0f} Mg C "
+              f"[{c[5]:+,.0f}, {c[6]:+,.0f}]" for c in changes]
+    return "\n".join(lines)
+
+
+def mrv(res: Any) -> None:
+    """Artifact: totals and change tables with the method, the catalog and its validation, change quicklooks."""
+    rows, changes = totals_rows(res)
+    text = "# Area totals and change\n\n"
+    if rows:
+        t0 = res.totals[0]
+        text += (art.table_md(TOTALS_HEADERS, rows) + "\n\n"
+                 + (art.table_md(CHANGE_HEADERS, changes) + "\n\n" if changes else "")
+                 + TOTALS_METHOD.format(block=t0.block_m, cf=t0.carbon_fraction) + "\n\n")
+    if res.catalog is not None:
+        ok = res.validation is not None and res.validation.ok
+        text += (f"STAC catalog: `{res.catalog.catalog}` ({sum(len(v) for v in res.catalog.items.values())} items; "
+                 f"{'validates' if ok else 'DOES NOT validate'} against the STAC schemas)\n\n")
+    text += "".join(f"- {n}\n" for n in res.notes)
+    text += "\n".join(art.image_markdown(Path(p).stem, p) for p in res.quicklooks)
+    art.markdown("mrv-summary", text, "Area totals, change and the run catalog")

@@ -27,16 +27,18 @@ from compositing.composite import build_composites
 from compositing.contracts import SearchOptions
 from compositing.search import search_hls
 from core import quicklooks as ql
-from core.catalog import area_geometry, resolve_catalog, write_catalog
+from core.catalog import resolve_catalog
 from core.stac_validate import validate_catalog
 from flows import stac_items as si
+from flows.mrv import RunOutputs, mrv_outputs
+from flows.summaries import totals_text
 from labels import run_gedi_labels
 from sampleworld import generate_world
 from sampleworld.spec import GediSpec, preset
 from training.config import TrainConfig
 from training.evaluate import evaluate_model
 from training.mapping import predict_map
-from training.totals import TotalsOptions, area_totals, totals_table
+from training.totals import TotalsOptions, area_totals
 from training.train import train_model
 
 TRAIN = TrainConfig(model="tiny", epochs=10, batch_size=8, lr=3e-3, device="cpu", cpu_threads=1, seed=0)
@@ -134,35 +136,66 @@ def test_quicklooks_of_every_kind(mrv):
         assert Path(q.path).is_file() and q.width_px > 200 and q.vmax > q.vmin and q.valid_fraction > 0
 
 
-def _items(mrv: dict[str, Any], table: str) -> list[Any]:
-    comp, trained = mrv["comp"], mrv["trained"]
-    geom = area_geometry(comp.paths)
-    return (si.composite_items(comp) + si.label_items(mrv["labels"])
-            + [si.chips_item(mrv["chips"], comp, mrv["labels"], geom),
-               si.model_item(trained, TRAIN.to_dict(), comp, geom), si.evaluation_item(mrv["eval"], comp, geom)]
-            + si.map_items(mrv["maps"], comp)
-            + si.totals_items([mrv["totals"]], [], table=table, seasons={mrv["totals"].year: comp.season},
-                              geometry=geom))
+def _truth_maps(mrv: dict[str, Any]) -> list[str]:
+    """The world's true AGB on each map's grid, nodata where the map is (same MGRS tags: same pixels counted)."""
+    from rasterio.windows import from_bounds
+
+    out = []
+    with rasterio.open(mrv["world"]["truth"]["agb"]) as truth:
+        for m in mrv["maps"].values():
+            with rasterio.open(m.map) as ds:
+                win = from_bounds(*ds.bounds, truth.transform).round_offsets().round_lengths()
+                agb = ds.read(1)
+                t = truth.read(1, window=win, boundless=True, fill_value=ds.nodata).astype("float32")
+                t[agb == ds.nodata] = ds.nodata
+                path = m.map.replace("_agb.tif", "_truth.tif")
+                with rasterio.open(path, "w", driver="GTiff", width=ds.width, height=ds.height, count=1,
+                                   dtype="float32", crs=ds.crs, transform=ds.transform, nodata=ds.nodata) as o:
+                    o.write(t, 1)
+                    o.update_tags(MGRS_TILE=ds.tags()["MGRS_TILE"])
+            out.append(path)
+    return out
+
+
+def test_totals_interval_holds_the_true_total(mrv):
+    """The sample world knows the true AGB: its total over the same pixels lies in the 90 % interval, and the
+    bias correction is what puts it there (the map alone underestimates)."""
+    t = mrv["totals"]
+    truth = area_totals(maps=_truth_maps(mrv), calibration=mrv["eval"].calibration, year="truth",
+                        aoi=mrv["world"]["aoi"], options=TotalsOptions(bias_correction=False))
+    assert truth.pixels == t.pixels
+    print(f"true total {truth.map_sum_mg:.4g} Mg; estimate {t.agb_mg.value:.4g} [{t.agb_mg.lower:.4g}, "
+          f"{t.agb_mg.upper:.4g}]; map sum alone {t.map_sum_mg:.4g}")
+    assert t.agb_mg.lower <= truth.map_sum_mg <= t.agb_mg.upper
+    assert abs(t.agb_mg.value - truth.map_sum_mg) < abs(t.map_sum_mg - truth.map_sum_mg)
 
 
 def test_run_catalog_validates_offline_is_idempotent_and_resolves(mrv):
-    out = mrv["out"]
-    table = str(totals_table([mrv["totals"]], [], out / "totals" / "totals.csv"))
-    items = _items(mrv, table)
-    res = write_catalog(catalog_dir=str(out / "catalog"), items=items)
-    assert res.missing_links == [] and not res.updated
-    assert set(res.items) == {"composites", "labels", "chips", "models", "evaluations", "maps", "totals"}
+    out, comp = mrv["out"], mrv["comp"]
+    year = si.season_year(comp.season)
+    outputs = RunOutputs(composites={year: comp}, labels=[mrv["labels"]], chips=mrv["chips"], training=mrv["trained"],
+                         train_config=TRAIN.to_dict(), evaluation=mrv["eval"], maps={year: mrv["maps"]})
+    res = mrv_outputs(output_dir=str(out), outputs=outputs, aoi=mrv["world"]["aoi"])
+    assert res.totals[0].to_dict() == mrv["totals"].to_dict() and res.changes == []
+    assert Path(res.table).is_file() and Path(res.totals_json).is_file() and res.notes == []
+    assert res.catalog.missing_links == [] and not res.catalog.updated
+    assert set(res.catalog.items) == {"composites", "labels", "chips", "models", "evaluations", "maps", "totals"}
+    n_items = sum(len(v) for v in res.catalog.items.values())
     report = validate_catalog(out / "catalog")
-    assert report.items == len(items) and any("projection" in s for s in report.schemas)
-    assert any("raster" in s for s in report.schemas)
+    assert report.ok and report.items == n_items == 2 + 2 + 1 + 1 + 1 + 2 + 1
+    assert any("projection" in s for s in report.schemas) and any("raster" in s for s in report.schemas)
     comp_item = json.loads(next((out / "catalog" / "composites").glob("*/*.json")).read_text())
-    assert comp_item["properties"]["agb:source_scenes"] == next(iter(mrv["comp"].tiles.values())).scenes_used
+    assert comp_item["properties"]["agb:source_scenes"] == next(iter(comp.tiles.values())).scenes_used
     lab_item = json.loads(next((out / "catalog" / "labels").glob("*/*.json")).read_text())
     assert lab_item["properties"]["agb:gedi_granules"] and lab_item["properties"]["agb:filters"]["drop_degraded"]
     assert "overview-density" in lab_item["assets"]
-    again = write_catalog(catalog_dir=str(out / "catalog"), items=items)
-    assert again.added == [] and len(again.updated) == len(items) and again.items == res.items
+    map_item = json.loads(next((out / "catalog" / "maps").glob("*/*.json")).read_text())
+    assert [b["name"] for b in map_item["assets"]["data"]["bands"]] == ["agb", "agb_lower", "agb_upper"]
+    assert {"overview-preview", "overview-interval"} <= set(map_item["assets"])
+    again = mrv_outputs(output_dir=str(out), outputs=outputs, aoi=mrv["world"]["aoi"])
+    assert again.catalog.added == [] and len(again.catalog.updated) == n_items
+    assert again.catalog.items == res.catalog.items
     r = resolve_catalog(str(out / "catalog"))
     assert r.checkpoint == mrv["trained"].best_checkpoint and r.calibration == mrv["eval"].calibration
-    year = si.season_year(mrv["comp"].season)
-    assert r.composites == {year: {t: c.path for t, c in mrv["comp"].tiles.items()}} and r.model == "tiny"
+    assert r.composites == {year: {t: c.path for t, c in comp.tiles.items()}} and r.model == "tiny"
+    assert "Area totals (90% intervals)" in totals_text(res) and "Mg C" in totals_text(res)
