@@ -21,7 +21,7 @@ def demo_params(output_dir: str, size: str = "demo") -> dict:
 def run_demo(output_dir: str, size: str = "demo") -> int:
     from flows.params import BiomassPipelineParams
     from flows.pipeline import biomass_pipeline
-    from flows.summaries import METRIC_HEADERS, metrics_rows
+    from flows.summaries import METRIC_HEADERS, metrics_rows, totals_text
 
     t0 = time.perf_counter()
     params = BiomassPipelineParams.model_validate(demo_params(str(Path(output_dir).resolve()), size))
@@ -47,6 +47,14 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
     print("  ".join(f"{h:>10s}" for h in METRIC_HEADERS))
     for row in metrics_rows(res.evaluation):
         print("  ".join(f"{v:>10.2f}" if isinstance(v, float) else f"{v!s:>10s}" for v in row))
+    iv = res.evaluation.interval
+    if iv and iv.get("coverage") is not None:
+        print(f"\n{iv['level']:.0%} prediction intervals (calibrated on {iv['calibration_split']}): coverage "
+              f"{iv['coverage']:.1%} of {iv['n']} {iv['split']} pixels, mean width {iv['mean_width']:.1f} Mg/ha "
+              f"(they cover a GEDI-like label of a pixel, not its true AGB)")
+    mrv = getattr(res, "mrv", None)  # the MRV outputs, once the pipeline returns them (flows.mrv)
+    if mrv is not None and totals_text(mrv):
+        print("\n" + totals_text(mrv))
     for tile, t in (res.map_vs_truth or {}).items():
         print(f"\nMap vs the sample world's truth AGB ({tile}): R² {t['r2']:.3f}, RMSE {t['rmse']:.1f} Mg/ha, "
               f"n={t['n']}")
