@@ -73,7 +73,7 @@ def run_items(out: RunOutputs, totals: list[AreaTotal], changes: list[TotalChang
     geom = area_geometry([p for c in comps for p in c.paths])
     items = [i for c in comps for i in si.composite_items(c)] + [i for lab in out.labels for i in si.label_items(lab)]
     if out.chips is not None:
-        items.append(si.chips_item(out.chips, comps, out.labels[0] if out.labels else None, geom))
+        items.append(si.chips_item(out.chips, comps, out.labels, geom))
     if out.training is not None:
         items.append(si.model_item(out.training, out.train_config, comps, geom))
     if out.evaluation is not None:

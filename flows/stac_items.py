@@ -85,8 +85,8 @@ def _span(composites: CompositeResult | list[CompositeResult]) -> tuple[str, str
     return min(t.season["start"] for t in tiles), max(t.season["end"] for t in tiles), refs
 
 
-def chips_item(res: ExportResult, composites: CompositeResult | list[CompositeResult], labels: LabelsResult | None,
-               geometry: dict[str, Any] | None) -> ItemSpec:
+def chips_item(res: ExportResult, composites: CompositeResult | list[CompositeResult],
+               labels: LabelsResult | list[LabelsResult] | None, geometry: dict[str, Any] | None) -> ItemSpec:
     """The chips export: split sizes, dropped chips, band statistics, its files."""
     start, end, refs = _span(composites)
     assets = [AssetSpec("manifest", res.chips_export, ["metadata"], "export manifest (chips_export.json)"),
@@ -94,7 +94,8 @@ def chips_item(res: ExportResult, composites: CompositeResult | list[CompositeRe
               AssetSpec("export", res.export_dir, ["data"], "export folder (Esri + TerraTorch layouts)")]
     if res.terratorch_config and Path(res.terratorch_config).is_file():
         assets.append(AssetSpec("terratorch-config", res.terratorch_config, ["metadata"], "TerraTorch config"))
-    label_refs = [f"labels/labels-{t}-{Path(p).stem}" for t, p in sorted((labels.labels if labels else {}).items())]
+    labs = labels if isinstance(labels, list) else [labels] if labels else []
+    label_refs = [f"labels/labels-{t}-{Path(p).stem}" for lab in labs for t, p in sorted(lab.labels.items())]
     props = {"agb:n_chips": res.n_chips, "agb:splits": res.splits, "agb:dropped": res.dropped,
              "agb:candidates": res.candidates, "agb:label_nodata": res.label_nodata, "agb:stats": res.stats}
     return ItemSpec(id="chips", collection="chips", assets=assets, start=start, end=end, properties=props,

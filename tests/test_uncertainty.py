@@ -142,3 +142,27 @@ def test_predict_map_writes_interval_bands(tmp_path):
     plain = predict_map(checkpoint=res.best_checkpoint, composite=exp["composite"],
                         output_dir=str(tmp_path / "maps"), crop=64, stride=48)
     assert not plain.skipped and plain.bands == ["agb"]  # other inputs: recomputed, one band
+
+
+def test_evaluate_calibrates_on_val_and_reports_coverage(tmp_path):
+    from training.evaluate import evaluate_model
+
+    exp = write_synthetic_export(tmp_path / "export", chip=64, grid=(4, 3), seed=2)
+    res = train_model(export=exp["export"], output_dir=str(tmp_path / "run"), config=TrainConfig(
+        model="tiny", epochs=1, batch_size=4, steps_per_epoch=2, device="cpu", cpu_threads=1))
+    ev = evaluate_model(checkpoint=res.best_checkpoint, export=exp["export"], output_dir=str(tmp_path / "eval"),
+                        intervals=IntervalOptions(min_bin_pixels=100))
+    cal = Calibration.read(ev.calibration)
+    assert cal.split == "val" and cal.n_pixels > 100 and cal.checkpoint == res.best_checkpoint
+    saved = json.loads(open(ev.metrics_path).read())
+    assert saved["calibration"] == ev.calibration and saved["interval"]["n"] == ev.n_pixels
+    assert saved["interval"]["in_sample"] is False and 0 <= saved["interval"]["coverage"] <= 1
+    on_val = evaluate_model(checkpoint=res.best_checkpoint, export=exp["export"], split="val",
+                            output_dir=str(tmp_path / "eval_val"), intervals=IntervalOptions(min_bin_pixels=100))
+    assert on_val.interval["in_sample"] is True and on_val.interval["coverage"] >= 0.9  # conformal in-sample
+    none = evaluate_model(checkpoint=res.best_checkpoint, export=exp["export"], output_dir=str(tmp_path / "e0"),
+                          intervals=None)
+    assert none.calibration is None and none.interval is None
+    few = evaluate_model(checkpoint=res.best_checkpoint, export=exp["export"], output_dir=str(tmp_path / "e1"),
+                         intervals=IntervalOptions(min_bin_pixels=100_000))
+    assert few.calibration is None and any("no prediction intervals" in n for n in few.notes)
