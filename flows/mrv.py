@@ -44,7 +44,8 @@ class MrvResult(Contract):
 
 @dataclass(frozen=True)
 class RunOutputs:
-    """The typed stage results of a run, by map year where a run has several (``"2023"`` -> ...)."""
+    """The typed stage results of a run, by map year where a run has several (``"2023"`` -> ...). A map-biomass
+    run has only composites (:func:`flows.stac_items.composites_from_paths`), maps and a ``calibration``."""
 
     composites: dict[str, CompositeResult]
     labels: list[LabelsResult]
@@ -54,6 +55,7 @@ class RunOutputs:
     evaluation: EvalResult | None
     maps: dict[str, dict[str, MapResult]]
     change_rasters: dict[str, list[str]] = field(default_factory=dict)
+    calibration: str | None = None  # without an evaluation (a map-biomass run): the catalog's calibration
 
 
 def year_totals(out: RunOutputs, calibration: str | None, aoi: Any, options: TotalsOptions,
@@ -103,7 +105,7 @@ def mrv_outputs(*, output_dir: str, outputs: RunOutputs, aoi: Any = None, totals
     catalog_options = catalog_options or CatalogOptions()
     root = Path(output_dir)
     notes: list[str] = []
-    calibration = outputs.evaluation.calibration if outputs.evaluation else None
+    calibration = outputs.evaluation.calibration if outputs.evaluation else outputs.calibration
     tots, changes = year_totals(outputs, calibration, aoi, totals, notes)
     table = tjson = None
     if tots:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chips.manifest import ExportResult
-from compositing.contracts import CompositeResult
+from compositing.contracts import CompositeResult, TileComposite
 from core.catalog import AssetSpec, ItemSpec
 from labels.contracts import LabelsResult
 from training.evaluate import EvalResult
@@ -30,6 +30,29 @@ def season_year(season: dict[str, str]) -> str:
     return str(season["end"])[:4]
 
 
+def composites_from_paths(paths: dict[str, str]) -> CompositeResult:
+    """The :class:`CompositeResult` of composites given by path (tile -> COG), from their JSON sidecars (what
+    a ``map-biomass`` run resolved from a catalog has); one season."""
+    from core.files import read_json
+
+    tiles = {}
+    for tile, path in sorted(paths.items()):
+        sidecar = Path(path).with_suffix(".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"composite {path} has no sidecar {sidecar.name} (its TileComposite record)")
+        tiles[tile] = TileComposite.from_dict(read_json(sidecar))
+    seasons = {json_key(t.season) for t in tiles.values()}
+    if len(seasons) != 1:
+        raise ValueError(f"composites {sorted(paths.values())} are of several seasons: {sorted(seasons)}")
+    first = next(iter(tiles.values()))
+    search = Path(first.path).parents[2] / "search" / "hls_items.json"  # <out>/composites/<TILE>/<SEASON>.tif
+    return CompositeResult(season=first.season, items_json=str(search) if search.is_file() else "", tiles=tiles)
+
+
+def json_key(season: dict[str, str]) -> str:
+    return f"{season['start']}_{season['end']}"
+
+
 def _quicklooks(path: str) -> list[AssetSpec]:
     p = Path(path)
     return [AssetSpec(f"overview{s.removesuffix('.png')}".replace(".", "-"), str(p.with_suffix(s)), ["overview"],
@@ -44,7 +67,7 @@ def composite_items(res: CompositeResult) -> list[ItemSpec]:
         label = Path(t.path).stem
         assets = [AssetSpec("data", t.path, ["data"], "mean reflectance composite (HLS units x 10000) + count",
                             raster=True), AssetSpec("sidecar", t.sidecar, ["metadata"], "composite result")]
-        if Path(res.items_json).is_file():
+        if res.items_json and Path(res.items_json).is_file():
             assets.append(AssetSpec("source-items", res.items_json, ["metadata"], "HLS STAC items used"))
         props = {"agb:tile": tile, "agb:year": season_year(t.season), "agb:season": t.season,
                  "agb:collection": t.collection, "agb:source_scenes": list(t.scenes_used),

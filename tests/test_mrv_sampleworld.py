@@ -199,3 +199,26 @@ def test_run_catalog_validates_offline_is_idempotent_and_resolves(mrv):
     assert r.checkpoint == mrv["trained"].best_checkpoint and r.calibration == mrv["eval"].calibration
     assert r.composites == {year: {t: c.path for t, c in comp.tiles.items()}} and r.model == "tiny"
     assert "Area totals (90% intervals)" in totals_text(res) and "Mg C" in totals_text(res)
+
+
+def test_map_biomass_from_a_catalog(mrv, tmp_path):
+    """What the map-biomass flow does with a catalog: resolve it, map its composites with its model and
+    calibration, and add the maps and totals to a catalog of its own (links to the model resolve there)."""
+    out = mrv["out"]
+    if not (out / "catalog" / "catalog.json").is_file():
+        test_run_catalog_validates_offline_is_idempotent_and_resolves(mrv)
+    r = resolve_catalog(str(out / "catalog"))
+    year, paths = next(iter(r.composites.items()))
+    comps = si.composites_from_paths(paths)
+    assert comps.tiles.keys() == mrv["comp"].tiles.keys() and comps.season == mrv["comp"].season
+    maps = {t: predict_map(checkpoint=r.checkpoint, composite=p, output_dir=str(tmp_path / "maps"),
+                           calibration=r.calibration, cpu_threads=1) for t, p in paths.items()}
+    outputs = RunOutputs(composites={year: comps}, labels=[], chips=None, training=None, train_config={},
+                         evaluation=None, maps={year: maps}, calibration=r.calibration)
+    res = mrv_outputs(output_dir=str(tmp_path), outputs=outputs, aoi=mrv["world"]["aoi"])
+    assert res.totals[0].agb_mg.value == pytest.approx(mrv["totals"].agb_mg.value, rel=1e-6)  # same model, inputs
+    assert set(res.catalog.items) == {"composites", "maps", "totals"} and res.validation.ok
+    assert sorted(res.catalog.missing_links) == sorted(f"maps/map-{t}-{year} -> models/model" for t in paths)
+    again = mrv_outputs(output_dir=str(out), outputs=outputs, aoi=mrv["world"]["aoi"])  # into the run's catalog
+    assert again.catalog.missing_links == [] and not again.catalog.added
+    assert validate_catalog(out / "catalog").ok
