@@ -53,7 +53,7 @@ class RunOutputs:
     training: TrainResult | None
     train_config: dict[str, Any]
     evaluation: EvalResult | None
-    maps: dict[str, dict[str, MapResult]]
+    maps: dict[str, dict[str, MapResult | str]]
     change_rasters: dict[str, list[str]] = field(default_factory=dict)
     calibration: str | None = None  # without an evaluation (a map-biomass run): the catalog's calibration
 
@@ -64,7 +64,8 @@ def year_totals(out: RunOutputs, calibration: str | None, aoi: Any, options: Tot
     if not calibration:
         notes.append("no interval calibration (evaluation without intervals): no area totals")
         return [], []
-    totals = [area_totals(maps=[m.map for _, m in sorted(tiles.items())], calibration=calibration, year=year,
+    totals = [area_totals(maps=[m if isinstance(m, str) else m.map for _, m in sorted(tiles.items())],
+                          calibration=calibration, year=year,
                           aoi=aoi, options=options) for year, tiles in sorted(out.maps.items()) if tiles]
     return totals, [total_change(a, b) for a, b in zip(totals, totals[1:], strict=False)]
 
@@ -73,7 +74,8 @@ def run_items(out: RunOutputs, totals: list[AreaTotal], changes: list[TotalChang
     """Every catalog item of the run (see :mod:`flows.stac_items`)."""
     comps = [out.composites[y] for y in sorted(out.composites)]
     geom = area_geometry([p for c in comps for p in c.paths])
-    items = [i for c in comps for i in si.composite_items(c)] + [i for lab in out.labels for i in si.label_items(lab)]
+    items = [i for y in sorted(out.composites) for i in si.composite_items(out.composites[y], y)]
+    items += [i for lab in out.labels for i in si.label_items(lab)]
     if out.chips is not None:
         items.append(si.chips_item(out.chips, comps, out.labels, geom))
     if out.training is not None:
@@ -81,7 +83,7 @@ def run_items(out: RunOutputs, totals: list[AreaTotal], changes: list[TotalChang
     if out.evaluation is not None:
         items.append(si.evaluation_item(out.evaluation, comps, geom))
     for year, tiles in sorted(out.maps.items()):
-        items += si.map_items(tiles, out.composites[year], out.evaluation.split if out.evaluation else None)
+        items += si.map_items(tiles, out.composites[year], out.evaluation.split if out.evaluation else None, year)
     seasons = {y: c.season for y, c in out.composites.items()}
     return items + si.totals_items(totals, changes, table=table, seasons=seasons, geometry=geom,
                                    change_rasters=out.change_rasters)

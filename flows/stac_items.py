@@ -60,8 +60,9 @@ def _quicklooks(path: str) -> list[AssetSpec]:
             for s in QUICKLOOK_SUFFIXES if p.with_suffix(s).is_file()]
 
 
-def composite_items(res: CompositeResult) -> list[ItemSpec]:
-    """One item per tile composite: source scene ids, skipped scenes, masking parameters, engine version."""
+def composite_items(res: CompositeResult, year: str | None = None) -> list[ItemSpec]:
+    """One item per tile composite: source scene ids, skipped scenes, masking parameters, engine version;
+    ``year``: the map year it serves (default: the season's last day's year)."""
     out = []
     for tile, t in sorted(res.tiles.items()):
         label = Path(t.path).stem
@@ -69,7 +70,7 @@ def composite_items(res: CompositeResult) -> list[ItemSpec]:
                             raster=True), AssetSpec("sidecar", t.sidecar, ["metadata"], "composite result")]
         if res.items_json and Path(res.items_json).is_file():
             assets.append(AssetSpec("source-items", res.items_json, ["metadata"], "HLS STAC items used"))
-        props = {"agb:tile": tile, "agb:year": season_year(t.season), "agb:season": t.season,
+        props = {"agb:tile": tile, "agb:year": year or season_year(t.season), "agb:season": t.season,
                  "agb:collection": t.collection, "agb:source_scenes": list(t.scenes_used),
                  "agb:scenes_skipped": list(t.scenes_skipped), "agb:valid_obs": t.valid_obs,
                  "agb:parameters": {"masked_bits": t.masked_bits, "min_observations": t.min_observations},
@@ -171,21 +172,33 @@ def _interval_summary(interval: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: interval.get(k) for k in keys}
 
 
-def map_items(maps: dict[str, MapResult], composites: CompositeResult, eval_split: str | None = "test"
-              ) -> list[ItemSpec]:
-    """One item per tile map of the composites' season (``maps``: tile -> result)."""
+def _map_facts(m: MapResult | str) -> tuple[str, list[str], str | None, float | None]:
+    """(path, band names, calibration, valid fraction) of a map result or a map path (read from its tags)."""
+    if isinstance(m, MapResult):
+        return m.map, list(m.bands or ["agb"]), m.calibration, m.valid_fraction
+    import rasterio
+
+    with rasterio.open(m) as ds:
+        return m, [d or "" for d in ds.descriptions], ds.tags().get("CALIBRATION"), None
+
+
+def map_items(maps: dict[str, MapResult | str], composites: CompositeResult, eval_split: str | None = "test",
+              year: str | None = None) -> list[ItemSpec]:
+    """One item per tile map (``maps``: tile -> result or COG path) of the composites' season; ``year``: the
+    map year (default: the season's last day's year)."""
     out = []
-    year = season_year(composites.season)
+    year = year or season_year(composites.season)
     for tile, m in sorted(maps.items()):
+        path, bands, calibration, valid = _map_facts(m)
         comp = composites.tiles[tile]
         refs = [f"models/{MODEL_ID}", f"composites/composite-{tile}-{Path(comp.path).stem}"]
-        if m.calibration and eval_split:
+        if calibration and eval_split:
             refs.append(f"evaluations/evaluation-{eval_split}")
         props = {"agb:tile": tile, "agb:year": year, "agb:season": comp.season, "agb:model_item": MODEL_ID,
-                 "agb:bands": m.bands, "agb:calibration": m.calibration, "agb:valid_fraction": m.valid_fraction}
+                 "agb:bands": bands, "agb:calibration": calibration, "agb:valid_fraction": valid}
         out.append(ItemSpec(id=f"map-{tile}-{year}", collection="maps",
-                            assets=[AssetSpec("data", m.map, ["data"], "AGB (Mg/ha) with interval bands", raster=True)]
-                            + _quicklooks(m.map), start=comp.season["start"], end=comp.season["end"],
+                            assets=[AssetSpec("data", path, ["data"], "AGB (Mg/ha) with interval bands", raster=True)]
+                            + _quicklooks(path), start=comp.season["start"], end=comp.season["end"],
                             properties=props, derived_from=refs,
                             lineage="tiled inference, 224 px crops every 192 px, overlaps averaged"))
     return out
