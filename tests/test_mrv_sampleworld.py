@@ -138,15 +138,17 @@ def test_quicklooks_of_every_kind(mrv):
 
 def _truth_maps(mrv: dict[str, Any]) -> list[str]:
     """The world's true AGB on each map's grid, nodata where the map is (same MGRS tags: same pixels counted)."""
-    from rasterio.windows import from_bounds
+    from rasterio.windows import Window
 
     out = []
     with rasterio.open(mrv["world"]["truth"]["agb"]) as truth:
         for m in mrv["maps"].values():
             with rasterio.open(m.map) as ds:
-                win = from_bounds(*ds.bounds, truth.transform).round_offsets().round_lengths()
+                tt = truth.transform  # same 30 m lattice: whole-pixel offsets
+                win = Window(round((ds.bounds.left - tt.c) / tt.a), round((ds.bounds.top - tt.f) / tt.e), ds.width,
+                             ds.height)
                 agb = ds.read(1)
-                t = truth.read(1, window=win, boundless=True, fill_value=ds.nodata).astype("float32")
+                t = truth.read(1, window=win).astype("float32")  # the world window holds every map
                 t[agb == ds.nodata] = ds.nodata
                 path = m.map.replace("_agb.tif", "_truth.tif")
                 with rasterio.open(path, "w", driver="GTiff", width=ds.width, height=ds.height, count=1,
