@@ -142,7 +142,7 @@ def biomass_map(res: MapResult, cached: bool) -> None:
 
 TOTALS_HEADERS = ["year", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper", "area (ha)",
                   "mean (Mg/ha)"]
-CHANGE_HEADERS = ["change", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper"]
+TOTAL_CHANGE_HEADERS = ["change", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper"]
 TOTALS_METHOD = ("Totals: map sum plus the calibration's per-bin mean residual (bias correction), interval from "
                  "the calibration residuals: errors fully correlated within {block:g} m blocks and independent "
                  "between them, plus the uncertainty of the bias correction (cluster-robust, fully correlated). "
@@ -180,7 +180,7 @@ def mrv(res: Any) -> None:
     if rows:
         t0 = res.totals[0]
         text += (art.table_md(TOTALS_HEADERS, rows) + "\n\n"
-                 + (art.table_md(CHANGE_HEADERS, changes) + "\n\n" if changes else "")
+                 + (art.table_md(TOTAL_CHANGE_HEADERS, changes) + "\n\n" if changes else "")
                  + TOTALS_METHOD.format(block=t0.block_m, cf=t0.carbon_fraction) + "\n\n")
     if res.catalog is not None:
         ok = res.validation is not None and res.validation.ok
