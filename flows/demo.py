@@ -65,7 +65,14 @@ def _fmt(v: object, width: int = 10) -> str:
 
 
 def _print_result(res: Any, wall: float) -> None:
-    from flows.summaries import CHANGE_HEADERS, METRIC_HEADERS, change_rows, metrics_rows, per_season_rows
+    from flows.summaries import (
+        CHANGE_HEADERS,
+        METRIC_HEADERS,
+        change_rows,
+        metrics_rows,
+        per_season_rows,
+        totals_text,
+    )
 
     yp = res.plan.years
     print(f"\n=== biomass-pipeline demo finished in {wall:.0f} s ===")
@@ -89,6 +96,7 @@ def _print_result(res: Any, wall: float) -> None:
     print("  ".join(f"{h:>10s}" for h in METRIC_HEADERS))
     for row in metrics_rows(res.evaluation):
         print("  ".join(_fmt(v) for v in row))
+    _print_interval(res.evaluation)
     if res.evaluation.per_season:
         print("\nPer training season (model and baselines, Mg/ha):")
         for row in per_season_rows(res.evaluation):
@@ -110,3 +118,13 @@ def _print_result(res: Any, wall: float) -> None:
         print("\nThe same on the sample world's true AGB (what the maps' change should show):")
         for row in change_rows(res.mapping.truth_change, area_only=True):
             print("  ".join(_fmt(v, 12) for v in row))
+    if getattr(res, "mrv", None) is not None and totals_text(res.mrv):
+        print("\n" + totals_text(res.mrv))
+
+
+def _print_interval(ev: Any) -> None:
+    iv = ev.interval
+    if iv and iv.get("coverage") is not None:
+        print(f"\n{iv['level']:.0%} prediction intervals (calibrated on {iv['calibration_split']}): coverage "
+              f"{iv['coverage']:.1%} of {iv['n']} {iv['split']} pixels, mean width {iv['mean_width']:.1f} Mg/ha "
+              f"(they cover a GEDI-like label of a pixel, not its true AGB)")
