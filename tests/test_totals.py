@@ -112,8 +112,9 @@ def test_overlapping_mgrs_tiles_are_counted_once(tmp_path):
     fk = _map(tmp_path / "fk.tif", vals.tolist(), x0=x0, y0=y0, tile="10TFK")
     both = area_totals(maps=[ek, fk], calibration=cal, year=2023)
     assert both.pixels == 120 and both.map_sum_mg == pytest.approx(0.09 * vals.sum())
+    # 10TEK alone: 10TFK was not mapped, so 10TEK keeps every pixel it covers (core.grid.owned_mask)
     only_ek = area_totals(maps=[ek], calibration=cal, year=2023)
-    assert only_ek.map_sum_mg == pytest.approx(0.09 * vals[:, :10].sum())  # west of 10TFK's square
+    assert only_ek.pixels == 120 and only_ek.map_sum_mg == pytest.approx(0.09 * vals.sum())
 
 
 def test_aoi_limits_the_total(tmp_path):

@@ -18,8 +18,9 @@ Assumptions, stated plainly: the calibration residuals (against GEDI-like labels
 everywhere in the area (spatial exchangeability); their SD includes GEDI's own footprint error, which makes the
 random part conservative; a bias of GEDI L4A itself against the true AGB is not seen and not included.
 
-Tiles: pixels of overlapping MGRS tiles are counted once, by the tile whose 100 km MGRS square (and UTM zone)
-holds the pixel centre. ``aoi`` (lon/lat geometry) limits the total to pixels whose centres fall inside it.
+Tiles: pixels of overlapping MGRS tiles are counted once, by the project's one rule (:func:`core.grid.owned_mask`):
+the tile whose 100 km MGRS square (and UTM zone) holds the pixel centre, or, when that tile was not mapped, the
+first mapped tile in name order that covers it. ``aoi`` (lon/lat geometry) limits the total to pixels whose centres fall inside it.
 
 Change ``D = T2 - T1``: ``V_random(D) = V_random1 + V_random2`` (the two years' random errors independent:
 conservative when they are positively correlated, as errors of one model at one place usually are); with the
@@ -143,35 +144,6 @@ class TotalChange(Contract):
     method: str = "difference of totals; random parts independent between years; shared bin biases"
 
 
-def owned_mask(transform: Any, shape: tuple[int, int], crs: Any, tile: str) -> np.ndarray | None:
-    """Pixels of a tile map whose centres lie in the tile's own 100 km MGRS square and UTM zone
-    (None: every pixel, when ``tile`` is not an MGRS id). Overlapping tiles then count each place once."""
-    from core.grid import GridError, mgrs_square_origin, parse_mgrs_tile
-
-    try:
-        zone = parse_mgrs_tile(tile)[0]
-        e0, n0 = mgrs_square_origin(tile)
-    except GridError:
-        return None
-    h, w = shape
-    cols = np.arange(w) + 0.5
-    rows = np.arange(h) + 0.5
-    xs = transform.c + transform.a * cols
-    ys = transform.f + transform.e * rows
-    inside = ((ys >= n0) & (ys < n0 + 100_000.0))[:, None] & ((xs >= e0) & (xs < e0 + 100_000.0))[None, :]
-    from pyproj import Transformer
-
-    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lon_min, lon_max = -180.0 + 6.0 * (zone - 1), -180.0 + 6.0 * zone
-    yy, xx = np.meshgrid(ys[:: max(1, h - 1)], xs[:: max(1, w - 1)], indexing="ij")
-    corner_lon, _ = to_ll.transform(xx.ravel(), yy.ravel())
-    if np.all((corner_lon >= lon_min) & (corner_lon < lon_max)):
-        return inside
-    gx, gy = np.meshgrid(xs, ys)
-    lon, _ = to_ll.transform(gx.ravel(), gy.ravel())
-    return inside & ((lon >= lon_min) & (lon < lon_max)).reshape(h, w)
-
-
 def _aoi_mask(aoi: Any, transform: Any, shape: tuple[int, int], crs: Any) -> np.ndarray | None:
     if aoi is None:
         return None
@@ -185,11 +157,18 @@ def _aoi_mask(aoi: Any, transform: Any, shape: tuple[int, int], crs: Any) -> np.
     return geometry_mask([geom], out_shape=shape, transform=transform, invert=True)
 
 
-def _tile_sums(path: str, cal: Calibration, block_m: float, aoi: Any) -> _Accumulator:
-    """Sums of one map (band 1 = AGB Mg/ha) over its valid, owned pixels inside the AOI, read in strips of
-    whole blocks (bounded memory)."""
+def _map_tile(path: str) -> str:
+    with rasterio.open(path) as ds:
+        return ds.tags().get("MGRS_TILE", "")
+
+
+def _tile_sums(path: str, cal: Calibration, block_m: float, aoi: Any, tiles: list[str]) -> _Accumulator:
+    """Sums of one map (band 1 = AGB Mg/ha) over its valid pixels inside the AOI that its tile owns among
+    ``tiles`` (:func:`core.grid.owned_mask`), read in strips of whole blocks (bounded memory)."""
     from affine import Affine
     from rasterio.windows import Window
+
+    from core.grid import owned_mask
 
     with rasterio.open(path) as ds:
         nodata, crs, tile = ds.nodata, ds.crs, ds.tags().get("MGRS_TILE", "")
@@ -204,7 +183,7 @@ def _tile_sums(path: str, cal: Calibration, block_m: float, aoi: Any) -> _Accumu
             valid = np.isfinite(agb) & ((agb != nodata) if nodata is not None else True)
             t = ds.transform
             tr = Affine(t.a, t.b, t.c, t.d, t.e, t.f + t.e * r0)
-            for mask in (owned_mask(tr, agb.shape, crs, tile), _aoi_mask(aoi, tr, agb.shape, crs)):
+            for mask in (owned_mask(tr, agb.shape, crs, tile, tiles), _aoi_mask(aoi, tr, agb.shape, crs)):
                 if mask is not None:
                     valid &= mask
             _add_strip(acc, agb, valid, cal, block)
@@ -235,7 +214,8 @@ def area_totals(*, maps: list[str], calibration: str, year: str | int, aoi: Any 
     if not maps:
         raise TotalsError(f"no map to total for year {year}")
     cal = Calibration.read(calibration)
-    parts = [_tile_sums(m, cal, options.block_m, aoi) for m in maps]
+    tiles = [_map_tile(m) for m in maps]
+    parts = [_tile_sums(m, cal, options.block_m, aoi, tiles) for m in maps]
     areas = {round(p.area_ha, 9) for p in parts}
     if len(areas) != 1:
         raise TotalsError(f"maps of year {year} have different pixel areas {sorted(areas)} ha: {maps}")
