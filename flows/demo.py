@@ -56,7 +56,9 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
     _print_result(res, wall)
     print(json.dumps({"wall_s": round(wall, 1), "output_dir": res.output_dir, "checkpoint": res.checkpoint,
                       "maps": {y: m.maps for y, m in res.mapping.years.items()},
-                      "change": [c.table_csv for c in res.mapping.change]}))
+                      "change": [c.table_csv for c in res.mapping.change],
+                      "totals": res.mrv.table if res.mrv else None,
+                      "catalog": res.mrv.catalog.catalog if res.mrv and res.mrv.catalog else None}))
     return 0
 
 
@@ -65,14 +67,7 @@ def _fmt(v: object, width: int = 10) -> str:
 
 
 def _print_result(res: Any, wall: float) -> None:
-    from flows.summaries import (
-        CHANGE_HEADERS,
-        METRIC_HEADERS,
-        change_rows,
-        metrics_rows,
-        per_season_rows,
-        totals_text,
-    )
+    from flows.summaries import CHANGE_HEADERS, METRIC_HEADERS, change_rows, metrics_rows, per_season_rows
 
     yp = res.plan.years
     print(f"\n=== biomass-pipeline demo finished in {wall:.0f} s ===")
@@ -118,8 +113,34 @@ def _print_result(res: Any, wall: float) -> None:
         print("\nThe same on the sample world's true AGB (what the maps' change should show):")
         for row in change_rows(res.mapping.truth_change, area_only=True):
             print("  ".join(_fmt(v, 12) for v in row))
-    if getattr(res, "mrv", None) is not None and totals_text(res.mrv):
-        print("\n" + totals_text(res.mrv))
+    if res.mrv is not None:
+        _print_mrv(res.mrv)
+
+
+def _print_mrv(mrv: Any) -> None:
+    """The totals table, the change with its interval, and the run catalog."""
+    from flows.summaries import TOTAL_CHANGE_HEADERS, TOTALS_HEADERS, totals_rows
+
+    rows, changes = totals_rows(mrv)
+    if rows:
+        t0 = mrv.totals[0]
+        print(f"\nArea totals per map year ({t0.agb_mg.level:.0%} intervals; carbon = {t0.carbon_fraction:g} x AGB; "
+              f"errors correlated within {t0.block_m:g} m blocks; see docs/mrv.md):")
+        print("  ".join(f"{h:>13s}" for h in TOTALS_HEADERS))
+        for r in rows:
+            print("  ".join(f"{v:>13,.0f}" if isinstance(v, float) and i < 8 else _fmt(v, 13)
+                            for i, v in enumerate(r)))
+    if changes:
+        print("\nChange of the totals between consecutive map years (Mg, same intervals):")
+        print("  ".join(f"{h:>13s}" for h in TOTAL_CHANGE_HEADERS))
+        for c in changes:
+            print("  ".join(f"{v:>+13,.0f}" if isinstance(v, float) else f"{v!s:>13s}" for v in c))
+    for note in mrv.notes:
+        print(f"  note: {note}")
+    if mrv.catalog is not None:
+        ok = mrv.validation is not None and mrv.validation.ok
+        print(f"\nSTAC catalog       {mrv.catalog.catalog}  ({sum(len(v) for v in mrv.catalog.items.values())} "
+              f"items; {'validates offline' if ok else 'DOES NOT validate'})")
 
 
 def _print_interval(ev: Any) -> None:

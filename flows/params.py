@@ -383,6 +383,10 @@ class _RunArea(_Model):
                                                    "no real credentials).")
     hls: HlsOptions = Field(default_factory=HlsOptions)
     change: ChangeParams = Field(default_factory=ChangeParams)
+    totals: TotalsParams = Field(default_factory=TotalsParams, description="Area totals (Mg AGB, Mg C) of every "
+                                 "map year and their change, with intervals (needs an interval calibration).")
+    catalog: bool = Field(True, description="Add the run's outputs to the static STAC catalog "
+                          "<output_dir>/catalog/ (validated offline; a later run adds to it).")
 
     _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: v if v is None else _check_aoi(v)))
     _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
@@ -419,11 +423,20 @@ class _RunArea(_Model):
 
 
 class MapBiomassParams(_RunArea):
-    checkpoint: str | None = Field(None, description="Model checkpoint to map with; unset: the area's current "
-                                   "model (<output_dir>/model/current.json, written by biomass-pipeline).")
+    checkpoint: str | None = Field(None, description="Model checkpoint to map with; unset: the catalog's model "
+                                   "(`catalog_input`), else the area's current model "
+                                   "(<output_dir>/model/current.json, written by biomass-pipeline).")
+    calibration: str | None = Field(None, description="calibration.json of the checkpoint's evaluation (interval "
+                                    "bands and totals); unset: the catalog's or the area model's.")
+    catalog_input: str | None = Field(None, description="A run's STAC catalog (catalog.json or its folder): map "
+                                      "with its model and calibration, reusing its composites of a map year "
+                                      "when they are of the same window and cover the area (files checked "
+                                      "against their checksums).")
 
     @model_validator(mode="after")
     def _timeline(self) -> MapBiomassParams:
+        if self.checkpoint and self.catalog_input:
+            raise ValueError("give `checkpoint` or `catalog_input` (whose model is used), not both")
         self.check_timeline(training=False)
         return self
 
@@ -435,6 +448,9 @@ class BiomassPipelineParams(_RunArea):
     gedi: GediOptions = Field(default_factory=GediOptions)
     chips: ChipOptions = Field(default_factory=ChipOptions)
     training: PipelineTraining = Field(default_factory=PipelineTraining)
+    intervals: IntervalParams | None = Field(default_factory=IntervalParams, description="Prediction intervals "
+                                             "calibrated in the evaluation (interval bands on every map, totals' "
+                                             "intervals); null: none (and no totals).")
 
     @model_validator(mode="after")
     def _timeline(self) -> BiomassPipelineParams:

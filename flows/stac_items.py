@@ -172,29 +172,34 @@ def _interval_summary(interval: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: interval.get(k) for k in keys}
 
 
-def _map_facts(m: MapResult | str) -> tuple[str, list[str], str | None, float | None]:
-    """(path, band names, calibration, valid fraction) of a map result or a map path (read from its tags)."""
-    if isinstance(m, MapResult):
-        return m.map, list(m.bands or ["agb"]), m.calibration, m.valid_fraction
+def _map_facts(m: MapResult | str) -> tuple[str, list[str], str | None, float | None, str | None]:
+    """(path, band names, calibration, valid fraction, checkpoint) of a map result or a map path (from its tags)."""
     import rasterio
 
-    with rasterio.open(m) as ds:
-        return m, [d or "" for d in ds.descriptions], ds.tags().get("CALIBRATION"), None
+    path = m.map if isinstance(m, MapResult) else m
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+        if isinstance(m, MapResult):
+            return m.map, list(m.bands or ["agb"]), m.calibration, m.valid_fraction, tags.get("CHECKPOINT")
+        return m, [d or "" for d in ds.descriptions], tags.get("CALIBRATION"), None, tags.get("CHECKPOINT")
 
 
 def map_items(maps: dict[str, MapResult | str], composites: CompositeResult, eval_split: str | None = "test",
-              year: str | None = None) -> list[ItemSpec]:
+              year: str | None = None, model_ref: bool = True) -> list[ItemSpec]:
     """One item per tile map (``maps``: tile -> result or COG path) of the composites' season; ``year``: the
-    map year (default: the season's last day's year)."""
+    map year (default: the season's last day's year); ``model_ref``: link to the catalog's ``model`` item (its
+    checkpoint made the maps)."""
     out = []
     year = year or season_year(composites.season)
     for tile, m in sorted(maps.items()):
-        path, bands, calibration, valid = _map_facts(m)
+        path, bands, calibration, valid, checkpoint = _map_facts(m)
         comp = composites.tiles[tile]
-        refs = [f"models/{MODEL_ID}", f"composites/composite-{tile}-{Path(comp.path).stem}"]
+        refs = [f"models/{MODEL_ID}"] if model_ref else []
+        refs.append(f"composites/composite-{tile}-{Path(comp.path).stem}")
         if calibration and eval_split:
             refs.append(f"evaluations/evaluation-{eval_split}")
-        props = {"agb:tile": tile, "agb:year": year, "agb:season": comp.season, "agb:model_item": MODEL_ID,
+        props = {"agb:tile": tile, "agb:year": year, "agb:season": comp.season,
+                 "agb:model_item": MODEL_ID if model_ref else None, "agb:checkpoint": checkpoint,
                  "agb:bands": bands, "agb:calibration": calibration, "agb:valid_fraction": valid}
         out.append(ItemSpec(id=f"map-{tile}-{year}", collection="maps",
                             assets=[AssetSpec("data", path, ["data"], "AGB (Mg/ha) with interval bands", raster=True)]

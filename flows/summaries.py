@@ -171,14 +171,21 @@ def change_rows(changes: list[ChangeResult], area_only: bool = False) -> list[tu
     return rows
 
 
+def change_quicklook(raster: str, title: str) -> Path | None:
+    """``<raster>.change.png`` (diverging colours, Mg/ha), rendered when missing or older than the raster."""
+    png = Path(raster).with_suffix(".change.png")
+    if png.is_file() and png.stat().st_mtime_ns >= Path(raster).stat().st_mtime_ns:
+        return png
+    return art.safe_quicklook(ql.change, raster, str(png), title=title)
+
+
 def mapping(res: MappingResult) -> None:
     rows = [(y, tile, p, *(((m.map_vs_truth or {}).get(tile) or {}).get(k, "") for k in ("r2", "rmse")))
             for y, m in sorted(res.years.items()) for tile, p in m.maps.items()]
     images = []
     for c in res.change:
         for tile, path in c.rasters.items():
-            png = art.safe_quicklook(ql.change, path, str(Path(path).with_suffix(".preview.png")),
-                                     title=f"{tile} change {c.year_from}-{c.year_to}")
+            png = change_quicklook(path, f"{tile}: AGB change {c.year_from}-{c.year_to}")
             if png:
                 images.append(art.image_markdown(f"{tile} change {c.year_from} to {c.year_to}", png))
     text = (f"# Biomass maps and change\n\nModel: `{res.checkpoint}`\n\n"
@@ -217,8 +224,15 @@ def pipeline(res: Any) -> None:
             + ("\n\n## Per training season\n\n" + art.table_md(PER_SEASON_HEADERS, per_season_rows(res.evaluation))
                if res.evaluation.per_season else "")
             + ("\n\n## Change\n\n" + art.table_md(CHANGE_HEADERS, change_rows(res.mapping.change))
-               if res.mapping.change else ""))
+               if res.mapping.change else "") + _totals_md(res.mrv))
     art.markdown("biomass-pipeline-summary", text, "Outputs and metrics of the whole run")
+
+
+def _totals_md(res: Any) -> str:
+    """The totals and change tables of an MRV result (empty without totals)."""
+    rows, changes = totals_rows(res) if res is not None else ([], [])
+    return ("\n\n## Area totals (Mg)\n\n" + art.table_md(TOTALS_HEADERS, rows)
+            + ("\n\n" + art.table_md(TOTAL_CHANGE_HEADERS, changes) if changes else "")) if rows else ""
 
 
 PER_SEASON_HEADERS = ["season", "model", "pixels", "RMSE", "MAE", "bias", "R²"]

@@ -78,7 +78,8 @@ def mrv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     labels = run_gedi_labels(aoi=w["aoi"], year=w["year"], granules=w["gedi"]["granules"], composites=comp.paths,
                              output_dir=str(out))
     chips = export_chips(composites=comp.paths, labels=list(labels.labels.values()), output_dir=str(out),
-                         params=ChipParams(chip_size=32, split_block_chips=2, split_fractions=(0.5, 0.25, 0.25)))
+                         params=ChipParams(chip_size=32, split_block_m=1920.0, split_buffer_m=90.0,
+                                           split_fractions=(0.5, 0.25, 0.25)))
     trained = train_model(export=chips.export_dir, output_dir=str(out / "model"), config=TRAIN)
     ev = evaluate_model(checkpoint=trained.best_checkpoint, export=chips.export_dir, output_dir=str(out / "eval"),
                         cpu_threads=1)
