@@ -203,6 +203,9 @@ def _model_for(params: MapBiomassParams, out: Path) -> tuple[ModelRecord, Resolv
         ck = str(Path(params.checkpoint).resolve())
         if not Path(ck).is_file():
             raise FileNotFoundError(f"checkpoint {ck} not found")
+        if params.calibration and not Path(params.calibration).is_file():
+            raise FileNotFoundError(f"calibration {params.calibration} not found (the calibration.json of the "
+                                    "checkpoint's evaluation; leave it unset to map without interval bands)")
         return ModelRecord(checkpoint=ck, training_years=[], seasons=[], export="", metrics="", rmse=None,
                            trained_at="", calibration=params.calibration), None
     rec = Y.read_model_record(out)
@@ -273,7 +276,7 @@ def yearly_biomass(params: YearlyBiomassParams) -> YearlyResult:
     fields = set(_RunArea.model_fields)
     if record is not None:
         print(f"mapping with the area's current model {record.checkpoint} (trained on {record.training_years})")
-        mapped = map_biomass(MapBiomassParams(**params.model_dump(include=fields), checkpoint=record.checkpoint))
+        mapped = map_biomass(MapBiomassParams(**params.model_dump(include=fields)))  # the area's model, calibration
         return YearlyResult(output_dir=str(out), trained=False, plan=mapped.plan, model=mapped.model,
                             mapping=mapped.mapping, pipeline=None, mrv=mapped.mrv)
     print(f"no model for this area under {out}: training one first")
