@@ -11,10 +11,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.constants import GRANITE_LABEL_NODATA
 from flows import _env  # noqa: F401
+
+if TYPE_CHECKING:
+    from flows.mrv import MrvResult
 
 DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto"}
 
@@ -117,7 +120,7 @@ def _print_result(res: Any, wall: float) -> None:
         _print_mrv(res.mrv)
 
 
-def _print_mrv(mrv: Any) -> None:
+def _print_mrv(mrv: MrvResult) -> None:
     """The totals table, the change with its interval, and the run catalog."""
     from flows.summaries import TOTAL_CHANGE_HEADERS, TOTALS_HEADERS, totals_rows
 

@@ -181,7 +181,7 @@ def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
     return result
 
 
-def _mrv(params: Any, out: Path, aoi: Any, outputs: M.RunOutputs) -> MrvResult:
+def _mrv(params: _RunArea, out: Path, aoi: Any, outputs: M.RunOutputs) -> MrvResult:
     """Totals per map year and their change (with intervals), quicklooks, the run catalog; printed."""
     res = M.mrv_task(str(out), outputs, aoi, params.totals.totals_options(), params.catalog)
     text = summaries.totals_text(res)

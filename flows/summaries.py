@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chips.manifest import ExportResult
 from core import quicklooks as ql
@@ -14,6 +14,9 @@ from training.change import ChangeResult
 from training.evaluate import EvalResult
 from training.mapping import MapResult
 from training.train import TrainResult
+
+if TYPE_CHECKING:  # flows.mrv imports this module
+    from flows.mrv import MrvResult
 
 METRIC_HEADERS = ["model", "RMSE", "MAE", "bias", "R²", "RMSE 0-100", "100-200", "200-300", "0-300"]
 
@@ -228,7 +231,7 @@ def pipeline(res: Any) -> None:
     art.markdown("biomass-pipeline-summary", text, "Outputs and metrics of the whole run")
 
 
-def _totals_md(res: Any) -> str:
+def _totals_md(res: MrvResult | None) -> str:
     """The totals and change tables of an MRV result (empty without totals)."""
     rows, changes = totals_rows(res) if res is not None else ([], [])
     return ("\n\n## Area totals (Mg)\n\n" + art.table_md(TOTALS_HEADERS, rows)
@@ -248,7 +251,7 @@ TOTALS_METHOD = ("Totals: map sum plus the calibration's per-bin mean residual (
                  "GEDI L4A itself is not included. Change: random parts independent between years.")
 
 
-def totals_rows(res: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def totals_rows(res: MrvResult) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(totals rows, change rows) of an :class:`flows.mrv.MrvResult` for tables and the CLI."""
     rows = [(t.year, t.agb_mg.value, t.agb_mg.lower, t.agb_mg.upper, t.carbon_mg.value, t.carbon_mg.lower,
              t.carbon_mg.upper, t.area_ha, t.mean_agb_mg_ha) for t in res.totals]
@@ -257,7 +260,7 @@ def totals_rows(res: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
     return rows, changes
 
 
-def totals_text(res: Any) -> str:
+def totals_text(res: MrvResult) -> str:
     """Plain-text totals and changes (the CLI summary)."""
     rows, changes = totals_rows(res)
     if not rows:
@@ -271,7 +274,7 @@ def totals_text(res: Any) -> str:
     return "\n".join(lines)
 
 
-def mrv(res: Any) -> None:
+def mrv(res: MrvResult) -> None:
     """Artifact: totals and change tables with the method, the catalog and its validation, change quicklooks."""
     rows, changes = totals_rows(res)
     text = "# Area totals and change\n\n"
