@@ -9,7 +9,6 @@ import collections
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -352,19 +351,21 @@ def test_fault_draw_table() -> None:
         Faults(error_5xx=0.6, truncate=0.6)
 
 
-def _median_get_s(raw: requests.Session, url: str, n: int = 8) -> float:
+def _min_get_s(raw: requests.Session, url: str, n: int = 8) -> float:
+    """The fastest of ``n`` small range GETs (load on the machine only adds time, so the minimum is the
+    request's own cost; a median failed this test under a loaded CI machine)."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         assert raw.get(url, headers={"Range": "bytes=0-9"}).status_code == 206
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def test_latency_per_request(emu, roots, raw) -> None:
-    base = _median_get_s(raw, _bearer(emu, raw))
+    base = _min_get_s(raw, _bearer(emu, raw))
     with _emu(roots, link={"signed": LinkShape(latency_s=0.08)}) as shaped:
-        added = _median_get_s(raw, _bearer(shaped, raw)) - base
+        added = _min_get_s(raw, _bearer(shaped, raw)) - base
     assert 0.075 <= added <= 0.12  # once per request, not per hop or per write
 
 
