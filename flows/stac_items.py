@@ -205,7 +205,8 @@ def map_items(maps: dict[str, MapResult | str], composites: CompositeResult, eva
                             assets=[AssetSpec("data", path, ["data"], "AGB (Mg/ha) with interval bands", raster=True)]
                             + _quicklooks(path), start=comp.season["start"], end=comp.season["end"],
                             properties=props, derived_from=refs,
-                            lineage="tiled inference, 224 px crops every 192 px, overlaps averaged"))
+                            lineage="tiled inference, crops of the training chip size every 6/7 of it "
+                                    "(granite: 224 every 192), overlaps averaged"))
     return out
 
 

@@ -327,8 +327,8 @@ def predict_task(checkpoint: str, composite: str, output_dir: str, model: str | 
 
 @flow(name="predict-map", log_prints=True)
 def predict_map(params: PredictMapParams) -> Stage[MapResult]:
-    """Tiled inference (224 crops, stride 192, overlaps averaged) over a composite -> biomass COG (Mg/ha), with
-    prediction-interval bands when a calibration is given."""
+    """Tiled inference (crops of the training chip size, stride 6/7 of it, overlaps averaged) over a composite
+    -> biomass COG (Mg/ha), with prediction-interval bands when a calibration is given."""
     root = str(Path(params.output_dir or Path(params.composite).parent).resolve())
     inputs = [params.checkpoint, params.composite, *([params.calibration] if params.calibration else [])]
     return cached_stage("predict-map", params.model_dump(mode="json"), inputs, root, params.force, MapResult,

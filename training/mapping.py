@@ -41,6 +41,8 @@ from training.uncertainty import Calibration
 
 log = logging.getLogger(__name__)
 MAP_NODATA = IMAGE_NODATA
+DEFAULT_CROP = 224  # px, granite's tiled inference: 224 crops every 192 px
+DEFAULT_STRIDE = 192
 
 
 class MappingError(ValueError):
@@ -57,7 +59,7 @@ def tile_starts(size: int, crop: int, stride: int) -> list[int]:
     return starts
 
 
-def tiled_predict(net: BiomassModel, image: np.ndarray, *, crop: int = 224, stride: int = 192,
+def tiled_predict(net: BiomassModel, image: np.ndarray, *, crop: int = DEFAULT_CROP, stride: int = DEFAULT_STRIDE,
                   batch_size: int = 8, device: torch.device | None = None) -> np.ndarray:
     """Average of overlapping crop predictions over ``image`` (C, H, W) normalised -> (H, W) Mg/ha.
 
@@ -177,7 +179,7 @@ class MapResult(Contract):
 
 
 def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = None, model: str | None = None,
-                device: str = "auto", batch_size: int = 8, crop: int = 224, stride: int = 192,
+                device: str = "auto", batch_size: int = 8, crop: int | None = None, stride: int | None = None,
                 allow_partial: bool = False, cpu_threads: int | None = None,
                 norm_mean: list[float] | None = None, norm_std: list[float] | None = None,
                 calibration: str | None = None) -> MapResult:
@@ -187,7 +189,9 @@ def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = Non
     rule of :mod:`training.norm` (a project checkpoint's own statistics; for a foreign one ``norm_mean`` /
     ``norm_std`` when given, else granite's published ones). ``calibration``: a calibration.json
     (:mod:`training.uncertainty`); adds the ``agb_lower``/``agb_upper`` interval bands (Mg/ha, nodata as
-    ``agb``). Torch threads and RNG states are scoped to the call.
+    ``agb``). Torch threads and RNG states are scoped to the call. ``crop`` (px): unset, the chip size the
+    checkpoint was trained and evaluated on (224 for a foreign checkpoint), so the map predicts what the
+    evaluation measured; ``stride``: unset, 6/7 of the crop (granite's 192 for 224).
     """
     comp = Path(composite)
     if not comp.is_file():
@@ -204,7 +208,7 @@ def predict_map(*, checkpoint: str, composite: str, output_dir: str | None = Non
 
 
 def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | None, dev: torch.device,
-             batch_size: int, crop: int, stride: int, allow_partial: bool, user: dict[str, Any] | None,
+             batch_size: int, crop: int | None, stride: int | None, allow_partial: bool, user: dict[str, Any] | None,
              calibration: tuple[Path | None, Calibration | None] = (None, None)) -> MapResult:
     cal_path, cal = calibration
     with rasterio.open(comp) as src:
@@ -225,6 +229,7 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
                                      calibration=str(cal_path) if cal_path else None)
         net, ck, report = load_model(ckpt_path, model=model, allow_partial=allow_partial)
         bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
+        crop, stride = map_crop(ck, crop, stride)
         norm = model_norm(ck, bands, (user or {}).get("mean"), (user or {}).get("std"), where=f"checkpoint {ckpt_path}")
         idx, match = _select_bands(src, bands, comp)
         raw = src.read(idx).astype(np.float32, copy=False)
@@ -254,6 +259,14 @@ def _predict(ckpt_path: Path, comp: Path, output_dir: str | None, model: str | N
                      valid_fraction=float(1.0 - invalid.mean()), band_match=match, model=net.config.preset,
                      device=str(dev), load_report=report.to_dict(), norm=norm, bands=list(names),
                      calibration=str(cal_path) if cal_path else None)
+
+
+def map_crop(ck: dict[str, Any], crop: int | None, stride: int | None) -> tuple[int, int]:
+    """(crop, stride) px of tiled inference: the given ones, else the checkpoint's training chip size (224 when
+    it has none: a foreign or older checkpoint) and 6/7 of it."""
+    run = (ck.get("meta") or {}).get("run_config") or {}
+    crop = crop or int(run.get("chip_size") or DEFAULT_CROP)
+    return crop, stride or max(1, round(crop * DEFAULT_STRIDE / DEFAULT_CROP))
 
 
 def _with_intervals(agb: np.ndarray, invalid: np.ndarray, cal: Calibration | None, cal_path: Path | None,
