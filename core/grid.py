@@ -258,3 +258,100 @@ def tile_of_item_id(item_id: str) -> str:
     if not m:
         raise GridError(f"{item_id!r} is not an HLS granule id (HLS.L30.T<tile>.<YYYYDDD>T<HHMMSS>.v2.0)")
     return normalise_tile(m.group(1))
+
+
+# --- the one rule for overlapping tiles (totals, change) -------------------------------------------------
+
+
+def _mgrs_or_none(tile: str) -> str | None:
+    try:
+        return normalise_tile(tile)
+    except GridError:
+        return None
+
+
+def _zone_lon(zone: int) -> tuple[float, float]:
+    return -180.0 + 6.0 * (zone - 1), -180.0 + 6.0 * zone
+
+
+def _in_square(x: Any, y: Any, tile: str) -> Any:
+    e0, n0 = mgrs_square_origin(tile)
+    return (x >= e0) & (x < e0 + 100_000.0) & (y >= n0) & (y < n0 + 100_000.0)
+
+
+def _in_tile(x: Any, y: Any, tile: str) -> Any:
+    left, bottom, right, top = mgrs_tile_grid(tile).bounds
+    return (x >= left) & (x < right) & (y > bottom) & (y <= top)
+
+
+def _to_zone(crs: Any, zone: int, x: Any, y: Any) -> tuple[Any, Any]:
+    """Points of ``crs`` in the zone's EPSG:326NN (south: negative northings, as the tile grids)."""
+    if epsg_of(crs) == 32600 + zone:
+        return x, y
+    from pyproj import Transformer
+
+    return Transformer.from_crs(crs, f"EPSG:{32600 + zone}", always_xy=True).transform(x, y)
+
+
+def owned_mask(transform: Any, shape: tuple[int, int], crs: Any, tile: str, tiles: Any = ()) -> Any:
+    """The one rule for overlapping MGRS tiles (area totals, the change table): which pixels (by their centres)
+    of a raster of ``tile`` on ``transform``/``shape``/``crs`` count for ``tile`` when the rasters of ``tiles``
+    (every tile counted together) are summed. Returns a boolean (h, w) array, or None when ``tile`` is not an
+    MGRS id (then every pixel counts).
+
+    A pixel belongs to the tile whose 100 km MGRS square, inside that square's UTM zone, holds its centre
+    (HLS tiles reach 9.8 km beyond their square to the east and south, and across zone edges); the first in
+    name order where two ids share one square. When that tile is not among ``tiles`` (not mapped), the pixel
+    belongs to the first of ``tiles``, in name order, whose 109.8 km tile covers it. So each ground point is
+    counted once, whichever tiles were mapped. Zones are the plain 6 degree bands (no Norway/Svalbard
+    exceptions).
+    """
+    import numpy as np
+
+    me = _mgrs_or_none(tile)
+    if me is None:
+        return None
+    others = sorted({t for t in map(_mgrs_or_none, tiles) if t and t != me})
+    if not others:
+        return np.ones(shape, bool)  # the only tile: every pixel it covers is its own
+    zone = parse_mgrs_tile(me)[0]
+    h, w = shape
+    gx = np.broadcast_to((transform.c + transform.a * (np.arange(w) + 0.5))[None, :], shape)
+    gy = np.broadcast_to((transform.f + transform.e * (np.arange(h) + 0.5))[:, None], shape)
+    zx, zy = _to_zone(crs, zone, gx, gy)
+    own = np.array(_in_square(zx, zy, me), dtype=bool)
+    if any(u < me and parse_mgrs_tile(u)[0] == zone and mgrs_square_origin(u) == mgrs_square_origin(me)
+           for u in others):
+        own[:] = False  # a duplicate id of one square: the first in name order owns it
+    lon = _lon_outside_zone(crs, zone, gx, gy)
+    lo, hi = _zone_lon(zone)
+    if lon is not None:
+        own &= (lon >= lo) & (lon < hi)
+    cand = ~own
+    cx, cy = gx[cand], gy[cand]
+    clon = lon[cand] if lon is not None else np.full(cx.shape, (lo + hi) / 2.0)
+    claimed = np.zeros(cx.shape, bool)
+    earlier = np.zeros(cx.shape, bool)
+    for u in others:
+        uz = parse_mgrs_tile(u)[0]
+        ux, uy = _to_zone(crs, uz, cx, cy)
+        ulo, uhi = _zone_lon(uz)
+        claimed |= _in_square(ux, uy, u) & (clon >= ulo) & (clon < uhi)
+        if u < me:
+            earlier |= _in_tile(ux, uy, u)
+    own[cand] = ~claimed & ~earlier
+    return own
+
+
+def _lon_outside_zone(crs: Any, zone: int, gx: Any, gy: Any) -> Any:
+    """Longitudes of the pixel centres, or None when the raster's corners (so, all its pixels: meridians are
+    concave in UTM) lie inside the zone's 6 degree band."""
+    import numpy as np
+    from pyproj import Transformer
+
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lo, hi = _zone_lon(zone)
+    corner_lon, _ = to_ll.transform(gx[[0, 0, -1, -1], [0, -1, 0, -1]], gy[[0, 0, -1, -1], [0, -1, 0, -1]])
+    if np.all((np.asarray(corner_lon) >= lo) & (np.asarray(corner_lon) < hi)):
+        return None
+    return np.asarray(to_ll.transform(np.asarray(gx), np.asarray(gy))[0])

@@ -11,10 +11,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.constants import GRANITE_LABEL_NODATA
 from flows import _env  # noqa: F401
+
+if TYPE_CHECKING:
+    from flows.mrv import MrvResult
 
 DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto"}
 
@@ -56,7 +59,9 @@ def run_demo(output_dir: str, size: str = "demo") -> int:
     _print_result(res, wall)
     print(json.dumps({"wall_s": round(wall, 1), "output_dir": res.output_dir, "checkpoint": res.checkpoint,
                       "maps": {y: m.maps for y, m in res.mapping.years.items()},
-                      "change": [c.table_csv for c in res.mapping.change]}))
+                      "change": [c.table_csv for c in res.mapping.change],
+                      "totals": res.mrv.table if res.mrv else None,
+                      "catalog": res.mrv.catalog.catalog if res.mrv and res.mrv.catalog else None}))
     return 0
 
 
@@ -89,6 +94,7 @@ def _print_result(res: Any, wall: float) -> None:
     print("  ".join(f"{h:>10s}" for h in METRIC_HEADERS))
     for row in metrics_rows(res.evaluation):
         print("  ".join(_fmt(v) for v in row))
+    _print_interval(res.evaluation)
     if res.evaluation.per_season:
         print("\nPer training season (model and baselines, Mg/ha):")
         for row in per_season_rows(res.evaluation):
@@ -110,3 +116,39 @@ def _print_result(res: Any, wall: float) -> None:
         print("\nThe same on the sample world's true AGB (what the maps' change should show):")
         for row in change_rows(res.mapping.truth_change, area_only=True):
             print("  ".join(_fmt(v, 12) for v in row))
+    if res.mrv is not None:
+        _print_mrv(res.mrv)
+
+
+def _print_mrv(mrv: MrvResult) -> None:
+    """The totals table, the change with its interval, and the run catalog."""
+    from flows.summaries import TOTAL_CHANGE_HEADERS, TOTALS_HEADERS, totals_rows
+
+    rows, changes = totals_rows(mrv)
+    if rows:
+        t0 = mrv.totals[0]
+        print(f"\nArea totals per map year ({t0.agb_mg.level:.0%} intervals; carbon = {t0.carbon_fraction:g} x AGB; "
+              f"errors correlated within {t0.block_m:g} m blocks; see docs/mrv.md):")
+        print("  ".join(f"{h:>13s}" for h in TOTALS_HEADERS))
+        for r in rows:
+            print("  ".join(f"{v:>13,.0f}" if isinstance(v, float) and i < 8 else _fmt(v, 13)
+                            for i, v in enumerate(r)))
+    if changes:
+        print("\nChange of the totals between consecutive map years (Mg, same intervals):")
+        print("  ".join(f"{h:>13s}" for h in TOTAL_CHANGE_HEADERS))
+        for c in changes:
+            print("  ".join(f"{v:>+13,.0f}" if isinstance(v, float) else f"{v!s:>13s}" for v in c))
+    for note in mrv.notes:
+        print(f"  note: {note}")
+    if mrv.catalog is not None:
+        ok = mrv.validation is not None and mrv.validation.ok
+        print(f"\nSTAC catalog       {mrv.catalog.catalog}  ({sum(len(v) for v in mrv.catalog.items.values())} "
+              f"items; {'validates offline' if ok else 'DOES NOT validate'})")
+
+
+def _print_interval(ev: Any) -> None:
+    iv = ev.interval
+    if iv and iv.get("coverage") is not None:
+        print(f"\n{iv['level']:.0%} prediction intervals (calibrated on {iv['calibration_split']}): coverage "
+              f"{iv['coverage']:.1%} of {iv['n']} {iv['split']} pixels, mean width {iv['mean_width']:.1f} Mg/ha "
+              f"(they cover a GEDI-like label of a pixel, not its true AGB)")

@@ -19,6 +19,8 @@ from core.bands import parse_collections
 from labels.contracts import LabelOptions
 from training.change import ChangeOptions
 from training.config import TrainConfig
+from training.totals import TotalsOptions
+from training.uncertainty import IntervalOptions
 
 # Defaults live in the engines' option dataclasses; the fields below take them from there (one definition).
 _SEARCH = SearchOptions()
@@ -27,6 +29,8 @@ _LABELS = LabelOptions()
 _CHIPS = ChipParams()
 _TRAIN = TrainConfig()
 _CHANGE = ChangeOptions()
+_INTERVALS = IntervalOptions()
+_TOTALS = TotalsOptions()
 
 AoiType = list[float] | dict[str, Any] | str
 DASK_ADDRESS_ENV = "AGB_DASK_ADDRESS"
@@ -273,14 +277,45 @@ class TrainModelParams(TrainOptions):
     force: bool = False
 
 
+class IntervalParams(_Model):
+    level: float = Field(_INTERVALS.level, ge=0.5, lt=1, description="Nominal coverage of the per-pixel prediction "
+                         "intervals (split-conformal; they cover a GEDI-like label of the pixel, not its true AGB).")
+    n_bins: int = Field(_INTERVALS.n_bins, ge=1, description="Bins of the predicted AGB (quantile edges), each with "
+                        "its own interval (Mondrian conformal).")
+    min_bin_pixels: int = Field(_INTERVALS.min_bin_pixels, ge=1, description="Calibration pixels a bin needs "
+                                "(smaller bins merge with a neighbour).")
+    split: Literal["train", "val", "test"] = Field(_INTERVALS.split, description="Calibration split (coverage is "
+                                                   "reported on the evaluated split).")
+
+    def interval_options(self) -> IntervalOptions:
+        return IntervalOptions(level=self.level, n_bins=self.n_bins, min_bin_pixels=self.min_bin_pixels,
+                               split=self.split)
+
+
+class TotalsParams(_Model):
+    carbon_fraction: float = Field(_TOTALS.carbon_fraction, gt=0, le=1, description="Mg carbon per Mg dry biomass "
+                                   "(IPCC 2006 default 0.47).")
+    level: float = Field(_TOTALS.level, ge=0.5, lt=1, description="Level of the totals' and changes' intervals.")
+    block_m: float = Field(_TOTALS.block_m, gt=0, description="Side (m) of the blocks inside which pixel errors "
+                           "are taken as fully correlated (independent between blocks).")
+    bias_correction: bool = Field(_TOTALS.bias_correction, description="Add the calibration's per-bin mean "
+                                  "residual to the map sum (difference estimator).")
+
+    def totals_options(self) -> TotalsOptions:
+        return TotalsOptions(carbon_fraction=self.carbon_fraction, level=self.level, block_m=self.block_m,
+                             bias_correction=self.bias_correction)
+
+
 class EvaluateModelParams(_Model):
     checkpoint: str = Field(description="Checkpoint file.")
     model: str | None = Field(None, description="Model preset when the checkpoint does not name one.")
     export: str = Field(description="Chips export folder.")
     split: Literal["train", "val", "test"] = "test"
-    output_dir: str = Field(description="Folder for metrics.json and plots.")
+    output_dir: str = Field(description="Folder for metrics.json, calibration.json and plots.")
     norm_mean: list[float] | None = Field(_NORM_MEAN_DEFAULT, description=NORM_MEAN_HELP)
     norm_std: list[float] | None = Field(_NORM_STD_DEFAULT, description=NORM_STD_HELP)
+    intervals: IntervalParams | None = Field(default_factory=IntervalParams, description="Prediction intervals "
+                                             "calibrated on a split (null: none).")
     force: bool = False
 
 
@@ -291,6 +326,8 @@ class PredictMapParams(_Model):
     model: str | None = Field(None, description="Model preset when the checkpoint does not name one.")
     norm_mean: list[float] | None = Field(_NORM_MEAN_DEFAULT, description=NORM_MEAN_HELP)
     norm_std: list[float] | None = Field(_NORM_STD_DEFAULT, description=NORM_STD_HELP)
+    calibration: str | None = Field(None, description="calibration.json of the evaluation: adds the agb_lower / "
+                                    "agb_upper interval bands.")
     force: bool = False
 
 
@@ -346,6 +383,10 @@ class _RunArea(_Model):
                                                    "no real credentials).")
     hls: HlsOptions = Field(default_factory=HlsOptions)
     change: ChangeParams = Field(default_factory=ChangeParams)
+    totals: TotalsParams = Field(default_factory=TotalsParams, description="Area totals (Mg AGB, Mg C) of every "
+                                 "map year and their change, with intervals (needs an interval calibration).")
+    catalog: bool = Field(True, description="Add the run's outputs to the static STAC catalog "
+                          "<output_dir>/catalog/ (validated offline; a later run adds to it).")
 
     _aoi_ok = field_validator("aoi")(classmethod(lambda cls, v: v if v is None else _check_aoi(v)))
     _dask_env = field_validator("dask_address", mode="before")(classmethod(lambda cls, v: v or env_dask_address()))
@@ -382,11 +423,20 @@ class _RunArea(_Model):
 
 
 class MapBiomassParams(_RunArea):
-    checkpoint: str | None = Field(None, description="Model checkpoint to map with; unset: the area's current "
-                                   "model (<output_dir>/model/current.json, written by biomass-pipeline).")
+    checkpoint: str | None = Field(None, description="Model checkpoint to map with; unset: the catalog's model "
+                                   "(`catalog_input`), else the area's current model "
+                                   "(<output_dir>/model/current.json, written by biomass-pipeline).")
+    calibration: str | None = Field(None, description="calibration.json of the checkpoint's evaluation (interval "
+                                    "bands and totals); unset: the catalog's or the area model's.")
+    catalog_input: str | None = Field(None, description="A run's STAC catalog (catalog.json or its folder): map "
+                                      "with its model and calibration, reusing its composites of a map year "
+                                      "when they are of the same window and cover the area (files checked "
+                                      "against their checksums).")
 
     @model_validator(mode="after")
     def _timeline(self) -> MapBiomassParams:
+        if self.checkpoint and self.catalog_input:
+            raise ValueError("give `checkpoint` or `catalog_input` (whose model is used), not both")
         self.check_timeline(training=False)
         return self
 
@@ -398,6 +448,9 @@ class BiomassPipelineParams(_RunArea):
     gedi: GediOptions = Field(default_factory=GediOptions)
     chips: ChipOptions = Field(default_factory=ChipOptions)
     training: PipelineTraining = Field(default_factory=PipelineTraining)
+    intervals: IntervalParams | None = Field(default_factory=IntervalParams, description="Prediction intervals "
+                                             "calibrated in the evaluation (interval bands on every map, totals' "
+                                             "intervals); null: none (and no totals).")
 
     @model_validator(mode="after")
     def _timeline(self) -> BiomassPipelineParams:

@@ -15,6 +15,7 @@ protected URLs of the loopback Earthdata emulator (``sample_world.serve``), read
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,15 @@ from prefect import flow
 
 from chips.manifest import ExportResult
 from compositing.contracts import CompositeResult
+from core.catalog import ResolvedRun, resolve_catalog
 from core.contracts import Contract
+from flows import mrv as M
+from flows import stac_items as si
 from flows import stages as S
 from flows import summaries
 from flows import years as Y
 from flows.deploy_steps import check_worker_environment
+from flows.mrv import MrvResult
 from flows.params import (
     BiomassPipelineParams,
     EvaluateModelParams,
@@ -95,6 +100,7 @@ class PipelineResult(Contract):
     model: ModelRecord
     mapping: MappingResult
     cached_stages: list[str]
+    mrv: MrvResult | None = None
 
     @property
     def checkpoint(self) -> str:
@@ -103,12 +109,14 @@ class PipelineResult(Contract):
 
 @dataclass(frozen=True)
 class MapBiomassResult(Contract):
-    """A map-biomass run: the plan, the model used and the maps and change of every map year."""
+    """A map-biomass run: the plan, the model used, the maps and change of every map year, and the MRV outputs
+    (totals and their change with intervals, the run catalog)."""
 
     output_dir: str
     plan: RunPlan
     model: ModelRecord
     mapping: MappingResult
+    mrv: MrvResult | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,7 @@ class YearlyResult(Contract):
     model: ModelRecord
     mapping: MappingResult
     pipeline: PipelineResult | None
+    mrv: MrvResult | None = None
 
 
 def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan,
@@ -137,7 +146,8 @@ def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan,
     export = chips.result.export_dir
     trained = S.train_model(TrainModelParams(export=export, output_dir=str(out / "model"), force=params.force, **tr))
     ev = S.evaluate_model(EvaluateModelParams(checkpoint=trained.result.best_checkpoint, export=export,
-                                              split=eval_split, output_dir=str(out / "eval"), force=params.force))
+                                              split=eval_split, output_dir=str(out / "eval"), force=params.force,
+                                              intervals=params.intervals))
     return chips, trained, ev
 
 
@@ -151,45 +161,110 @@ def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
         labs = Y.label_years(params, area, out, plan, comps)
         chips, trained, ev = _train_and_evaluate(params, out, plan, comps, labs)
         model = Y.write_model_record(out, plan, trained.result.best_checkpoint, chips.result.export_dir,
-                                     ev.result.metrics_path, (ev.result.metrics.get("model") or {}).get("rmse"))
-        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
+                                     ev.result.metrics_path, (ev.result.metrics.get("model") or {}).get("rmse"),
+                                     ev.result.calibration)
+        composites = {y: s.result.composites for y, s in comps.items()}
+        mapping = Y.map_years(model.checkpoint, area, out, plan, composites, params.force,
+                              params.change.change_options(), model.calibration)
+    outputs = M.area_run_outputs(composites=composites, mapping=mapping, labels=[labs[y].result for y in sorted(labs)],
+                                 chips=chips.result, training=trained.result,
+                                 train_config=params.training.train_config().to_dict(), evaluation=ev.result)
+    mrv = _mrv(params, out, area["aoi"], outputs)
     stages = [*(("hls-composite", s) for s in comps.values()), *(("gedi-labels", s) for s in labs.values()),
               ("export-chips", chips), ("train-model", trained), ("evaluate-model", ev)]
     result = PipelineResult(
-        output_dir=str(out), plan=plan,
-        composites={str(y): s.result.composites for y, s in comps.items()},
+        output_dir=str(out), plan=plan, composites={str(y): c for y, c in composites.items()},
         labels={str(y): s.result for y, s in labs.items()}, chips=chips.result, training=trained.result,
-        evaluation=ev.result, model=model, mapping=mapping,
+        evaluation=ev.result, model=model, mapping=mapping, mrv=mrv,
         cached_stages=sorted({n for n, s in stages if s.cached} - {n for n, s in stages if not s.cached}))
     summaries.pipeline(result)
     return result
 
 
-def _model_for(params: MapBiomassParams, out: Path) -> ModelRecord:
+def _mrv(params: _RunArea, out: Path, aoi: Any, outputs: M.RunOutputs) -> MrvResult:
+    """Totals per map year and their change (with intervals), quicklooks, the run catalog; printed."""
+    res = M.mrv_task(str(out), outputs, aoi, params.totals.totals_options(), params.catalog)
+    text = summaries.totals_text(res)
+    print(text or "no area totals: " + "; ".join(res.notes))
+    if res.catalog is not None:
+        print(f"STAC catalog {res.catalog.catalog}: {len(res.catalog.added)} items added, "
+              f"{len(res.catalog.updated)} updated; {'valid' if res.validation and res.validation.ok else 'INVALID'}")
+    return res
+
+
+def _model_for(params: MapBiomassParams, out: Path) -> tuple[ModelRecord, ResolvedRun | None]:
+    """The model (and its calibration) to map with: the catalog's, the given checkpoint, or the area's."""
+    if params.catalog_input:
+        r = resolve_catalog(params.catalog_input)
+        print(f"mapping with model {r.model_item} of the catalog {r.catalog} ({r.checkpoint})")
+        return ModelRecord(checkpoint=r.checkpoint, training_years=[], seasons=[], export="", metrics="",
+                           rmse=None, trained_at="", calibration=params.calibration or r.calibration), r
     if params.checkpoint:
         ck = str(Path(params.checkpoint).resolve())
         if not Path(ck).is_file():
             raise FileNotFoundError(f"checkpoint {ck} not found")
+        if params.calibration and not Path(params.calibration).is_file():
+            raise FileNotFoundError(f"calibration {params.calibration} not found (the calibration.json of the "
+                                    "checkpoint's evaluation; leave it unset to map without interval bands)")
         return ModelRecord(checkpoint=ck, training_years=[], seasons=[], export="", metrics="", rmse=None,
-                           trained_at="")
+                           trained_at="", calibration=params.calibration), None
     rec = Y.read_model_record(out)
     if rec is None:
         raise FileNotFoundError(f"no model for this area: {out / 'model' / Y.MODEL_RECORD} is missing (or its "
-                                "checkpoint is gone); give `checkpoint`, or train one with biomass-pipeline "
-                                "(the area's retrain deployment)")
-    return rec
+                                "checkpoint is gone); give `checkpoint` or `catalog_input`, or train one with "
+                                "biomass-pipeline (the area's retrain deployment)")
+    cal = params.calibration or rec.calibration
+    if cal and not Path(cal).is_file():
+        print(f"the area model's calibration {cal} is gone: maps without interval bands, no totals")
+        cal = None
+    return dataclasses.replace(rec, calibration=cal), None
+
+
+def _catalog_composites(resolved: ResolvedRun | None, plan: RunPlan, aoi: Any) -> dict[int, CompositeResult]:
+    """The catalog's composites of the map years whose window is the plan's and which cover the area."""
+    from shapely.geometry import shape
+
+    from core.area import parse_aoi
+    from core.catalog import area_geometry
+
+    reuse: dict[int, CompositeResult] = {}
+    for y in plan.years.map_years if resolved is not None else []:
+        paths = resolved.composites.get(str(y))
+        if not paths:
+            continue
+        try:
+            comp = si.composites_from_paths(paths)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"{y}: the catalog's composites are not reused ({exc}): compositing anew")
+            continue
+        season = plan.season(y)
+        if (comp.season["start"], comp.season["end"]) != (season.start, season.end):
+            print(f"{y}: the catalog's composites are of {comp.season}, the run's window is {season.label}: "
+                  "compositing anew")
+        elif not shape(area_geometry(list(paths.values()))).buffer(1e-4).covers(parse_aoi(aoi)):
+            print(f"{y}: the catalog's composites do not cover the area: compositing anew")
+        else:
+            reuse[y] = comp
+    return reuse
 
 
 @flow(name="map-biomass", log_prints=True)
 def map_biomass(params: MapBiomassParams) -> MapBiomassResult:
-    """Map an area for the given years with an existing model (no labels, no training), with the change."""
+    """Map an area for the given years with an existing model (no labels, no training), with the change, the
+    totals and the run catalog; ``catalog_input``: a run's catalog gives the model, calibration and composites."""
     out = Path(params.output_dir).resolve()
-    model = _model_for(params, out)
+    model, resolved = _model_for(params, out)
     with _area(params, out) as area:
         plan = Y.plan_run(params, area, out, train=False)
-        comps = Y.composite_years(params, area, out, plan, plan.years.map_years)
-        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
-    return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping)
+        composites = _catalog_composites(resolved, plan, area["aoi"])
+        todo = [y for y in plan.years.map_years if y not in composites]
+        comps = Y.composite_years(params, area, out, plan, todo) if todo else {}
+        composites.update({y: s.result.composites for y, s in comps.items()})
+        mapping = Y.map_years(model.checkpoint, area, out, plan, composites, params.force,
+                              params.change.change_options(), model.calibration)
+    outputs = M.area_run_outputs(composites=composites, mapping=mapping, calibration=model.calibration)
+    return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping,
+                            mrv=_mrv(params, out, area["aoi"], outputs))
 
 
 @flow(name="yearly-biomass", log_prints=True)
@@ -201,10 +276,10 @@ def yearly_biomass(params: YearlyBiomassParams) -> YearlyResult:
     fields = set(_RunArea.model_fields)
     if record is not None:
         print(f"mapping with the area's current model {record.checkpoint} (trained on {record.training_years})")
-        mapped = map_biomass(MapBiomassParams(**params.model_dump(include=fields), checkpoint=record.checkpoint))
+        mapped = map_biomass(MapBiomassParams(**params.model_dump(include=fields)))  # the area's model, calibration
         return YearlyResult(output_dir=str(out), trained=False, plan=mapped.plan, model=mapped.model,
-                            mapping=mapped.mapping, pipeline=None)
+                            mapping=mapped.mapping, pipeline=None, mrv=mapped.mrv)
     print(f"no model for this area under {out}: training one first")
     run = biomass_pipeline(BiomassPipelineParams(**params.model_dump()))
     return YearlyResult(output_dir=str(out), trained=True, plan=run.plan, model=run.model, mapping=run.mapping,
-                        pipeline=run)
+                        pipeline=run, mrv=run.mrv)

@@ -82,7 +82,8 @@ class MappingResult(Contract):
 @dataclass(frozen=True)
 class ModelRecord(Contract):
     """An area's current model (``<output_dir>/model/current.json``, written by biomass-pipeline after
-    evaluation; read by map-biomass and yearly-biomass). ``rmse``: test RMSE (Mg/ha), overall."""
+    evaluation; read by map-biomass and yearly-biomass). ``rmse``: test RMSE (Mg/ha), overall;
+    ``calibration``: the evaluation's prediction-interval calibration (None: evaluated without intervals)."""
 
     checkpoint: str
     training_years: list[int]
@@ -91,3 +92,4 @@ class ModelRecord(Contract):
     metrics: str
     rmse: float | None
     trained_at: str
+    calibration: str | None = None

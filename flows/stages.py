@@ -37,6 +37,7 @@ from training.config import TrainConfig
 from training.evaluate import EvalResult
 from training.mapping import MapResult
 from training.train import TrainResult
+from training.uncertainty import IntervalOptions
 
 STAC_LIMIT = "stac-requests"  # global concurrency limit shared by every flow run on the server
 STAC_LIMIT_DEFAULT = 4
@@ -293,39 +294,44 @@ def train_model(params: TrainModelParams) -> Stage[TrainResult]:
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_task(checkpoint: str, model: str | None, export: str, split: str, output_dir: str,
-                  norm_mean: list[float] | None = None, norm_std: list[float] | None = None) -> EvalResult:
+                  norm_mean: list[float] | None = None, norm_std: list[float] | None = None,
+                  intervals: IntervalOptions | None = None) -> EvalResult:
     from training.evaluate import evaluate_model
 
     return evaluate_model(checkpoint=checkpoint, model=model, export=export, split=split, output_dir=output_dir,
-                          norm_mean=norm_mean, norm_std=norm_std)
+                          norm_mean=norm_mean, norm_std=norm_std, intervals=intervals)
 
 
 @flow(name="evaluate-model", log_prints=True)
 def evaluate_model(params: EvaluateModelParams) -> Stage[EvalResult]:
-    """Metrics on a split (RMSE, MAE, bias, R², binned RMSE) against the mean and ridge baselines."""
+    """Metrics on a split (RMSE, MAE, bias, R², binned RMSE) against the mean and ridge baselines, and the
+    coverage of split-conformal prediction intervals calibrated on the validation split."""
     out = str(Path(params.output_dir).resolve())
     inputs = [params.checkpoint, str(Path(params.export) / MANIFEST_NAME)]
+    intervals = params.intervals.interval_options() if params.intervals else None
     return cached_stage("evaluate-model", params.model_dump(mode="json"), inputs, out, params.force, EvalResult,
                         lambda: evaluate_task(params.checkpoint, params.model, params.export, params.split, out,
-                                              params.norm_mean, params.norm_std),
+                                              params.norm_mean, params.norm_std, intervals),
                         summaries.evaluation)
 
 
 @task(name="predict-map", cache_policy=NO_CACHE)
 def predict_task(checkpoint: str, composite: str, output_dir: str, model: str | None = None,
-                 norm_mean: list[float] | None = None, norm_std: list[float] | None = None) -> MapResult:
+                 norm_mean: list[float] | None = None, norm_std: list[float] | None = None,
+                 calibration: str | None = None) -> MapResult:
     from training.mapping import predict_map as _predict
 
     return _predict(checkpoint=checkpoint, composite=composite, output_dir=output_dir, model=model,
-                    norm_mean=norm_mean, norm_std=norm_std)
+                    norm_mean=norm_mean, norm_std=norm_std, calibration=calibration)
 
 
 @flow(name="predict-map", log_prints=True)
 def predict_map(params: PredictMapParams) -> Stage[MapResult]:
-    """Tiled inference (224 crops, stride 192, overlaps averaged) over a composite -> biomass COG (Mg/ha)."""
+    """Tiled inference (crops of the training chip size, stride 6/7 of it, overlaps averaged) over a composite
+    -> biomass COG (Mg/ha), with prediction-interval bands when a calibration is given."""
     root = str(Path(params.output_dir or Path(params.composite).parent).resolve())
-    return cached_stage("predict-map", params.model_dump(mode="json"), [params.checkpoint, params.composite], root,
-                        params.force, MapResult,
+    inputs = [params.checkpoint, params.composite, *([params.calibration] if params.calibration else [])]
+    return cached_stage("predict-map", params.model_dump(mode="json"), inputs, root, params.force, MapResult,
                         lambda: predict_task(params.checkpoint, params.composite, root, params.model, params.norm_mean,
-                                             params.norm_std),
+                                             params.norm_std, params.calibration),
                         summaries.biomass_map)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chips.manifest import ExportResult
+from core import quicklooks as ql
 from flows import artifacts as art
 from flows.results import HlsStageResult, MappingResult, RunPlan
 from labels.contracts import LabelsResult
@@ -13,6 +14,9 @@ from training.change import ChangeResult
 from training.evaluate import EvalResult
 from training.mapping import MapResult
 from training.train import TrainResult
+
+if TYPE_CHECKING:  # flows.mrv imports this module
+    from flows.mrv import MrvResult
 
 METRIC_HEADERS = ["model", "RMSE", "MAE", "bias", "R²", "RMSE 0-100", "100-200", "200-300", "0-300"]
 
@@ -33,7 +37,7 @@ def composites(res: HlsStageResult, cached: bool) -> None:
         rows.append((tile, len(t.scenes_used), len(t.scenes_skipped), stats.get("mean", ""),
                      stats.get("nodata_fraction", ""), t.path))
         skipped += [(tile, s.get("id", ""), s.get("asset", ""), s.get("reason", "")) for s in t.scenes_skipped]
-        png = art.safe_quicklook(art.quicklook_rgb, t.path, str(Path(t.path).with_suffix(".quicklook.png")))
+        png = art.safe_quicklook(ql.true_colour, t.path, str(Path(t.path).with_suffix(".quicklook.png")))
         if png:
             images.append(art.image_markdown(f"{tile} true colour", png))
     s = res.search
@@ -51,10 +55,13 @@ def labels(res: LabelsResult, cached: bool) -> None:
     prow = [(g, *[c.get(k, "") for k in total]) for g, c in per.items()]
     images = []
     for tile, path in res.labels.items():
-        png = art.safe_quicklook(art.quicklook_band, path, str(Path(path).with_suffix(".coverage.png")),
-                                 title=f"{tile} GEDI AGBD labels", cmap="YlGn")
+        png = art.safe_quicklook(ql.band, path, str(Path(path).with_suffix(".coverage.png")),
+                                 title=f"{tile} GEDI AGBD labels", cmap="YlGn", kind="labels")
         if png:
             images.append(art.image_markdown(f"{tile} label coverage", png))
+        png = art.safe_quicklook(ql.label_density, path, str(Path(path).with_suffix(".density.png")))
+        if png:
+            images.append(art.image_markdown(f"{tile} GEDI shot density", png))
     text = ("# GEDI L4A labels" + _skip_note(cached) + "\n\n## Shots removed by each filter (total)\n\n"
             + art.table_md(["filter", "shots"], list(total.items()))
             + ("\n\n## Per granule\n\n" + art.table_md(["granule", *list(total)], prow) if prow else "")
@@ -97,20 +104,48 @@ def metrics_rows(res: EvalResult) -> list[tuple[Any, ...]]:
     return rows
 
 
+def interval_text(res: EvalResult) -> str:
+    """One paragraph on the prediction intervals' empirical coverage (empty without intervals)."""
+    iv = res.interval
+    if not iv or iv.get("coverage") is None:
+        return ""
+    where = "the calibration split itself (in-sample)" if iv["in_sample"] else f"the {iv['split']} split"
+    return (f"**Prediction intervals** ({iv['level']:.0%}, {iv['method']}; calibrated on {iv['calibration_pixels']} "
+            f"{iv['calibration_split']} pixels): coverage **{iv['coverage']:.1%}** of {iv['n']} labelled pixels of "
+            f"{where}, mean width {iv['mean_width']:.1f} Mg/ha. An interval covers {iv['covers']}.\n\n")
+
+
 def evaluation(res: EvalResult, cached: bool) -> None:
     images = [art.image_markdown(Path(p).stem, Path(p)) for p in res.plots.values() if Path(p).is_file()]
     text = ("# Evaluation" + _skip_note(cached) + "\n\nMg/ha over labelled pixels of the split.\n\n"
             + art.table_md(METRIC_HEADERS, metrics_rows(res))
             + ("\n\n## Per season\n\n" + art.table_md(PER_SEASON_HEADERS, per_season_rows(res))
-               if res.per_season else "") + "\n\n" + "\n".join(images))
+               if res.per_season else "") + "\n\n" + interval_text(res) + "\n".join(images))
     art.markdown("evaluate-model-summary", text, "Metrics against baselines")
 
 
+def map_quicklooks(map_path: str) -> list[tuple[str, Path]]:
+    """(title, PNG) of a map: biomass, and the interval width when the map has interval bands."""
+    out = []
+    png = art.safe_quicklook(ql.band, map_path, str(Path(map_path).with_suffix(".preview.png")),
+                             title=f"{Path(map_path).stem}: AGB", cmap="YlGn")
+    if png:
+        out.append(("biomass map", png))
+    import rasterio
+
+    with rasterio.open(map_path) as ds:
+        has_interval = "agb_upper" in ds.descriptions
+    if has_interval:
+        png = art.safe_quicklook(ql.interval_width, map_path, str(Path(map_path).with_suffix(".interval.png")))
+        if png:
+            out.append(("prediction interval width", png))
+    return out
+
+
 def biomass_map(res: MapResult, cached: bool) -> None:
-    png = art.safe_quicklook(art.quicklook_band, res.map, str(Path(res.map).with_suffix(".preview.png")),
-                             title="Biomass map", cmap="YlGn")
-    art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n"
-                 + (art.image_markdown("biomass map", png) if png else ""), "Biomass map preview")
+    images = "".join(art.image_markdown(t, p) for t, p in map_quicklooks(res.map))
+    art.markdown("predict-map-summary", "# Biomass map" + _skip_note(cached) + f"\n\n`{res.map}`\n\n" + images,
+                 "Biomass map preview")
 
 
 def plan(res: RunPlan) -> None:
@@ -139,15 +174,21 @@ def change_rows(changes: list[ChangeResult], area_only: bool = False) -> list[tu
     return rows
 
 
+def change_quicklook(raster: str, title: str) -> Path | None:
+    """``<raster>.change.png`` (diverging colours, Mg/ha), rendered when missing or older than the raster."""
+    png = Path(raster).with_suffix(".change.png")
+    if png.is_file() and png.stat().st_mtime_ns >= Path(raster).stat().st_mtime_ns:
+        return png
+    return art.safe_quicklook(ql.change, raster, str(png), title=title)
+
+
 def mapping(res: MappingResult) -> None:
     rows = [(y, tile, p, *(((m.map_vs_truth or {}).get(tile) or {}).get(k, "") for k in ("r2", "rmse")))
             for y, m in sorted(res.years.items()) for tile, p in m.maps.items()]
     images = []
     for c in res.change:
         for tile, path in c.rasters.items():
-            png = art.safe_quicklook(art.quicklook_band, path, str(Path(path).with_suffix(".preview.png")),
-                                     title=f"{tile} change {c.year_from}-{c.year_to}", cmap="RdYlGn",
-                                     label="Mg/ha")
+            png = change_quicklook(path, f"{tile}: AGB change {c.year_from}-{c.year_to}")
             if png:
                 images.append(art.image_markdown(f"{tile} change {c.year_from} to {c.year_to}", png))
     text = (f"# Biomass maps and change\n\nModel: `{res.checkpoint}`\n\n"
@@ -186,8 +227,66 @@ def pipeline(res: Any) -> None:
             + ("\n\n## Per training season\n\n" + art.table_md(PER_SEASON_HEADERS, per_season_rows(res.evaluation))
                if res.evaluation.per_season else "")
             + ("\n\n## Change\n\n" + art.table_md(CHANGE_HEADERS, change_rows(res.mapping.change))
-               if res.mapping.change else ""))
+               if res.mapping.change else "") + _totals_md(res.mrv))
     art.markdown("biomass-pipeline-summary", text, "Outputs and metrics of the whole run")
 
 
+def _totals_md(res: MrvResult | None) -> str:
+    """The totals and change tables of an MRV result (empty without totals)."""
+    rows, changes = totals_rows(res) if res is not None else ([], [])
+    return ("\n\n## Area totals (Mg)\n\n" + art.table_md(TOTALS_HEADERS, rows)
+            + ("\n\n" + art.table_md(TOTAL_CHANGE_HEADERS, changes) if changes else "")) if rows else ""
+
+
 PER_SEASON_HEADERS = ["season", "model", "pixels", "RMSE", "MAE", "bias", "R²"]
+
+
+TOTALS_HEADERS = ["year", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper", "area (ha)",
+                  "mean (Mg/ha)"]
+TOTAL_CHANGE_HEADERS = ["change", "AGB (Mg)", "lower", "upper", "carbon (Mg C)", "lower", "upper"]
+TOTALS_METHOD = ("Totals: map sum plus the calibration's per-bin mean residual (bias correction), interval from "
+                 "the calibration residuals: errors fully correlated within {block:g} m blocks and independent "
+                 "between them, plus the uncertainty of the bias correction (cluster-robust, fully correlated). "
+                 "Carbon = {cf:g} x AGB (IPCC default 0.47). The intervals describe GEDI L4A-like AGB; a bias of "
+                 "GEDI L4A itself is not included. Change: random parts independent between years.")
+
+
+def totals_rows(res: MrvResult) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(totals rows, change rows) of an :class:`flows.mrv.MrvResult` for tables and the CLI."""
+    rows = [(t.year, t.agb_mg.value, t.agb_mg.lower, t.agb_mg.upper, t.carbon_mg.value, t.carbon_mg.lower,
+             t.carbon_mg.upper, t.area_ha, t.mean_agb_mg_ha) for t in res.totals]
+    changes = [(f"{c.from_year} -> {c.to_year}", c.agb_mg.value, c.agb_mg.lower, c.agb_mg.upper, c.carbon_mg.value,
+                c.carbon_mg.lower, c.carbon_mg.upper) for c in res.changes]
+    return rows, changes
+
+
+def totals_text(res: MrvResult) -> str:
+    """Plain-text totals and changes (the CLI summary)."""
+    rows, changes = totals_rows(res)
+    if not rows:
+        return ""
+    level = res.totals[0].agb_mg.level
+    lines = [f"Area totals ({level:.0%} intervals):"]
+    lines += [f"  {r[0]}: AGB {r[1]:,.0f} Mg [{r[2]:,.0f}, {r[3]:,.0f}]; carbon {r[4]:,.0f} Mg C [{r[5]:,.0f}, "
+              f"{r[6]:,.0f}] over {r[7]:,.0f} ha ({r[8]:.1f} Mg/ha)" for r in rows]
+    lines += [f"  change {c[0]}: AGB {c[1]:+,.0f} Mg [{c[2]:+,.0f}, {c[3]:+,.0f}]; carbon {c[4]:+,.0f} Mg C "
+              f"[{c[5]:+,.0f}, {c[6]:+,.0f}]" for c in changes]
+    return "\n".join(lines)
+
+
+def mrv(res: MrvResult) -> None:
+    """Artifact: totals and change tables with the method, the catalog and its validation, change quicklooks."""
+    rows, changes = totals_rows(res)
+    text = "# Area totals and change\n\n"
+    if rows:
+        t0 = res.totals[0]
+        text += (art.table_md(TOTALS_HEADERS, rows) + "\n\n"
+                 + (art.table_md(TOTAL_CHANGE_HEADERS, changes) + "\n\n" if changes else "")
+                 + TOTALS_METHOD.format(block=t0.block_m, cf=t0.carbon_fraction) + "\n\n")
+    if res.catalog is not None:
+        ok = res.validation is not None and res.validation.ok
+        text += (f"STAC catalog: `{res.catalog.catalog}` ({sum(len(v) for v in res.catalog.items.values())} items; "
+                 f"{'validates' if ok else 'DOES NOT validate'} against the STAC schemas)\n\n")
+    text += "".join(f"- {n}\n" for n in res.notes)
+    text += "\n".join(art.image_markdown(Path(p).stem, p) for p in res.quicklooks)
+    art.markdown("mrv-summary", text, "Area totals, change and the run catalog")

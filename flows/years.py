@@ -6,7 +6,8 @@
 * :func:`composite_years` / :func:`label_years`: one hls-composite / gedi-labels subflow per season, each
   in its own folder ``<output_dir>/seasons/<START>_<END>/`` (search files, composites, labels and stage
   caches of different seasons never overwrite each other).
-* :func:`map_years`: predict-map per year and tile into ``<output_dir>/maps/<YEAR>/``, then the change of
+* :func:`map_years`: predict-map per year and tile into ``<output_dir>/maps/<YEAR>/`` (with the interval
+  bands when a calibration is given), then the change of
   each pair of consecutive map years into ``<output_dir>/change/<FROM>_<TO>/`` (engine:
   :mod:`training.change`), with markdown artifacts.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from compositing.contracts import CompositeResult
 from core.files import read_json, write_json_atomic
 from core.seasons import SeasonChoice, YearPlan, needs_search, plan_years
 from core.timeline import GEDI_L4A, TimelineError
@@ -120,13 +122,14 @@ def change_task(maps_from: dict[str, str], maps_to: dict[str, str], year_from: i
                           output_dir=output_dir, options=options)
 
 
-def map_years(checkpoint: str, area: dict[str, Any], out: Path, plan: RunPlan,
-              comps: dict[int, Stage[HlsStageResult]], force: bool, options: ChangeOptions) -> MappingResult:
-    """Maps of every map year (predict-map per tile), truth comparison on the sample world, and change."""
+def map_years(checkpoint: str, area: dict[str, Any], out: Path, plan: RunPlan, comps: dict[int, CompositeResult],
+              force: bool, options: ChangeOptions, calibration: str | None = None) -> MappingResult:
+    """Maps of every map year (predict-map per tile; with ``calibration`` the interval bands too), truth
+    comparison on the sample world, and change."""
     years: dict[str, YearMaps] = {}
     for y in plan.years.map_years:
-        composites = comps[y].result.composites
-        maps = {tile: S.predict_map(PredictMapParams(checkpoint=checkpoint, composite=t.path,
+        composites = comps[y]
+        maps = {tile: S.predict_map(PredictMapParams(checkpoint=checkpoint, composite=t.path, calibration=calibration,
                                                      output_dir=str(out / "maps" / str(y)), force=force)).result.map
                 for tile, t in composites.tiles.items()}
         years[str(y)] = YearMaps(year=y, season=plan.season(y), composites=composites, maps=maps,
@@ -175,9 +178,9 @@ def read_model_record(out: Path) -> ModelRecord | None:
 
 
 def write_model_record(out: Path, plan: RunPlan, checkpoint: str, export: str, metrics_path: str,
-                       rmse: float | None) -> ModelRecord:
+                       rmse: float | None, calibration: str | None = None) -> ModelRecord:
     rec = ModelRecord(checkpoint=checkpoint, training_years=plan.years.training_years,
                       seasons=[c.label for c in plan.training], export=export, metrics=metrics_path, rmse=rmse,
-                      trained_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                      trained_at=datetime.now(UTC).isoformat(timespec="seconds"), calibration=calibration)
     write_json_atomic(out / "model" / MODEL_RECORD, rec.to_dict())
     return rec

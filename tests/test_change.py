@@ -56,17 +56,30 @@ def test_one_tile_difference_raster_and_totals(tmp_path: Path) -> None:
 
 
 def test_overlapping_tiles_count_a_ground_pixel_once_in_the_area_row(tmp_path: Path) -> None:
-    # Two tiles of one zone on the same 30 m lattice overlapping by 2 columns.
+    # 10TEK's tile reaches 9.8 km into 10TFK's square: 10TEK's map has 2 columns west and 2 east of the
+    # square edge (on the zone's 30 m lattice), 10TFK's map the same 2 east columns and 2 more.
+    # One rule (core.grid.owned_mask): the overlap counts for 10TFK, whose square holds it.
+    from core.grid import mgrs_square_origin
+
+    e0, n0 = mgrs_square_origin("10TFK")
+    y0 = n0 + 3000.0
     a1, a2 = np.full((3, 4), 50.0), np.full((3, 4), 50.0)
     b1, b2 = np.full((3, 4), 60.0), np.full((3, 4), 60.0)
-    x2 = 500_000.0 + 2 * 30
+    b1[:, 2:] = 80.0  # 10TEK's map disagrees in the overlap: the area row takes 10TFK's values there
     res = compute_change(
-        maps_from={"10TEK": _map(tmp_path / "a1.tif", a1), "10TFK": _map(tmp_path / "a2.tif", a2, x0=x2)},
-        maps_to={"10TEK": _map(tmp_path / "b1.tif", b1), "10TFK": _map(tmp_path / "b2.tif", b2, x0=x2)},
+        maps_from={"10TEK": _map(tmp_path / "a1.tif", a1, x0=e0 - 60, y0=y0),
+                   "10TFK": _map(tmp_path / "a2.tif", a2, x0=e0, y0=y0)},
+        maps_to={"10TEK": _map(tmp_path / "b1.tif", b1, x0=e0 - 60, y0=y0),
+                 "10TFK": _map(tmp_path / "b2.tif", b2, x0=e0, y0=y0)},
         year_from=2024, year_to=2025, output_dir=str(tmp_path / "c"))
     assert res.tiles["10TEK"].n_valid == 12 and res.tiles["10TFK"].n_valid == 12
     assert res.area.n_valid == 18  # 3 x 6 distinct ground pixels
     assert res.area.total_change_mg == pytest.approx(18 * 10 * 0.09)
+    # 10TFK not mapped in the later year: only 10TEK is compared, and it keeps every pixel it covers
+    only = compute_change(maps_from={"10TEK": str(tmp_path / "a1.tif"), "10TFK": str(tmp_path / "a2.tif")},
+                          maps_to={"10TEK": str(tmp_path / "b1.tif")}, year_from=2024, year_to=2025,
+                          output_dir=str(tmp_path / "d"))
+    assert only.area.n_valid == 12 and only.area.total_change_mg == pytest.approx((6 * 10 + 6 * 30) * 0.09)
 
 
 def test_area_mask_limits_the_statistics(tmp_path: Path) -> None:

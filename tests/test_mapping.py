@@ -75,6 +75,9 @@ def test_predict_map_writes_a_cog_on_the_composite_grid(tmp_path):
     again = predict_map(checkpoint=res.best_checkpoint, composite=exp["composite"],
                         output_dir=str(tmp_path / "maps"), crop=64, stride=48)
     assert again.skipped is True
+    auto = predict_map(checkpoint=res.best_checkpoint, composite=exp["composite"], output_dir=str(tmp_path / "auto"))
+    with rasterio.open(auto.map) as m:  # unset crop: the 64 px chips the model was trained on, 6/7 stride
+        assert (m.tags()["CROP"], m.tags()["STRIDE"]) == ("64", "55")
     # bands are matched by name: the same bands in another order give the same map; other bands are an error
     shuffled, other = tmp_path / "shuffled" / "10TEK.tif", tmp_path / "other" / "10TEK.tif"
     with rasterio.open(exp["composite"]) as c:
@@ -96,3 +99,16 @@ def test_predict_map_writes_a_cog_on_the_composite_grid(tmp_path):
 def test_missing_composite_is_named(tmp_path):
     with pytest.raises(MappingError, match="nothing.tif"):
         predict_map(checkpoint="x.ckpt", composite=str(tmp_path / "nothing.tif"))
+
+
+@pytest.mark.parametrize(("ck", "crop", "stride", "expected"), [
+    ({"meta": {"run_config": {"chip_size": 32}}}, None, None, (32, 27)),    # the model's chips, 6/7 stride
+    ({"meta": {"run_config": {"chip_size": 224}}}, None, None, (224, 192)),  # granite's 224 / 192
+    ({"meta": {}}, None, None, (224, 192)),                                 # foreign / older checkpoint
+    ({"meta": {"run_config": {"chip_size": 32}}}, 64, None, (64, 55)),      # an explicit crop wins
+    ({"meta": {"run_config": {"chip_size": 32}}}, 64, 64, (64, 64)),
+])
+def test_map_crop_follows_the_training_chips(ck, crop, stride, expected) -> None:
+    from training.mapping import map_crop
+
+    assert map_crop(ck, crop, stride) == expected

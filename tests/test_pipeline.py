@@ -94,6 +94,32 @@ def test_pipeline_plan_and_change(pipeline_run) -> None:
     assert Path(change.table_csv).read_text().splitlines()[-1].startswith("area,")
 
 
+def test_pipeline_totals_change_and_catalog(pipeline_run) -> None:
+    """Totals (Mg AGB, Mg C) with intervals per map year, their change, totals.json and the run catalog."""
+    from core.stac_validate import validate_catalog
+
+    _, res = pipeline_run
+    mrv = res.mrv
+    assert res.model.calibration == res.evaluation.calibration and Path(res.model.calibration).is_file()
+    assert [t.year for t in mrv.totals] == ["2024", "2025"] and mrv.notes == []
+    for t in mrv.totals:
+        assert t.agb_mg.lower < t.agb_mg.value < t.agb_mg.upper and t.agb_mg.level == 0.9
+        assert t.carbon_mg.value == pytest.approx(0.47 * t.agb_mg.value) and t.area_ha > 0
+    (ch,) = mrv.changes
+    assert (ch.from_year, ch.to_year) == ("2024", "2025") and ch.agb_mg.lower < ch.agb_mg.value < ch.agb_mg.upper
+    assert ch.agb_mg.value == pytest.approx(mrv.totals[1].agb_mg.value - mrv.totals[0].agb_mg.value, rel=1e-6)
+    saved = json.loads(Path(mrv.totals_json).read_text())
+    assert [t["year"] for t in saved["totals"]] == ["2024", "2025"] and len(saved["changes"]) == 1
+    assert Path(mrv.totals_json) == Path(res.output_dir, "totals", "totals.json")
+    assert mrv.catalog.catalog == str(Path(res.output_dir, "catalog", "catalog.json")) and mrv.validation.ok
+    assert {"composites", "labels", "chips", "models", "evaluations", "maps", "totals"} <= set(mrv.catalog.items)
+    assert mrv.catalog.missing_links == [] and validate_catalog(Path(res.output_dir, "catalog")).ok
+    with rasterio.open(res.mapping.years["2025"].maps["10TEK"]) as ds:
+        assert ds.descriptions == ("agb", "agb_lower", "agb_upper")  # interval bands on every map
+    assert Path(res.mapping.change[0].rasters["10TEK"]).with_suffix(".change.png").is_file()
+    assert json.loads(json.dumps(res.to_dict()))["mrv"]["totals"][0]["carbon_mg"]["level"] == 0.9
+
+
 def test_pipeline_artifacts(pipeline_run) -> None:
     arts = _artifacts()
     keys = set(arts)
@@ -101,8 +127,10 @@ def test_pipeline_artifacts(pipeline_run) -> None:
     assert "true colour" in arts["hls-composite-summary"] and "data:image/png;base64," in arts["hls-composite-summary"]
     assert {"hls-composite-summary", "gedi-labels-summary", "export-chips-summary", "train-model-summary",
             "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary", "run-plan",
-            "biomass-change"} <= keys
+            "biomass-change", "mrv-summary"} <= keys
     assert "| 2024 | 2025 | area |" in arts["biomass-change"] and "| 2025 |" in arts["run-plan"]
+    assert "| 2024 -> 2025 |" in arts["mrv-summary"] and "validates" in arts["mrv-summary"]
+    assert "## Area totals (Mg)" in arts["biomass-pipeline-summary"]
 
 
 def test_stac_searches_use_the_global_concurrency_limit(pipeline_run) -> None:
@@ -166,6 +194,36 @@ def test_map_biomass_with_the_area_model(pipeline_run, world_dir, tmp_path) -> N
     assert res.model.checkpoint == Path(params.output_dir, "model", "best.ckpt").as_posix()
     assert res.plan.years.training_years == [] and res.plan.years.map_years == [2024, 2025]
     assert set(res.mapping.years) == {"2024", "2025"} and len(res.mapping.change) == 1
+    assert res.model.calibration == first.model.calibration and [t.year for t in res.mrv.totals] == ["2024", "2025"]
+    assert len(res.mrv.changes) == 1 and res.mrv.validation.ok and res.mrv.notes == []
+    assert res.mrv.catalog.catalog == first.mrv.catalog.catalog  # the area's catalog: the second run adds to it
+    assert res.mrv.catalog.missing_links == [] and "maps/map-10TEK-2025" in res.mrv.catalog.updated
     with pytest.raises(FileNotFoundError, match="no model for this area"):
         map_biomass(MapBiomassParams.model_validate({
             "output_dir": str(tmp_path), "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)}}))
+
+
+def test_map_biomass_from_a_catalog(pipeline_run, world_dir, tmp_path) -> None:
+    """map-biomass with ``catalog_input``: the catalog's model and calibration, its composites of the same
+    windows reused (no compositing), the same totals, and a catalog of its own."""
+    from flows.params import MapBiomassParams
+    from flows.pipeline import map_biomass
+
+    params, first = pipeline_run
+    res = map_biomass(MapBiomassParams.model_validate({
+        "output_dir": str(tmp_path), "year": 2025, "previous_year": True,
+        "catalog_input": first.mrv.catalog.catalog,
+        "sample_world": {"size": "small", "seed": 0, "output_dir": str(world_dir)}}))
+    assert res.model.checkpoint == first.checkpoint and res.model.calibration == first.evaluation.calibration
+    for y in ("2024", "2025"):
+        assert res.mapping.years[y].composites.paths == first.composites[y].paths  # reused, not recomposited
+    assert not (tmp_path / "seasons").exists()
+    assert [t.agb_mg.value for t in res.mrv.totals] == pytest.approx([t.agb_mg.value for t in first.mrv.totals],
+                                                                    rel=1e-5)
+    assert res.mrv.changes[0].agb_mg.value == pytest.approx(first.mrv.changes[0].agb_mg.value, rel=1e-4, abs=1.0)
+    assert res.mrv.catalog.catalog == str(tmp_path / "catalog" / "catalog.json") and res.mrv.validation.ok
+    assert set(res.mrv.catalog.items) == {"composites", "maps", "totals"}
+    with pytest.raises(ValueError, match="not both"):
+        MapBiomassParams.model_validate({"output_dir": str(tmp_path), "checkpoint": first.checkpoint,
+                                         "catalog_input": first.mrv.catalog.catalog,
+                                         "sample_world": {"size": "small", "seed": 0}})

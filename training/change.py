@@ -5,8 +5,10 @@ COG, Mg/ha, ``to - from``, nodata -9999 wherever either map is nodata or the pix
 on the maps' grid, and one table row. Per tile and for the whole area: pixels in the area, pixels valid in
 both years, pixels nodata in either year, mean AGB of both years and mean change (Mg/ha, over pixels valid
 in both), totals (Mg = sum of Mg/ha x pixel area in ha, over the same pixels) and counts of pixels that
-lost or gained more than ``loss_threshold`` Mg/ha. The area row counts a ground pixel once where tiles of
-one UTM zone overlap (the first tile in name order wins); tiles of different zones are summed (noted).
+lost or gained more than ``loss_threshold`` Mg/ha. The area row counts a ground pixel once where tiles
+overlap, by the project's one rule (:func:`core.grid.owned_mask`: the tile whose 100 km MGRS square holds the
+pixel, else the first tile in name order that covers it; also across UTM zones); maps named by something
+other than an MGRS tile id count every pixel.
 Writes ``change.json`` (the result) and ``change.csv`` (the table) in ``output_dir``.
 """
 
@@ -25,6 +27,7 @@ import rasterio
 from core.constants import AGB_UNITS, IMAGE_NODATA
 from core.contracts import Contract
 from core.files import atomic_path, write_json_atomic
+from core.grid import owned_mask
 
 CHANGE_NODATA = IMAGE_NODATA
 M2_PER_HA = 10_000.0
@@ -190,7 +193,6 @@ def compute_change(*, maps_from: Mapping[str, str], maps_to: Mapping[str, str], 
     notes = [f"tile {t} mapped in only one of the years: not compared"
              for t in sorted(set(maps_from) ^ set(maps_to))]
     rasters, rows, area = {}, {}, _Acc()
-    taken: dict[str, tuple[Any, np.ndarray, float]] = {}  # crs -> (origin transform, mask, res)
     for tile in common:
         arrs, valid, prof = _read_pair(maps_from[tile], maps_to[tile])
         res = float(prof["res"][0])
@@ -206,10 +208,9 @@ def compute_change(*, maps_from: Mapping[str, str], maps_to: Mapping[str, str], 
                                      "MAP_FROM": maps_from[tile], "MAP_TO": maps_to[tile], "MGRS_TILE": tile})
         rasters[tile] = str(dst)
         area.px_ha = acc.px_ha
-        first = _first_claim(taken, str(prof["crs"]), prof["transform"], in_area, res)
-        area.add(arrs[0], arrs[1], first, valid[0], valid[1], options.loss_threshold)
-    if len(taken) > 1:
-        notes.append(f"tiles in {len(taken)} UTM zones: the area row sums them (overlaps across zones count twice)")
+        owned = owned_mask(prof["transform"], in_area.shape, prof["crs"], tile, common)
+        area.add(arrs[0], arrs[1], in_area if owned is None else in_area & owned, valid[0], valid[1],
+                 options.loss_threshold)
     result = ChangeResult(year_from=year_from, year_to=year_to, rasters=rasters, tiles=rows, area=area.stats(),
                           loss_threshold=options.loss_threshold, table_csv=str(out / "change.csv"),
                           table_json=str(out / "change.json"), units=AGB_UNITS, notes=notes)
@@ -217,28 +218,3 @@ def compute_change(*, maps_from: Mapping[str, str], maps_to: Mapping[str, str], 
         tmp.write_text(_table({**rows, "area": result.area}))
     write_json_atomic(out / "change.json", result.to_dict())
     return result
-
-
-def _first_claim(taken: dict[str, tuple[Any, np.ndarray, float]], crs: str, transform: Any, in_area: np.ndarray,
-                 res: float) -> np.ndarray:
-    """``in_area`` minus the ground pixels an earlier tile of the same zone already counted."""
-    from affine import Affine
-
-    if crs not in taken:
-        taken[crs] = (transform, np.zeros((0, 0), bool), res)
-    origin, mask, _ = taken[crs]
-    col0 = int(round((transform.c - origin.c) / res))
-    row0 = int(round((origin.f - transform.f) / res))
-    # grow the zone's claim mask so that it covers this tile (shift the origin when the tile lies before it)
-    top, left = min(0, row0), min(0, col0)
-    h = max(mask.shape[0], row0 + in_area.shape[0]) - top
-    w = max(mask.shape[1], col0 + in_area.shape[1]) - left
-    grown = np.zeros((h, w), bool)
-    grown[-top:-top + mask.shape[0], -left:-left + mask.shape[1]] = mask
-    origin = Affine(origin.a, origin.b, origin.c + left * res, origin.d, origin.e, origin.f - top * res)
-    r, c = row0 - top, col0 - left
-    view = grown[r:r + in_area.shape[0], c:c + in_area.shape[1]]
-    first = in_area & ~view
-    view |= in_area
-    taken[crs] = (origin, grown, res)
-    return first

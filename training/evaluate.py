@@ -6,6 +6,9 @@ where the label chips carry a PFT band. The same metrics for two baselines on th
 training-label mean, and a per-pixel ridge regression on the normalised bands fitted on the train split.
 Writes ``<output_dir>/metrics.json`` (``metrics_<split>.json`` for other splits), a scatter plot
 (predicted vs GEDI) and a residual histogram as PNG. Works zero-shot on any checkpoint that loads.
+With ``intervals`` (default on), split-conformal prediction intervals are calibrated on the validation split
+(:mod:`training.uncertainty`), written to ``<output_dir>/calibration.json`` for the maps, and their empirical
+coverage on the evaluated split is reported under ``interval`` in metrics.json.
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ from training.model import DEFAULT_BANDS, BiomassModel
 from training.norm import Norm, model_norm
 from training.seasons import chip_seasons, per_season_metrics
 from training.train import _autocast, _to_layout, resolve_device
+from training.uncertainty import (
+    DEFAULT_INTERVALS,
+    Calibration,
+    CalibrationError,
+    IntervalOptions,
+    calibrate,
+    coverage,
+)
 
 BINS = ((0.0, 100.0), (100.0, 200.0), (200.0, 300.0), (0.0, 300.0))
 
@@ -170,17 +181,21 @@ class EvalResult(Contract):
     notes: list[str]
     norm: Norm | None = None
     per_season: dict[str, Any] = field(default_factory=dict)
+    calibration: str | None = None
+    interval: dict[str, Any] | None = None
 
 
 def evaluate_model(*, checkpoint: str, model: str | None = None, export: str, split: str = "test",
                    output_dir: str, device: str = "auto", batch_size: int = 8, allow_partial: bool = False,
                    ridge_alpha: float = 1.0, cpu_threads: int | None = None, norm_mean: list[float] | None = None,
-                   norm_std: list[float] | None = None) -> EvalResult:
+                   norm_std: list[float] | None = None,
+                   intervals: IntervalOptions | None = DEFAULT_INTERVALS) -> EvalResult:
     """Evaluate ``checkpoint`` (project, or Lightning/TerraTorch with ``model`` preset) on ``split``.
 
     Normalisation: the rule of :mod:`training.norm`, as mapping applies it (a project checkpoint's own
     statistics; for a foreign one ``norm_mean``/``norm_std`` when given, else granite's published ones);
-    recorded in ``metrics.json``. Torch threads and RNG states are scoped to the call.
+    recorded in ``metrics.json``. ``intervals``: calibrate prediction intervals on ``intervals.split`` and
+    report their coverage on ``split`` (None: no intervals). Torch threads and RNG states are scoped to the call.
     """
     dev = resolve_device(device)
     with torch_run_scope(cpu_threads if dev.type == "cpu" else None):
@@ -188,12 +203,12 @@ def evaluate_model(*, checkpoint: str, model: str | None = None, export: str, sp
         bands = list(ck.get("bands") or DEFAULT_BANDS[: net.config.in_channels])
         norm = model_norm(ck, bands, norm_mean, norm_std, where=f"checkpoint {checkpoint}")
         return _evaluate(checkpoint, (net, ck, report), bands, norm, export, split, output_dir, dev, batch_size,
-                         ridge_alpha)
+                         ridge_alpha, intervals)
 
 
 def _evaluate(checkpoint: str, loaded: tuple[BiomassModel, dict[str, Any], Any], bands: list[str], norm: Norm,
               export: str, split: str, output_dir: str, dev: torch.device, batch_size: int,
-              ridge_alpha: float) -> EvalResult:
+              ridge_alpha: float, intervals: IntervalOptions | None = None) -> EvalResult:
     net, ck, report = loaded
     info = read_export(export)
     mean, std = norm.mean, norm.std
@@ -227,11 +242,33 @@ def _evaluate(checkpoint: str, loaded: tuple[BiomassModel, dict[str, Any], Any],
         notes.append(f"split {split!r} has no labelled pixel: metrics are empty")
     beats = {b: (metrics["model"]["rmse"] is not None and metrics[b]["rmse"] is not None
                  and metrics["model"]["rmse"] < metrics[b]["rmse"]) for b in preds if b != "model"}
+    cal_path, interval = None, None
+    if intervals is not None:
+        cal = _calibrate(net, info, intervals, bands, (mean, std), cache, dev, batch_size, (checkpoint, export), notes)
+        if cal is not None:
+            cal_path = str(cal.write(out_dir / "calibration.json"))
+            interval = coverage(cal, p_model, y, split=split)
     path = out_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
     result = EvalResult(
         metrics_path=str(path), checkpoint=str(checkpoint), model=net.config.preset, export=str(export), split=split,
         n_chips=len(data), n_pixels=int(y.size), bands=bands, train_label_mean=train_mean, metrics=metrics,
         model_beats=beats, plots=plots, load_report=report.to_dict(), zero_shot=bool(ck.get("foreign")), notes=notes,
-        norm=norm, per_season=per_season)
+        norm=norm, per_season=per_season, calibration=cal_path, interval=interval)
     write_json_atomic(path, result.to_dict())
     return result
+
+
+def _calibrate(net: BiomassModel, info: Any, options: IntervalOptions, bands: list[str],
+               norm: tuple[list[float] | None, list[float] | None], cache: Path, dev: torch.device, batch_size: int,
+               sources: tuple[str, str], notes: list[str]) -> Calibration | None:
+    """Interval calibration on ``options.split`` (clusters = chips); None with a note when that is impossible."""
+    try:
+        data = load_split(info, options.split, bands, mean=norm[0], std=norm[1], cache_dir=cache)
+        valid = np.asarray(data.labels) >= 0
+        pred = predict_chips(net, data, dev, batch_size)[valid]
+        chip = np.nonzero(valid)[0]
+        return calibrate(pred, np.asarray(data.labels)[valid], chip, options=options, checkpoint=str(sources[0]),
+                         export=str(sources[1]))
+    except (ExportError, CalibrationError) as exc:
+        notes.append(f"no prediction intervals: {exc}")
+        return None

@@ -44,7 +44,8 @@ DEFAULT_CROP = {"tiny": 64}
 DEFAULT_SCHEDULE = {"tiny": "constant"}
 MIN_STEPS_PER_EPOCH = 8
 # run settings that may change between an interrupted run and its resumption
-_RESUMABLE_DIFFS = {"epochs", "patience", "device", "num_workers", "resume", "time_limit_s", "cpu_threads"}
+_RESUMABLE_DIFFS = {"epochs", "patience", "device", "num_workers", "resume", "time_limit_s", "cpu_threads",
+                    "chip_size"}  # chip_size: implied by export_digest; absent from older checkpoints
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -239,7 +240,7 @@ def _resolved_config(c: TrainConfig, export: str, setup: _Setup, dev: torch.devi
         "warmup_steps": c.warmup_steps, "grad_clip": c.grad_clip, "bands": setup.bands,
         "crop_size": c.crop_size or DEFAULT_CROP.get(preset, chip_size), "augment": c.augment,
         "compile": c.compile, "resume": c.resume, "time_limit_s": c.time_limit_s, "output_lr_mult": output_lr_mult,
-        "norm": setup.norm.to_dict(),
+        "norm": setup.norm.to_dict(), "chip_size": chip_size,  # predict_map's default crop
     }
 
 
