@@ -60,19 +60,22 @@ class RunOutputs:
     change_rasters: dict[str, list[str]] = field(default_factory=dict)
     calibration: str | None = None  # without an evaluation (a map-biomass run): the catalog's calibration
     checkpoint: str | None = None  # without training: the checkpoint the maps were made with
+    label_years: list[str] = field(default_factory=list)  # years whose GEDI labels trained/calibrated the model
 
 
 def area_run_outputs(*, composites: dict[int, CompositeResult], mapping: MappingResult,
                      labels: list[LabelsResult] | None = None, chips: ExportResult | None = None,
                      training: TrainResult | None = None, train_config: dict[str, Any] | None = None,
-                     evaluation: EvalResult | None = None, calibration: str | None = None) -> RunOutputs:
+                     evaluation: EvalResult | None = None, calibration: str | None = None,
+                     label_years: list[int] | None = None) -> RunOutputs:
     """:class:`RunOutputs` of an area flow: composites of every year it made or used (training and map years),
     the maps of every map year and the difference rasters of each pair of consecutive map years."""
     return RunOutputs(composites={str(y): c for y, c in sorted(composites.items())}, labels=list(labels or []),
                       chips=chips, training=training, train_config=dict(train_config or {}), evaluation=evaluation,
                       maps={y: dict(m.maps) for y, m in sorted(mapping.years.items())},
                       change_rasters={f"{c.year_from}-{c.year_to}": list(c.rasters.values()) for c in mapping.change},
-                      calibration=calibration, checkpoint=mapping.checkpoint)
+                      calibration=calibration, checkpoint=mapping.checkpoint,
+                      label_years=[str(y) for y in label_years or []])
 
 
 def catalogued_checkpoint(catalog_dir: Path) -> str | None:
@@ -95,6 +98,11 @@ def year_totals(out: RunOutputs, calibration: str | None, aoi: Any, options: Tot
     totals = [area_totals(maps=[m if isinstance(m, str) else m.map for _, m in sorted(tiles.items())],
                           calibration=calibration, year=year,
                           aoi=aoi, options=options) for year, tiles in sorted(out.maps.items()) if tiles]
+    unlabelled = [str(t.year) for t in totals if out.label_years and str(t.year) not in out.label_years]
+    if unlabelled:
+        notes.append(f"map year(s) {', '.join(unlabelled)} had no GEDI labels in training or calibration: their "
+                     "totals' and changes' intervals assume the labelled years' error distribution holds there "
+                     "(not verifiable; a shift between years' composites adds an error they do not include)")
     return totals, [total_change(a, b) for a, b in zip(totals, totals[1:], strict=False)]
 
 

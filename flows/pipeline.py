@@ -168,7 +168,8 @@ def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
                               params.change.change_options(), model.calibration)
     outputs = M.area_run_outputs(composites=composites, mapping=mapping, labels=[labs[y].result for y in sorted(labs)],
                                  chips=chips.result, training=trained.result,
-                                 train_config=params.training.train_config().to_dict(), evaluation=ev.result)
+                                 train_config=params.training.train_config().to_dict(), evaluation=ev.result,
+                                 label_years=plan.years.training_years)
     mrv = _mrv(params, out, area["aoi"], outputs)
     stages = [*(("hls-composite", s) for s in comps.values()), *(("gedi-labels", s) for s in labs.values()),
               ("export-chips", chips), ("train-model", trained), ("evaluate-model", ev)]
@@ -262,7 +263,8 @@ def map_biomass(params: MapBiomassParams) -> MapBiomassResult:
         composites.update({y: s.result.composites for y, s in comps.items()})
         mapping = Y.map_years(model.checkpoint, area, out, plan, composites, params.force,
                               params.change.change_options(), model.calibration)
-    outputs = M.area_run_outputs(composites=composites, mapping=mapping, calibration=model.calibration)
+    outputs = M.area_run_outputs(composites=composites, mapping=mapping, calibration=model.calibration,
+                                 label_years=model.training_years)
     return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping,
                             mrv=_mrv(params, out, area["aoi"], outputs))
 

@@ -3,6 +3,7 @@ year, the change with its interval, the change quicklook, totals/change items in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def test_two_years_totals_change_and_catalog(tmp_path):
                          calibration=str(cal))
     res = mrv_outputs(output_dir=str(out), outputs=outputs)
     assert [t.year for t in res.totals] == ["2022", "2024"] and len(res.changes) == 1
+    assert res.notes == []  # no label years known (maps from a given checkpoint): nothing to flag
+    flagged = mrv_outputs(output_dir=str(tmp_path / "flagged"), catalog=False,
+                          outputs=dataclasses.replace(outputs, label_years=["2022"]))
+    assert [n.split(" had")[0] for n in flagged.notes] == ["map year(s) 2024"]
     c = res.changes[0]
     assert c.agb_mg.value == pytest.approx(-100 * 145 * 0.09) and c.agb_mg.lower < c.agb_mg.value < c.agb_mg.upper
     assert c.same_calibration and c.sd_systematic_mg == 0.0  # one bin, same pixel count: the bias cancels

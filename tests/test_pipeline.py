@@ -101,7 +101,8 @@ def test_pipeline_totals_change_and_catalog(pipeline_run) -> None:
     _, res = pipeline_run
     mrv = res.mrv
     assert res.model.calibration == res.evaluation.calibration and Path(res.model.calibration).is_file()
-    assert [t.year for t in mrv.totals] == ["2024", "2025"] and mrv.notes == []
+    assert [t.year for t in mrv.totals] == ["2024", "2025"]
+    assert len(mrv.notes) == 1 and mrv.notes[0].startswith("map year(s) 2025 had no GEDI labels")  # trained 2022+2024
     for t in mrv.totals:
         assert t.agb_mg.lower < t.agb_mg.value < t.agb_mg.upper and t.agb_mg.level == 0.9
         assert t.carbon_mg.value == pytest.approx(0.47 * t.agb_mg.value) and t.area_ha > 0
@@ -195,7 +196,8 @@ def test_map_biomass_with_the_area_model(pipeline_run, world_dir, tmp_path) -> N
     assert res.plan.years.training_years == [] and res.plan.years.map_years == [2024, 2025]
     assert set(res.mapping.years) == {"2024", "2025"} and len(res.mapping.change) == 1
     assert res.model.calibration == first.model.calibration and [t.year for t in res.mrv.totals] == ["2024", "2025"]
-    assert len(res.mrv.changes) == 1 and res.mrv.validation.ok and res.mrv.notes == []
+    assert len(res.mrv.changes) == 1 and res.mrv.validation.ok
+    assert len(res.mrv.notes) == 1 and res.mrv.notes[0].startswith("map year(s) 2025 had no GEDI labels")
     assert res.mrv.catalog.catalog == first.mrv.catalog.catalog  # the area's catalog: the second run adds to it
     assert res.mrv.catalog.missing_links == [] and "maps/map-10TEK-2025" in res.mrv.catalog.updated
     with pytest.raises(FileNotFoundError, match="no model for this area"):
