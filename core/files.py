@@ -26,7 +26,7 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(final)
     _remove(tmp)
     try:
         yield tmp
@@ -38,6 +38,53 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+# every temp name of the project: ".<final name>.<tmp|staged>-<pid>[.<ext>]" beside its final path
+TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?:tmp|staged)-(?P<pid>\d+)(?:\.[A-Za-z0-9]{1,8})?$")
+
+
+def temp_sibling(final: str | os.PathLike[str], kind: str = "tmp", ext: str = "") -> Path:
+    """The temp name of ``final`` for this process: ``.<name>.<kind>-<pid><ext>`` in the same folder (hidden,
+    never matched by the ``*.tif``/``*.npy`` globs of readers; ``ext`` for writers that insist on a suffix,
+    e.g. ``.npy``). :func:`clean_dead_temps` recognises these names and their owning pid."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{kind}-{os.getpid()}{ext}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_dead_temps(root: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the temp files/folders (:data:`TEMP_NAME`) under ``root`` whose owning process is gone;
+    returns what was removed. A live process's temps (this one's included) are never touched; a temp
+    whose pid was reused by an unrelated live process is kept too (removed by a later run). ``skip``: folder
+    names not descended into (e.g. a sample world served read-only)."""
+    removed: list[Path] = []
+    base = Path(root)
+    if not base.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in [*filenames, *list(dirnames)]:
+            m = TEMP_NAME.match(name)
+            if m is None or _alive(int(m["pid"])):
+                continue
+            p = Path(dirpath) / name
+            _remove(p)
+            removed.append(p)
+            if name in dirnames:
+                dirnames.remove(name)
+    return removed
 
 
 def _remove(p: Path) -> None:
@@ -112,7 +159,7 @@ class Staging:
     def path(self, final: str | os.PathLike[str]) -> Path:
         final = Path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.staged-{os.getpid()}")
+        tmp = temp_sibling(final, kind="staged")
         _remove(tmp)
         self.pairs.append((tmp, final))
         return tmp

@@ -42,6 +42,7 @@ from flows.params import (
     last_finished_season_year,
 )
 from flows.results import HlsStageResult, MappingResult, ModelRecord, RunPlan, Stage
+from flows.runguard import guarded
 from labels.contracts import LabelsResult
 from training.evaluate import EvalResult
 from training.train import TrainResult
@@ -145,7 +146,7 @@ def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan,
 def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
     """Train on the GEDI seasons, evaluate, and map every map year of an area (with the change between years)."""
     out = Path(params.output_dir).resolve()
-    with _area(params, out) as area:
+    with guarded(out, "biomass-pipeline"), _area(params, out) as area:
         plan = Y.plan_run(params, area, out, train=True, training_years=params.training_years)
         comps = Y.composite_years(params, area, out, plan, plan.years.training_years + plan.years.map_years)
         labs = Y.label_years(params, area, out, plan, comps)
@@ -184,11 +185,13 @@ def _model_for(params: MapBiomassParams, out: Path) -> ModelRecord:
 def map_biomass(params: MapBiomassParams) -> MapBiomassResult:
     """Map an area for the given years with an existing model (no labels, no training), with the change."""
     out = Path(params.output_dir).resolve()
-    model = _model_for(params, out)
-    with _area(params, out) as area:
-        plan = Y.plan_run(params, area, out, train=False)
-        comps = Y.composite_years(params, area, out, plan, plan.years.map_years)
-        mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force, params.change.change_options())
+    with guarded(out, "map-biomass"):
+        model = _model_for(params, out)
+        with _area(params, out) as area:
+            plan = Y.plan_run(params, area, out, train=False)
+            comps = Y.composite_years(params, area, out, plan, plan.years.map_years)
+            mapping = Y.map_years(model.checkpoint, area, out, plan, comps, params.force,
+                                  params.change.change_options())
     return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping)
 
 

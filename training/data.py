@@ -23,6 +23,7 @@ import rasterio
 
 from chips.manifest import MANIFEST_NAME, SPLITS, ExportError, ExportManifest
 from core.constants import GRANITE_LABEL_NODATA
+from core.files import temp_sibling
 
 IGNORE = GRANITE_LABEL_NODATA  # TerraTorch's ignore index
 PFT_NONE = 255
@@ -221,10 +222,10 @@ def _write_cache(cdir: Path, images: np.ndarray, labels: np.ndarray, pft: np.nda
     cdir.mkdir(parents=True, exist_ok=True)
     arrays = {"images": images, "labels": labels} | ({"pft": pft} if pft is not None else {})
     for name, arr in arrays.items():
-        tmp = cdir / f"{name}.tmp-{os.getpid()}.npy"
+        tmp = temp_sibling(cdir / f"{name}.npy", ext=".npy")
         np.save(tmp, arr)
         os.replace(tmp, cdir / f"{name}.npy")
-    tmp = cdir / f"done.json.tmp-{os.getpid()}"
+    tmp = temp_sibling(cdir / "done.json")
     tmp.write_text(json.dumps({"names": names, "shape": list(images.shape)}))
     os.replace(tmp, cdir / "done.json")
 

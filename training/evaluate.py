@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core.contracts import Contract
-from core.files import write_json_atomic
+from core.files import temp_sibling, write_json_atomic
 from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
@@ -135,7 +135,7 @@ def _plots(label: np.ndarray, preds: dict[str, np.ndarray], out_dir: Path, split
 def _save_fig(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.png")
+    tmp = temp_sibling(path, ext=".png")
     fig.tight_layout()
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
