@@ -32,9 +32,7 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {final}: nothing was written to {tmp}")
-        if tmp.is_dir() and final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_into(tmp, final)
     except BaseException:
         _remove(tmp)
         raise
@@ -85,6 +83,39 @@ def clean_dead_temps(root: str | os.PathLike[str], skip: tuple[str, ...] = ()) -
             if name in dirnames:
                 dirnames.remove(name)
     return removed
+
+
+CRASH_ENV = "AGB_CRASH_AT_RENAME"  # fault injection for the crash trials, see replace_into
+_renames: dict[str, int] = {}
+
+
+def replace_into(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` onto ``final`` (a folder replaces a folder). The one rename of every atomic write.
+
+    Crash trials (``sampleworld.crashtrials``) set ``AGB_CRASH_AT_RENAME=<path part>:<k>:<before|after>``:
+    the process kills itself (SIGKILL) just before or after the k-th rename whose final path contains
+    ``<path part>``. Unset (always, outside the trials) it costs one dictionary lookup.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if spec:
+        _crash_point(spec, final, "before")
+    if tmp.is_dir() and final.is_dir():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if spec:
+        _crash_point(spec, final, "after")
+
+
+def _crash_point(spec: str, final: Path, moment: str) -> None:
+    part, k, when = spec.rsplit(":", 2)
+    if part not in str(final):
+        return
+    if moment == "before":
+        _renames[part] = _renames.get(part, 0) + 1
+    if when == moment and _renames.get(part) == int(k):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _remove(p: Path) -> None:
@@ -169,9 +200,7 @@ class Staging:
         if missing:
             raise FileNotFoundError(f"staged outputs were never written: {missing}")
         for tmp, final in self.pairs:
-            if tmp.is_dir() and final.is_dir():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_into(tmp, final)
         self.pairs = []
 
     def discard(self) -> None:

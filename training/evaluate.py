@@ -10,7 +10,6 @@ Writes ``<output_dir>/metrics.json`` (``metrics_<split>.json`` for other splits)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from core.contracts import Contract
-from core.files import temp_sibling, write_json_atomic
+from core.files import replace_into, temp_sibling, write_json_atomic
 from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
@@ -139,7 +138,7 @@ def _save_fig(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    replace_into(tmp, path)
 
 
 @dataclass(frozen=True)
