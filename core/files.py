@@ -38,8 +38,9 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-# every temp name of the project: ".<final name>.<tmp|staged>-<pid>[.<ext>]" beside its final path
-TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.(?:tmp|staged)-(?P<pid>\d+)(?:\.[A-Za-z0-9]{1,8})?$")
+# every temp name of the project: ".<final name>.<tmp|staged>-<pid>[.<ext>...]" beside its final path (the
+# composite's scratch raster ".<cog>.tmp-<pid>.scratch.tif" included)
+TEMP_NAME = re.compile(r"^\.(?P<final>.+?)\.(?:tmp|staged)-(?P<pid>\d+)(?:\.[A-Za-z0-9]{1,12}){0,3}$")
 
 
 def temp_sibling(final: str | os.PathLike[str], kind: str = "tmp", ext: str = "") -> Path:

@@ -110,7 +110,7 @@ def test_busy_error_type(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("final,kind,ext", [
     ("a.tif", "tmp", ""), ("chips", "tmp", ""), ("images.npy", "tmp", ".npy"), ("x.png", "tmp", ".png"),
-    ("hls_items.json", "staged", ""), ("with.dots.in.name.tif", "tmp", ""),
+    ("hls_items.json", "staged", ""), ("with.dots.in.name.tif", "tmp", ""), ("a.tif", "tmp", ".scratch.tif"),
 ])
 def test_temp_names_carry_the_owning_pid(tmp_path: Path, final: str, kind: str, ext: str) -> None:
     tmp = temp_sibling(tmp_path / final, kind=kind, ext=ext)
