@@ -3,58 +3,22 @@
 Without a ``PREFECT_API_URL`` a flow run starts a temporary API server in a child process
 (``prefect.server.api.server.SubprocessASGIServer``: ``python -m uvicorn ... create_app``). It is stopped at
 normal exit (``atexit``), but a ``kill -9`` of the flow process (an OOM kill, a worker's hard cancel) leaves
-it running (about 230 MB each). Right after Prefect spawns it, :func:`_watch` starts a tiny watchdog
-process that waits for the flow process to go away and then stops the server (SIGTERM, SIGKILL after 5 s),
-and exits. The watchdog polls its own parent (``getppid``), so it works whichever thread started the
-server. The hook is installed when Prefect's server module is imported (no cost for runs against a
-real server), and needs no change to the command line.
+it running (about 230 MB each). Right after Prefect spawns it, the server is registered with the
+process's watchdog (:func:`core.procs.on_death`), which stops it (SIGTERM, SIGKILL after 5 s) when the
+flow process goes away. The hook is installed when Prefect's server module is imported (no cost for runs
+against a real server), and needs no change to the command line.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import os
-import subprocess
 import sys
 from typing import Any
 
+from core.procs import on_death
+
 _MODULE = "prefect.server.api.server"
-WATCHDOG = r"""
-import os, signal, sys, time
-parent, server = int(sys.argv[1]), int(sys.argv[2])
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-while os.getppid() == parent and alive(server):
-    time.sleep(0.2)
-try:
-    with open(f"/proc/{server}/cmdline", "rb") as f:
-        mine = b"uvicorn" in f.read()
-except OSError:
-    mine = False
-if mine:
-    os.kill(server, signal.SIGTERM)
-    for _ in range(50):
-        time.sleep(0.1)
-        if not alive(server):
-            break
-    else:
-        os.kill(server, signal.SIGKILL)
-"""
-
-
-def _watch(server_pid: int) -> subprocess.Popen[bytes]:
-    """Start the watchdog of ``server_pid`` (a child of this process, in its process group)."""
-    return subprocess.Popen([sys.executable, "-I", "-S", "-c", WATCHDOG, str(os.getpid()), str(server_pid)],
-                            stdin=subprocess.DEVNULL, close_fds=True)
-
-
 def patch(module: Any) -> None:
     """Wrap ``SubprocessASGIServer._run_uvicorn_command`` of ``module`` (once) so every server it spawns is
     watched."""
@@ -65,7 +29,7 @@ def patch(module: Any) -> None:
 
     def run_uvicorn_command(self: Any) -> Any:
         proc = original(self)
-        self._agb_watchdog = _watch(proc.pid)
+        on_death(kill=proc.pid, marker="uvicorn")
         return proc
 
     run_uvicorn_command._agb_watched = True  # type: ignore[attr-defined]
