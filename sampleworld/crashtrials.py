@@ -60,7 +60,11 @@ class Run:
     stage_end: dict[str, float] = field(default_factory=dict)
 
     def result(self) -> dict[str, Any]:
-        return json.loads(self.lines[-1][1])
+        """The flow's JSON result: the last stdout line that is a JSON object (log lines may follow it)."""
+        for _, line in reversed(self.lines):
+            if line.startswith("{"):
+                return json.loads(line)
+        raise ValueError("the run printed no JSON result")
 
 
 def _stage_of(line: str, what: str) -> str | None:
@@ -199,12 +203,33 @@ def temps(out: Path) -> dict[str, int]:
 
 
 def raster_checksums(out: Path) -> dict[str, str]:
-    """SHA-256 of every GeoTIFF of the composites, labels, chips and maps."""
+    """SHA-256 of every GeoTIFF of the composites, labels, chips and maps: its pixels, its profile and its
+    tags with ``out`` written as ``<out>`` (maps name their checkpoint and composite by path, so two
+    folders differ in those tags only) except ``INPUTS_KEY`` (the input files' sizes and mtimes); plus ``model/best.ckpt``'s weights (each tensor's bytes)."""
+    import rasterio
+
     sums = {}
     for p in sorted(out.rglob("*.tif")):
         rel = p.relative_to(out)
-        if not any(part.startswith(".") for part in rel.parts):
-            sums[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        h = hashlib.sha256()
+        with rasterio.open(p) as ds:
+            h.update(ds.read().tobytes())
+            h.update(repr(sorted((k, str(v)) for k, v in ds.profile.items())).encode())
+            tags = {k: v for k, v in ds.tags().items() if k != "INPUTS_KEY"}  # input files' mtimes
+            h.update(json.dumps(tags, sort_keys=True).replace(str(out), "<out>").encode())
+            h.update(repr(ds.descriptions).encode())
+        sums[str(rel)] = h.hexdigest()
+    best = out / "model" / "best.ckpt"
+    if best.is_file():
+        import torch
+
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        h = hashlib.sha256()
+        for k in sorted(state):
+            h.update(k.encode() + state[k].cpu().numpy().tobytes())
+        sums["model/best.ckpt:weights"] = h.hexdigest()
     return sums
 
 
@@ -222,7 +247,8 @@ class Trial:
 
 
 def _kill_plan(rng: random.Random, stage: str, i: int, duration_s: float) -> dict[str, Any]:
-    """Odd trials kill at a rename of the stage's outputs (before or after it), even ones at a seeded time."""
+    """Odd trials (counted over all stages) kill at a rename of the stage's outputs (before or after it),
+    even ones at a seeded time within the stage's baseline duration (+10 %)."""
     if i % 2:
         when = rng.choice(["before", "after"])
         return {"kill_stage": stage, "delay_s": 1e9, "rename": f"{RENAME_PART[stage]}:{rng.randint(1, 3)}:{when}"}
@@ -252,7 +278,7 @@ def trials(work: Path, world_dir: Path, env: dict[str, str], base: Run, per_stag
     for stage in stages:
         duration = base.stage_end.get(stage, 5.0) - base.stage_start.get(stage, 0.0)
         for i in range(per_stage):
-            run = run_pipeline(pf, env, **_kill_plan(rng, stage, i, duration))
+            run = run_pipeline(pf, env, **_kill_plan(rng, stage, len(done), duration))
             left = leftovers(run.pid)
             for line in left:  # never leave them running, whatever the verdict
                 _kill_quietly(int(line.split()[0]))
