@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from core.procs import on_death
+
 URS_HOST = "urs.earthdata.nasa.gov"
 EARTHDATA_DOMAINS = (".earthdata.nasa.gov", ".earthdatacloud.nasa.gov")
 """Host suffixes (dot boundary) that may receive credentials over https. ``.earthdatacloud.nasa.gov``
@@ -209,6 +211,7 @@ class _GdalFiles:
     def _dir(self) -> Path:
         if self.folder is None or not self.folder.is_dir():
             self.folder = Path(tempfile.mkdtemp(prefix="agb-earthdata-"))  # mode 0700, unique
+            on_death(remove=self.folder)  # the cookie jar and netrc go even when the run is killed
             self.names.clear()
             self.seeded.clear()
         return self.folder

@@ -26,18 +26,97 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(final)
     _remove(tmp)
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {final}: nothing was written to {tmp}")
-        if tmp.is_dir() and final.is_dir():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_into(tmp, final)
     except BaseException:
         _remove(tmp)
         raise
+
+
+# every temp name of the project: ".<final name>.<tmp|staged>-<pid>[.<ext>...]" beside its final path (the
+# composite's scratch raster ".<cog>.tmp-<pid>.scratch.tif" included)
+TEMP_NAME = re.compile(r"^\.(?P<final>.+?)\.(?:tmp|staged)-(?P<pid>\d+)(?:\.[A-Za-z0-9]{1,12}){0,3}$")
+
+
+def temp_sibling(final: str | os.PathLike[str], kind: str = "tmp", ext: str = "") -> Path:
+    """The temp name of ``final`` for this process: ``.<name>.<kind>-<pid><ext>`` in the same folder (hidden,
+    never matched by the ``*.tif``/``*.npy`` globs of readers; ``ext`` for writers that insist on a suffix,
+    e.g. ``.npy``). :func:`clean_dead_temps` recognises these names and their owning pid."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{kind}-{os.getpid()}{ext}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_dead_temps(root: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the temp files/folders (:data:`TEMP_NAME`) under ``root`` whose owning process is gone;
+    returns what was removed. A live process's temps (this one's included) are never touched; a temp
+    whose pid was reused by an unrelated live process is kept too (removed by a later run). ``skip``: folder
+    names not descended into (e.g. a sample world served read-only)."""
+    removed: list[Path] = []
+    base = Path(root)
+    if not base.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in [*filenames, *list(dirnames)]:
+            m = TEMP_NAME.match(name)
+            if m is None or _alive(int(m["pid"])):
+                continue
+            p = Path(dirpath) / name
+            _remove(p)
+            removed.append(p)
+            if name in dirnames:
+                dirnames.remove(name)
+    return removed
+
+
+CRASH_ENV = "AGB_CRASH_AT_RENAME"  # fault injection for the crash trials, see replace_into
+_renames: dict[str, int] = {}
+
+
+def replace_into(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` onto ``final`` (a folder replaces a folder). The one rename of every atomic write.
+
+    Crash trials (``sampleworld.crashtrials``) set ``AGB_CRASH_AT_RENAME=<path part>:<k>:<before|after>``:
+    the process kills itself (SIGKILL) just before or after the k-th rename whose final path contains
+    ``<path part>``. Unset (always, outside the trials) it costs one dictionary lookup.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if spec:
+        _crash_point(spec, final, "before")
+    if tmp.is_dir() and final.is_dir():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if spec:
+        _crash_point(spec, final, "after")
+
+
+def _crash_point(spec: str, final: Path, moment: str) -> None:
+    part, k, when = spec.rsplit(":", 2)
+    if part not in str(final):
+        return
+    if moment == "before":
+        _renames[part] = _renames.get(part, 0) + 1
+    if when == moment and _renames.get(part) == int(k):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _remove(p: Path) -> None:
@@ -112,7 +191,7 @@ class Staging:
     def path(self, final: str | os.PathLike[str]) -> Path:
         final = Path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.staged-{os.getpid()}")
+        tmp = temp_sibling(final, kind="staged")
         _remove(tmp)
         self.pairs.append((tmp, final))
         return tmp
@@ -122,9 +201,7 @@ class Staging:
         if missing:
             raise FileNotFoundError(f"staged outputs were never written: {missing}")
         for tmp, final in self.pairs:
-            if tmp.is_dir() and final.is_dir():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_into(tmp, final)
         self.pairs = []
 
     def discard(self) -> None:

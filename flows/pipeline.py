@@ -47,6 +47,7 @@ from flows.params import (
     last_finished_season_year,
 )
 from flows.results import HlsStageResult, MappingResult, ModelRecord, RunPlan, Stage
+from flows.runguard import guarded
 from labels.contracts import LabelsResult
 from training.evaluate import EvalResult
 from training.train import TrainResult
@@ -155,7 +156,7 @@ def _train_and_evaluate(params: BiomassPipelineParams, out: Path, plan: RunPlan,
 def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
     """Train on the GEDI seasons, evaluate, and map every map year of an area (with the change between years)."""
     out = Path(params.output_dir).resolve()
-    with _area(params, out) as area:
+    with guarded(out, "biomass-pipeline"), _area(params, out) as area:
         plan = Y.plan_run(params, area, out, train=True, training_years=params.training_years)
         comps = Y.composite_years(params, area, out, plan, plan.years.training_years + plan.years.map_years)
         labs = Y.label_years(params, area, out, plan, comps)
@@ -166,11 +167,11 @@ def biomass_pipeline(params: BiomassPipelineParams) -> PipelineResult:
         composites = {y: s.result.composites for y, s in comps.items()}
         mapping = Y.map_years(model.checkpoint, area, out, plan, composites, params.force,
                               params.change.change_options(), model.calibration)
-    outputs = M.area_run_outputs(composites=composites, mapping=mapping, labels=[labs[y].result for y in sorted(labs)],
-                                 chips=chips.result, training=trained.result,
-                                 train_config=params.training.train_config().to_dict(), evaluation=ev.result,
-                                 label_years=plan.years.training_years)
-    mrv = _mrv(params, out, area["aoi"], outputs)
+        outputs = M.area_run_outputs(composites=composites, mapping=mapping, chips=chips.result,
+                                     labels=[labs[y].result for y in sorted(labs)], training=trained.result,
+                                     train_config=params.training.train_config().to_dict(), evaluation=ev.result,
+                                     label_years=plan.years.training_years)
+        mrv = _mrv(params, out, area["aoi"], outputs)  # under the lock: it writes the area's catalog
     stages = [*(("hls-composite", s) for s in comps.values()), *(("gedi-labels", s) for s in labs.values()),
               ("export-chips", chips), ("train-model", trained), ("evaluate-model", ev)]
     result = PipelineResult(
@@ -254,19 +255,20 @@ def map_biomass(params: MapBiomassParams) -> MapBiomassResult:
     """Map an area for the given years with an existing model (no labels, no training), with the change, the
     totals and the run catalog; ``catalog_input``: a run's catalog gives the model, calibration and composites."""
     out = Path(params.output_dir).resolve()
-    model, resolved = _model_for(params, out)
-    with _area(params, out) as area:
-        plan = Y.plan_run(params, area, out, train=False)
-        composites = _catalog_composites(resolved, plan, area["aoi"])
-        todo = [y for y in plan.years.map_years if y not in composites]
-        comps = Y.composite_years(params, area, out, plan, todo) if todo else {}
-        composites.update({y: s.result.composites for y, s in comps.items()})
-        mapping = Y.map_years(model.checkpoint, area, out, plan, composites, params.force,
-                              params.change.change_options(), model.calibration)
-    outputs = M.area_run_outputs(composites=composites, mapping=mapping, calibration=model.calibration,
-                                 label_years=model.training_years)
-    return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping,
-                            mrv=_mrv(params, out, area["aoi"], outputs))
+    with guarded(out, "map-biomass"):
+        model, resolved = _model_for(params, out)
+        with _area(params, out) as area:
+            plan = Y.plan_run(params, area, out, train=False)
+            composites = _catalog_composites(resolved, plan, area["aoi"])
+            todo = [y for y in plan.years.map_years if y not in composites]
+            comps = Y.composite_years(params, area, out, plan, todo) if todo else {}
+            composites.update({y: s.result.composites for y, s in comps.items()})
+            mapping = Y.map_years(model.checkpoint, area, out, plan, composites, params.force,
+                                  params.change.change_options(), model.calibration)
+        outputs = M.area_run_outputs(composites=composites, mapping=mapping, calibration=model.calibration,
+                                     label_years=model.training_years)
+        return MapBiomassResult(output_dir=str(out), plan=plan, model=model, mapping=mapping,
+                                mrv=_mrv(params, out, area["aoi"], outputs))
 
 
 @flow(name="yearly-biomass", log_prints=True)

@@ -32,6 +32,7 @@ from flows.params import (
     TrainModelParams,
 )
 from flows.results import HlsStageResult, Stage
+from flows.runguard import guarded
 from labels.contracts import LabelOptions, LabelsResult
 from training.config import TrainConfig
 from training.evaluate import EvalResult
@@ -75,15 +76,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
 def cached_stage(stage: str, params: dict[str, Any], inputs: Sequence[str], cache_root: str, force: bool,
                  kind: type[R], body: Callable[[], R], summarize: Callable[[R, bool], None]) -> Stage[R]:
     """The cached result of ``stage`` for ``params`` and the current ``inputs`` files, or run ``body``."""
-    key = stage_key(stage, params, inputs)
-    if not force:
-        hit = load_cached(cache_root, stage, key, kind)
-        if hit is not None:
-            _logger().info("%s: parameters and input files unchanged (key %s), outputs intact: skipped", stage, key)
-            summarize(hit, True)  # type: ignore[arg-type]
-            return Stage(hit, True, key)  # type: ignore[arg-type]
-    result = body()
-    store(cache_root, stage, key, result)
+    with guarded(cache_root, stage):  # one run per output folder; dead runs' temps removed
+        key = stage_key(stage, params, inputs)
+        if not force:
+            hit = load_cached(cache_root, stage, key, kind)
+            if hit is not None:
+                _logger().info("%s: parameters and input files unchanged (key %s), outputs intact: skipped",
+                               stage, key)
+                summarize(hit, True)  # type: ignore[arg-type]
+                return Stage(hit, True, key)  # type: ignore[arg-type]
+        result = body()
+        store(cache_root, stage, key, result)
     summarize(result, False)
     return Stage(result, False, key)
 
@@ -112,7 +115,8 @@ def generate_world_task(output_dir: str, size: str, seed: int) -> dict[str, Any]
 @flow(name="sample-world", log_prints=True)
 def sample_world(params: SampleWorldParams) -> dict[str, Any]:
     """Write the deterministic sample world (HLS COGs, GEDI L4A granules, STAC JSON, truth rasters)."""
-    manifest = generate_world_task(str(Path(params.output_dir).resolve()), params.size, params.seed)
+    with guarded(params.output_dir, "sample-world"):
+        manifest = generate_world_task(str(Path(params.output_dir).resolve()), params.size, params.seed)
     summaries.world(manifest, params.size, params.seed)
     return manifest
 

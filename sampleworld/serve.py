@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core.procs import on_death
 from sampleworld.stac_server import serve_stac, world_stac_files
 
 HLS_PREFIX = "lp-prod-protected/HLSL30.020"
@@ -96,6 +97,7 @@ def serve_world(world_dir: str | os.PathLike[str], *, earthdata: bool = True,
     roots = {HLS_PREFIX: world / "hls", GEDI_PREFIX: world / "gedi"}
     with EarthdataEmulator(roots, tokens=tokens, users=users, mode=mode, **emulator_options) as emu, \
             tempfile.TemporaryDirectory(prefix="sampleworld-protected-") as tmp:
+        on_death(remove=tmp)
         (Path(tmp) / "stac").mkdir()
         for f in files:
             doc = rewrite_hrefs(json.loads(f.read_text()), emu, world)

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.procs import on_death
+
 STAC_FILES = ("hls_collection.json", "gedi_collection.json", "hls_items.json", "gedi_items.json")
 
 
@@ -75,6 +77,7 @@ def serve_stac(world_dir: str | os.PathLike[str], *, port: int | None = None,
     files = world_stac_files(world_dir)
     exe = rustac_executable()
     with tempfile.TemporaryDirectory(prefix="sampleworld-stac-") as tmp:
+        on_death(remove=tmp)
         hrefs = _servable(files)
         for attempt in range(3):
             p = port or free_port()
@@ -82,6 +85,7 @@ def serve_stac(world_dir: str | os.PathLike[str], *, port: int | None = None,
             log = open(Path(tmp) / f"rustac-{attempt}.log", "w+b")  # noqa: SIM115 (closed below)
             proc = subprocess.Popen([exe, "serve", *hrefs, "--addr", f"127.0.0.1:{p}"], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            on_death(kill=proc.pid, marker="rustac")  # stopped with this process even on kill -9
             try:
                 if _wait_ready(url, proc, startup_timeout_s):
                     yield url

@@ -124,3 +124,61 @@ def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], sta
         for key in ("crs", "transform", "nodata", "dtype", "descriptions"):
             assert meta_a[key] == meta_b[key], (tile, key)
         assert json.loads(meta_a["tags"]["SCENE_IDS"]) == json.loads(meta_b["tags"]["SCENE_IDS"])
+
+
+def test_composite_survives_a_killed_dask_worker(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
+                                                tmp_path: Path) -> None:
+    """kill -9 of a worker process while it runs a composite chunk: the scheduler reruns the lost chunks on
+    the other worker (or the nanny's restarted one) and the composite equals the local run pixel for pixel."""
+    import threading
+
+    from distributed import Client
+
+    from compositing.composite import build_composites
+    from compositing.contracts import CompositeOptions, SearchOptions
+    from compositing.search import search_hls
+
+    w = small_world
+    search = search_hls(aoi=w["aoi"], year=w["year"], options=SearchOptions(stac_url=stac_url, max_cloud_cover=80),
+                        output_dir=str(tmp_path / "search"))
+    common = dict(items_json=search.items_json, aoi=w["aoi"], season=w["season"],
+                  options=CompositeOptions(chunk_size=CHUNK))
+    local = build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
+    killed: dict[str, Any] = {}
+    stop = threading.Event()
+    with Client(dask_cluster) as client:
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+
+        def assassin() -> None:  # kill the worker at the first moment it executes a chunk of this composite
+            while not stop.is_set():
+                try:
+                    busy = client.run(lambda dask_worker: len(dask_worker.state.executing), workers=[victim])
+                except Exception:  # noqa: BLE001 - the worker went away some other way
+                    return
+                if busy.get(victim):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.update(pid=pid, executing=busy[victim], at=time.monotonic())
+                    return
+                time.sleep(0.02)
+
+        t = threading.Thread(target=assassin, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        try:
+            dist = build_composites(**common, output_dir=str(tmp_path / "dask"), dask_address=dask_cluster)
+        finally:
+            stop.set()
+            t.join(10)
+        ended = time.monotonic()
+    assert killed, "the worker was never seen executing a chunk: nothing was killed"
+    assert t0 < killed["at"] < ended, "the worker must die during the composite"
+    stat = Path(f"/proc/{killed['pid']}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the worker is still alive"
+    assert sorted(dist.tiles) == sorted(local.tiles) == sorted(w["tiles"])
+    for tile, res in local.tiles.items():
+        a, _ = _read(res.path)
+        b, _ = _read(dist.tiles[tile].path)
+        assert np.array_equal(a, b), f"{tile}: {np.count_nonzero(a != b)} pixels differ after the worker was killed"
+        assert (a[:6] != -9999).any()
+    assert not list((tmp_path / "dask").rglob(".*.tmp-*")), "temp files left by the composite"

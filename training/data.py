@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import rasterio
 
 from chips.manifest import MANIFEST_NAME, SPLITS, ExportError, ExportManifest
 from core.constants import GRANITE_LABEL_NODATA
+from core.files import replace_into, temp_sibling
 
 IGNORE = GRANITE_LABEL_NODATA  # TerraTorch's ignore index
 PFT_NONE = 255
@@ -221,12 +221,12 @@ def _write_cache(cdir: Path, images: np.ndarray, labels: np.ndarray, pft: np.nda
     cdir.mkdir(parents=True, exist_ok=True)
     arrays = {"images": images, "labels": labels} | ({"pft": pft} if pft is not None else {})
     for name, arr in arrays.items():
-        tmp = cdir / f"{name}.tmp-{os.getpid()}.npy"
+        tmp = temp_sibling(cdir / f"{name}.npy", ext=".npy")
         np.save(tmp, arr)
-        os.replace(tmp, cdir / f"{name}.npy")
-    tmp = cdir / f"done.json.tmp-{os.getpid()}"
+        replace_into(tmp, cdir / f"{name}.npy")
+    tmp = temp_sibling(cdir / "done.json")
     tmp.write_text(json.dumps({"names": names, "shape": list(images.shape)}))
-    os.replace(tmp, cdir / "done.json")
+    replace_into(tmp, cdir / "done.json")
 
 
 def label_mean(arrays: SplitArrays) -> float:

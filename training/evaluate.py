@@ -13,7 +13,6 @@ coverage on the evaluated split is reported under ``interval`` in metrics.json.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from core.contracts import Contract
-from core.files import write_json_atomic
+from core.files import replace_into, temp_sibling, write_json_atomic
 from training.checkpoint import load_model
 from training.config import torch_run_scope
 from training.data import ExportError, SplitArrays, label_mean, load_split, read_export
@@ -146,11 +145,11 @@ def _plots(label: np.ndarray, preds: dict[str, np.ndarray], out_dir: Path, split
 def _save_fig(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.png")
+    tmp = temp_sibling(path, ext=".png")
     fig.tight_layout()
     fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    replace_into(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from core.procs import on_death
 from sampleworld.emulator.config import HOST_KINDS, EmulatorConfig, Faults, LinkShape
 from sampleworld.emulator.servers import RunningHosts
 from sampleworld.emulator.stats import wait_idle
@@ -115,6 +116,7 @@ class EarthdataEmulator:
 
     def _start_process(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="earthdata-emulator-")
+        on_death(remove=self._tmp.name)
         cfg_path = Path(self._tmp.name) / "config.json"
         cfg_path.write_text(json.dumps(self.config.to_dict()))
         err_path = Path(self._tmp.name) / "stderr.log"
