@@ -1,5 +1,5 @@
-"""COG and HDF5 range reads under faults: the small world's season on one tile (3 scenes x 7 COGs, 3 GEDI L4A
-granules) read through the Earthdata emulator, composited and labelled exactly as the hls-composite and
+"""COG and HDF5 range reads under faults: one scene of the small world's season (7 COGs) and one GEDI L4A
+granule read through the Earthdata emulator, composited and labelled exactly as the hls-composite and
 gedi-labels stages do (``build_composites``, ``run_gedi_labels`` with the composites' grids).
 
 At the stated rate (20 % of the requests to the protected data host AND to the pre-signed host faulty:
@@ -14,6 +14,7 @@ budget is 110 s per read). The retry delays are shortened for the tests (``AGB_R
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -31,8 +32,13 @@ from sampleworld.emulator import Faults
 from sampleworld.serve import patched_env, rewrite_hrefs, serve_world
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
-TRIALS = 20
-FAST = {"AGB_READ_RETRY": json.dumps({"backoff_s": 0.01, "max_backoff_s": 0.05}), "GDAL_HTTP_RETRY_DELAY": "0.01"}
+TRIALS = int(os.environ.get("AGB_FAULT_TRIALS", "20"))  # a longer soak: AGB_FAULT_TRIALS=200
+SCENES = int(os.environ.get("AGB_FAULT_SCENES", "1"))
+GRANULES = int(os.environ.get("AGB_FAULT_GRANULES", "1"))
+FAST = {"AGB_READ_RETRY": json.dumps({"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5, "connect_timeout_s": 2}),
+        "GDAL_HTTP_RETRY_DELAY": "0.01", "GDAL_HTTP_LOW_SPEED_TIME": "5", "GDAL_HTTP_TIMEOUT": "15",
+        "GDAL_HTTP_CONNECTTIMEOUT": "2"}
+"""Short waits and timeouts (production: 0.5-8 s waits, 10 s connect / 60 s read, GDAL 30 s stall / 120 s)."""
 
 
 def faults(seed: int) -> Faults:
@@ -43,15 +49,15 @@ def faults(seed: int) -> Faults:
 
 @pytest.fixture(scope="module")
 def season(small_world: dict[str, Any]) -> dict[str, Any]:
-    """The default season's items of one tile (3 scenes x 7 COGs, to keep 20 trials short) and the
-    season's granules (3) of the small world."""
+    """Of the small world's default season: one tile's first scene (7 COGs) and the first granule, to keep
+    20 trials short (``AGB_FAULT_SCENES``/``AGB_FAULT_GRANULES``: more, up to 3 and 3, for a soak)."""
     w = small_world
     start, end = (w["season"][k].replace("-", "") for k in ("start", "end"))
     items = [it for it in json.loads(Path(w["hls"]["items_json"]).read_text())["features"]
              if start <= it["properties"]["datetime"][:10].replace("-", "") <= end and ".T10TEK." in it["id"]]
     granules = [g for g in w["gedi"]["granules"] if Path(g).name[9:13] == str(w["year"])]  # GEDI04_A_YYYY...
     assert len(items) == 3 and len(granules) == 3, (len(items), granules)
-    return {"items": items, "granules": granules}
+    return {"items": items[:SCENES], "granules": sorted(granules)[:GRANULES]}
 
 
 def run_stages(served: Any, world: dict[str, Any], world_dir: Path, season: dict[str, Any], out: Path) -> dict:
@@ -103,17 +109,26 @@ def test_reads_under_faults_equal_the_fault_free_run(small_world, world_dir, sea
                                                      tmp_path) -> None:
     totals: dict[str, int] = {}
     requests = 0
+    times, idle = [], []
     for seed in range(TRIALS):
         f = faults(seed)
+        t0 = time.monotonic()
         with serve_world(world_dir, mode="thread", faults={"data": f, "signed": f}) as served:
             got = run_stages(served, small_world, world_dir, season, tmp_path / f"t{seed}")
+            times.append(time.monotonic() - t0)
+            t1 = time.monotonic()
             served.emulator.wait_idle()
+            idle.append(time.monotonic() - t1)
             hosts = served.emulator.stats()["hosts"]
         assert_same(got, clean, f"seed {seed}")
         for kind in ("data", "signed"):
             requests += hosts[kind]["requests"]
             for fault, n in hosts[kind]["faults"].items():
                 totals[fault] = totals.get(fault, 0) + n
+    print(f"{TRIALS} trials, {requests} data requests, faults {totals}, seconds per trial "
+          f"{min(times):.1f}..{max(times):.1f} (mean {sum(times) / len(times):.1f}, median "
+          f"{sorted(times)[len(times) // 2]:.1f}, slowest seed {times.index(max(times))}; waits for the emulator's counters {sum(idle):.1f} s)")
+    assert clean["n_shots"] > 0 and len(clean["rasters"]) == 2, clean["rasters"].keys()
     assert sum(totals.values()) >= 0.15 * requests, (totals, requests)  # the stated rate really hit the reads
     assert set(totals) == {"error_5xx", "throttle_429", "reset_before", "reset_mid", "truncate"}, totals
 
