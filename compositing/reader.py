@@ -14,6 +14,7 @@ task graph or a log.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -92,6 +93,18 @@ def _utm_north_epsg(wkt: str) -> int | None:
 
 
 _SCHEMES = ("http://", "https://", "s3://", "file://")
+_TRANSIENT = re.compile(
+    r"HTTP (?:response code:? ?)?(?:408|429|5\d\d)\b|timed out|timeout|too slow|connection|reset by|recv failure|"
+    r"transfer closed|partial file|failure when (?:receiving|sending)|got \d+ bytes, expected|read error|empty reply|ssl|could ?n.t (?:connect|resolve)|"
+    r"failed to connect|curl error", re.IGNORECASE)
+"""A remote open or read failing with one of these (GDAL/curl messages) is retried: the transport, not the file."""
+_DOUBTFUL = re.compile(r"IO error|I/O error|read error|IReadBlock failed|TIFFReadEncoded|TIFFFill|TIFFFetch|"
+                       r"not recognized as (?:being in )?a supported file format|not a TIFF|"
+                       r"HTTP response code: 40[03]|failure writing output", re.IGNORECASE)
+"""Errors a body cut short looks like (GDAL then sees a damaged file): retried at most ``_DOUBTFUL_TRIES`` times,
+then reported as a read error of that file (a really damaged file is skipped, not taken for an outage). A 400/403
+from a pre-signed URL that expired under GDAL is retried the same way: a new handle resolves a fresh URL."""
+_DOUBTFUL_TRIES = 4
 
 
 def _gdal_path(href: str) -> str:
@@ -207,6 +220,39 @@ class RasterioReader:
         return cache.put(key, _Handle(ds), bound)
 
     def info(self, href: str) -> RasterInfo:
+        return self._retrying(href, self._info)
+
+    def read(self, href: str, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+        """Pixels of ``window`` (see :class:`AssetReader`); a remote read failing for a transient reason is
+        retried (:mod:`core.reads`), an endpoint failing for a whole budget raises ``EndpointDownError``."""
+        return self._retrying(href, lambda h: self._read(h, window, out))
+
+    def _retrying(self, href: str, fn: Any) -> Any:
+        if not _is_remote(href):
+            return fn(href)
+        from core.earthdata_http import host_of
+        from core.reads import Transient, clear_gdal_cache, with_retries
+
+        doubtful = [0]
+
+        def attempt(_: int) -> Any:
+            try:
+                return fn(href)
+            except AssetReadError as exc:
+                if _TRANSIENT.search(exc.reason):
+                    raise Transient(exc.reason) from None
+                if _DOUBTFUL.search(exc.reason) and doubtful[0] < _DOUBTFUL_TRIES:
+                    doubtful[0] += 1
+                    raise Transient(exc.reason) from None
+                raise
+
+        def reset() -> None:  # a new handle, and nothing of the failed answer left in GDAL's cache
+            self.forget(href)
+            clear_gdal_cache(_gdal_path(href))
+
+        return with_retries(attempt, url=href, host=host_of(href), on_retry=reset)
+
+    def _info(self, href: str) -> RasterInfo:
         h = self._handle(href)
         with h.lock:
             ds = h.ds
@@ -216,7 +262,7 @@ class RasterioReader:
                               transform=tuple(ds.transform)[:6], width=ds.width, height=ds.height,
                               dtype=ds.dtypes[0], nodata=ds.nodata)
 
-    def read(self, href: str, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+    def _read(self, href: str, window: Window, out: np.ndarray | None) -> np.ndarray:
         import rasterio
         from rasterio.windows import Window as RWindow
 

@@ -183,15 +183,18 @@ def earthdata_credentials(netrc_path: str | os.PathLike[str] | None = None,
 REMOTE_OPTIONS: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
-    "GDAL_HTTP_MAX_RETRY": "5",
-    "GDAL_HTTP_RETRY_DELAY": "2",
+    # GDAL's own retries of 429/5xx and resets (delays 0.5, ~1.1, ~2.5 s); what they do not absorb (a body
+    # shorter than announced, an open that failed) the readers retry within core.reads.read_policy()
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
     # timeouts of every GDAL HTTP request (s): connect; a stalled transfer (< 1 byte/s for 30 s); a whole request
     "GDAL_HTTP_CONNECTTIMEOUT": "10", "GDAL_HTTP_LOW_SPEED_TIME": "30", "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
     "GDAL_HTTP_TIMEOUT": "120",
     "VSI_CACHE": "FALSE",  # no per-file cache (25 MB each when on); /vsicurl/'s global cache is bounded
     "CPL_VSIL_CURL_CACHE_SIZE": str(16 << 20),  # bytes, one LRU shared by every remote file
 }
-"""GDAL settings for every remote (``/vsicurl/``) open and read, with or without credentials."""
+"""GDAL settings for every remote (``/vsicurl/``) open and read, with or without credentials; each can be
+overridden by an environment variable of the same name (a user's or a worker's setting wins)."""
 READ_OPTIONS: dict[str, str] = {"GDAL_HTTP_MULTIRANGE": "YES", "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
                                 "GDAL_NUM_THREADS": "1"}
 """Added while reading blocks."""
@@ -327,7 +330,7 @@ def gdal_files_folder() -> Path | None:
 
 
 def _env_key() -> tuple[Any, ...]:
-    key: list[Any] = [os.environ.get(k) for k in ENV_VARS]
+    key: list[Any] = [os.environ.get(k) for k in (*ENV_VARS, *REMOTE_OPTIONS)]
     try:
         st = netrc_file().stat()
         key += [st.st_mtime_ns, st.st_size]
@@ -350,7 +353,7 @@ def gdal_options(href: str, *, for_read: bool = False) -> dict[str, str]:
     cached = _OPTIONS_CACHE.get(key)
     if cached is not None and (not allowed or _FILES.folder is not None):
         return cached
-    opts = dict(REMOTE_OPTIONS)
+    opts = {k: os.environ.get(k) or v for k, v in REMOTE_OPTIONS.items()}
     if for_read:
         opts.update(READ_OPTIONS)
     creds = earthdata_credentials(policy=policy) if allowed else None

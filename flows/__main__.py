@@ -2,7 +2,9 @@
 ``check-earthdata [--url NAME=URL ...] [--sample-world DIR]``.
 
 ``run`` executes the flow locally (a Prefect local run) and prints its JSON result as the LAST line of
-stdout; on failure it prints a clear message to stderr and exits 1 (2 for bad parameters).
+stdout; on failure it prints one paragraph to stderr (the input, what is wrong, what to do, the log file with
+the traceback) and exits 1 (2 for bad parameters, 143 when stopped by SIGTERM); ``--debug`` shows tracebacks.
+``run <flow> --help`` lists the flow's parameters with their defaults and descriptions.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +52,11 @@ def cmd_list() -> int:
     return 0
 
 
-def cmd_run(name: str, params_file: str | None, pairs: list[str]) -> int:
+def _load_params(name: str, params_file: str | None, pairs: list[str]) -> tuple[Any, Any, Any] | int:
+    """(flow, model, validated params), or the exit status after printing why not."""
     from pydantic import ValidationError
 
+    from flows.cli_help import explain_validation
     from flows.registry import build_params, flows
 
     registry = flows()
@@ -64,22 +69,68 @@ def cmd_run(name: str, params_file: str | None, pairs: list[str]) -> int:
         try:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            print(f"error: cannot read parameters {path}: {exc}", file=sys.stderr)
+            print(f"error: cannot read parameters {path}: {exc}; give a JSON object of parameters, e.g. "
+                  f'{{"output_dir": "out/run1"}} (see python -m flows run {name} --help)', file=sys.stderr)
             return 2
     raw = _merge(raw, _parse_kv(pairs))
     fl, model = registry[name]
     try:
-        params = build_params(model, raw)
-    except (ValidationError, ValueError) as exc:
-        print(f"error: invalid parameters for {name}:\n{exc}", file=sys.stderr)
+        return fl, model, build_params(model, raw)
+    except ValidationError as exc:
+        print(explain_validation(name, model, exc), file=sys.stderr)
+    except ValueError as exc:
+        print(f"error: invalid parameters for {name}: {exc} (see python -m flows run {name} --help)",
+              file=sys.stderr)
+    return 2
+
+
+def cmd_run(name: str, params_file: str | None, pairs: list[str], *, debug: bool = False) -> int:
+    from flows.cli_errors import RunLog, explain, preflight
+    from flows.cli_signals import STOPPED_EXIT, RunStopped, StopOnSigterm, remove_own_temp_files
+
+    loaded = _load_params(name, params_file, pairs)
+    if isinstance(loaded, int):
+        return loaded
+    fl, _, params = loaded
+    problems = preflight(params)
+    if problems:
+        print(f"error: invalid parameters for {name}:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 2
-    try:
-        result = fl(params)
-    except Exception as exc:  # report clearly, non-zero exit; the traceback is in Prefect's log above
-        print(f"error: flow {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    out_dir = getattr(params, "output_dir", None)
+    with StopOnSigterm(out_dir) as stop, RunLog(name, out_dir, debug=debug) as log:
+        try:
+            result = fl(params)
+        except (Exception, RunStopped) as exc:  # noqa: BLE001 (reported as one paragraph, traceback in the log)
+            path = log.keep(exc)
+            if stop.stopped or isinstance(exc, RunStopped):
+                remove_own_temp_files(out_dir)
+                print(f"stopped: flow {name} was stopped by SIGTERM before it finished; its temp files were "
+                      f"removed and finished outputs kept; run it again to resume. Log: {path}", file=sys.stderr)
+                return STOPPED_EXIT
+            if debug:
+                traceback.print_exception(exc, file=sys.stderr)
+            print(explain(name, exc, path), file=sys.stderr)
+            return 1
+        log.discard()
     sys.stdout.flush()
     print(json.dumps(result.to_dict() if hasattr(result, "to_dict") else result, default=str))
+    return 0
+
+
+def _run_help(run: argparse.ArgumentParser, name: str | None, *, ok: bool) -> int:
+    from flows.cli_help import flow_help
+    from flows.registry import flows
+
+    registry = flows()
+    if name is None or name not in registry:
+        run.print_help(sys.stdout if ok else sys.stderr)
+        print(f"\nflows: {', '.join(registry)}", file=sys.stdout if ok else sys.stderr)
+        if name is not None:
+            print(f"error: unknown flow {name!r}", file=sys.stderr)
+            return 2
+        return 0 if ok else 2
+    fl, model = registry[name]
+    print(flow_help(name, fl, model))
     return 0
 
 
@@ -88,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the flows")
-    run = sub.add_parser("run", help="run a flow locally and print its JSON result last")
-    run.add_argument("flow")
+    run = sub.add_parser("run", help="run a flow locally and print its JSON result last", add_help=False)
+    run.add_argument("flow", nargs="?")
+    run.add_argument("-h", "--help", action="store_true", help="list the flow's parameters and exit")
+    run.add_argument("--debug", action="store_true", help="show tracebacks on the console")
     run.add_argument("--params", help="JSON file of parameters")
     run.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
                      help="parameter (JSON value or string; dotted keys for nested options)")
@@ -105,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "list":
         return cmd_list()
     if args.cmd == "run":
-        return cmd_run(args.flow, args.params, args.p)
+        if args.help or not args.flow:
+            return _run_help(run, args.flow, ok=bool(args.help))
+        return cmd_run(args.flow, args.params, args.p, debug=args.debug)
     if args.cmd == "check-earthdata":
         from flows.earthdata_check import parse_urls, run_check
 

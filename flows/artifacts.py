@@ -50,20 +50,43 @@ def table_md(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 class Progress:
-    """A Prefect progress artifact (0-100 %), a no-op outside a flow run."""
+    """A Prefect progress artifact (0-100 %), a no-op outside a flow run; and a progress bar on stderr when
+    stdout is a terminal (quiet otherwise: logs, pipes, workers). ``stream``: where the bar goes (tests)."""
 
-    def __init__(self, key: str, description: str = "") -> None:
+    def __init__(self, key: str, description: str = "", *, stream: Any = None) -> None:
+        import sys
+
         self.id = None
+        self.description = description or key
+        self._stream = stream if stream is not None else (sys.stderr if _is_terminal(sys.stdout) else None)
         if _prefect_available():
             from prefect.artifacts import create_progress_artifact
 
             self.id = create_progress_artifact(progress=0.0, key=_key(key), description=description or None)
+        self._bar(0.0)
 
     def update(self, fraction: float) -> None:
         if self.id is not None:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(artifact_id=self.id, progress=float(max(0.0, min(100.0, 100 * fraction))))
+        self._bar(fraction)
+
+    def _bar(self, fraction: float, width: int = 30) -> None:
+        if self._stream is None:
+            return
+        f = max(0.0, min(1.0, float(fraction)))
+        done = int(round(f * width))
+        end = "\n" if f >= 1.0 else ""
+        self._stream.write(f"\r{self.description} [{'#' * done}{'.' * (width - done)}] {100 * f:5.1f} %{end}")
+        self._stream.flush()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _png_datauri(png: Path) -> str:

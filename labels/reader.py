@@ -19,6 +19,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from core.earthdata_http import EarthdataHttpError
+from core.reads import EndpointDownError
 from labels.filters import (
     OPTIONAL_DATASETS,
     ShotFilters,
@@ -182,6 +183,9 @@ def read_granule_shots(href: str, geom: BaseGeometry, filters: ShotFilters, *,
         out, failed = _read_h5(src, href, name, filters, geom)
     finally:
         src.close()
+    outage = getattr(src, "failure_error", lambda: None)()
+    if isinstance(outage, EndpointDownError):  # the endpoint is down: fail the stage, never skip the file
+        raise outage from None
     if failed is not None:  # raised here, outside every except block: no h5py frame in its context
         raise GediReadError(f"{name}: cannot read: {failed}") from None
     out.href, out.bytes_read, out.file_size = href, src.bytes_read, src.size

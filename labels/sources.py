@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from collections import OrderedDict
 from typing import Any
 
 from core.earthdata_http import EarthdataHttpError, describe_failure, host_of
+from core.http import RetryPolicy
+from core.reads import EndpointDownError, Transient, read_policy, with_retries
 from labels.granule import GediReadError
+
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 
 
 class CountingFile(io.RawIOBase):
@@ -56,7 +59,9 @@ class HTTPRangeFile(io.RawIOBase):
     Small reads (HDF5 metadata: superblock, object headers, B-tree nodes) are served from cached blocks
     of ``block_size`` bytes (``max_blocks`` kept); reads of at least ``direct_read`` bytes (data chunks)
     are fetched exactly. ``bytes_read`` counts the bytes fetched, ``n_requests`` the GETs answered.
-    5xx/429 answers and connection errors are retried ``retries`` times (``backoff`` s, doubling).
+    408/429/5xx answers, connection errors, timeouts and short bodies are retried with ``policy`` (default
+    :func:`core.reads.read_policy`); a read still failing at the end of its budget raises
+    :class:`core.reads.EndpointDownError` (the endpoint is down: the stage fails, it does not skip the file).
     :meth:`prefetch` (called by the reader with the chunk byte ranges it is about to read) turns many
     chunk reads into a few merged requests.
 
@@ -73,22 +78,19 @@ class HTTPRangeFile(io.RawIOBase):
     """
 
     def __init__(self, url: str, session: Any, *, block_size: int = 64 << 10, max_blocks: int = 512,
-                 direct_read: int = 4 << 10, timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 1.0, merge_gap: int = 64 << 10, max_span: int = 32 << 20,
-                 resolve_retries: int = 2) -> None:
+                 direct_read: int = 4 << 10, policy: RetryPolicy | None = None,
+                 merge_gap: int = 64 << 10, max_span: int = 32 << 20, resolve_retries: int = 2) -> None:
         self.url = url
         self._extents: list[tuple[int, bytes]] = []
         self._merge_gap = int(merge_gap)
         self._max_span = int(max_span)
         self._data_url = url
-        self._retries = int(retries)
         self._resolve_retries = int(resolve_retries)
-        self._backoff = float(backoff)
+        self._policy = policy
         self._session = session
         self._block = int(block_size)
         self._max_blocks = int(max_blocks)
         self._direct = max(1, int(direct_read))
-        self._timeout = timeout
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._pos = 0
         self.bytes_read = 0
@@ -98,25 +100,29 @@ class HTTPRangeFile(io.RawIOBase):
         self.size = self._probe_size()
 
     def _send(self, url: str, start: int, end: int) -> Any:
-        """One GET (redirects followed); connection errors and timeouts retried, then EarthdataHttpError."""
+        """One GET (redirects followed) whose body is read whole; 408/429/5xx answers, connection errors,
+        timeouts and bodies shorter than announced are retried with :func:`core.reads.read_policy` (a
+        dead endpoint: :class:`core.reads.EndpointDownError`). Other answers are returned."""
         import requests
 
-        for attempt in range(self._retries + 1):
+        broken = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+        policy = self._policy or read_policy()
+
+        def attempt(_: int) -> Any:
             try:
-                r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=self._timeout)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                if attempt == self._retries:
-                    raise EarthdataHttpError(f"{self.url}: {type(e).__name__} after {attempt + 1} tries "
-                                             f"(host {host_of(url)})", url=self.url, host=host_of(url),
-                                             status=None, stage="network") from None
-                time.sleep(self._backoff * 2 ** attempt)
-                continue
+                r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=policy.timeouts)
+            except broken as e:
+                raise Transient(f"{type(e).__name__} (host {host_of(url)})") from None
             self.n_requests += 1
-            if r.status_code in (429, 500, 502, 503, 504) and attempt < self._retries:
-                time.sleep(self._backoff * 2 ** attempt)
-                continue
+            if r.status_code in RETRY_STATUSES:
+                r.close()
+                raise Transient(f"HTTP {r.status_code} from {host_of(r.url or url)}", r.headers.get("Retry-After"))
+            announced = r.headers.get("Content-Length")
+            if r.status_code == 206 and announced is not None and len(r.content) != int(announced):
+                raise Transient(f"a body of {len(r.content)} of {announced} bytes from {host_of(r.url or url)}")
             return r
-        raise AssertionError("unreachable")
+
+        return with_retries(attempt, url=self.url, host=host_of(url), policy=policy)
 
     def _request(self, start: int, end: int) -> Any:
         """The 206 answer for ``start..end``: through the remembered signed URL, re-resolved through the
@@ -163,11 +169,13 @@ class HTTPRangeFile(io.RawIOBase):
             self._cache[0] = data
         return size
 
-    def failure_error(self) -> EarthdataHttpError | None:
+    def failure_error(self) -> EarthdataHttpError | EndpointDownError | None:
         """A fresh error for the failure recorded inside :meth:`readinto` (None when there was none)."""
         if self.failure is None:
             return None
         msg, host, status, stage = self.failure
+        if stage == "outage":
+            return EndpointDownError(msg, url=self.url, host=host)
         return EarthdataHttpError(msg, url=self.url, host=host, status=status, stage=stage)
 
     def _block_bytes(self, idx: int) -> bytes:
@@ -233,8 +241,9 @@ class HTTPRangeFile(io.RawIOBase):
             try:
                 return self._readinto(view, want)
             except Exception as exc:  # noqa: BLE001 (recorded as plain values, raised by the caller)
+                stage = "outage" if isinstance(exc, EndpointDownError) else getattr(exc, "stage", "network")
                 self.failure = (str(exc), getattr(exc, "host", host_of(self.url)), getattr(exc, "status", None),
-                                getattr(exc, "stage", "network"))
+                                stage)
                 del exc
         view[:want] = bytes(want)
         self._pos += want

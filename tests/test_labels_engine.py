@@ -238,6 +238,7 @@ def test_http_range_read_equals_local_read(setup: dict, http_root: tuple[str, Pa
 def test_http_range_file_redirect_retry_and_errors(http_root: tuple[str, Path]) -> None:
     import requests
 
+    from core.http import RetryPolicy
     from labels.sources import HTTPRangeFile
 
     url, root = http_root
@@ -258,7 +259,8 @@ def test_http_range_file_redirect_retry_and_errors(http_root: tuple[str, Path]) 
     assert f.n_requests == before + 2
     f.seek(100_500)
     assert f.read(6000) == data[100_500:106_500] and f.n_requests == before + 2  # served from the prefetch
-    g = HTTPRangeFile(f"{url}/flaky/blob.bin", requests.Session(), backoff=0.01)  # one 503, then fine
+    fast = RetryPolicy(max_attempts=4, backoff_s=0.01, max_backoff_s=0.05, budget_s=10.0)
+    g = HTTPRangeFile(f"{url}/flaky/blob.bin", requests.Session(), policy=fast)  # one 503, then fine
     g.seek(5)
     assert g.read(10) == data[5:15] and _RangeHandler.hits["/flaky/blob.bin"] >= 2
     with pytest.raises(OSError, match=r"/nothing.bin: HTTP 404"):
