@@ -112,19 +112,29 @@ def _write_label(out: Out, name: str, lab: np.ndarray, transform: Any) -> None:
 
 
 def _read_strip(c: Any, la: Any, src: Source, win: Window, label_nodata: float) -> tuple[np.ndarray, ...]:
-    """Image (bands, h, w) with -9999 for nodata/NaN, label values, label-valid and image-nodata masks (h, w)."""
-    img = c.read(list(src.image_bands), window=win, out_dtype="float32")
-    bad = ~np.isfinite(img)
-    if src.image_nodata is not None and np.isfinite(src.image_nodata) and src.image_nodata != IMAGE_NODATA:
-        bad |= img == src.image_nodata
-    if bad.any():
+    """Image (bands, h, w) float32 with -9999 for nodata/NaN, label values, label-valid and image-nodata masks (h, w).
+
+    int16 composites (the pipeline's) are read in their own type, masked there (no NaN is possible) and
+    converted once; float32 composites (composite-engine 1) have NaN and a foreign nodata mapped to -9999.
+    """
+    raw = c.read(list(src.image_bands), window=win)
+    if raw.dtype.kind == "f":
+        bad = ~np.isfinite(raw)
+    else:
+        bad = np.zeros(raw.shape, bool) if src.image_nodata not in (None, IMAGE_NODATA) else None
+    if bad is not None and src.image_nodata is not None and np.isfinite(src.image_nodata) \
+            and src.image_nodata != IMAGE_NODATA:
+        bad |= raw == src.image_nodata
+    nodata = (raw[:6] == IMAGE_NODATA).any(axis=0)
+    img = raw.astype(np.float32, copy=False)
+    if bad is not None and bad.any():
         img[bad] = IMAGE_NODATA
+        nodata |= bad[:6].any(axis=0)
     agbd = la.read(1, window=win, out_dtype="float32")
     valid = np.isfinite(agbd) & (agbd >= 0)  # AGBD is never negative: -1 fills count as unlabelled too
     if src.label_nodata is not None and np.isfinite(src.label_nodata):
         valid &= agbd != src.label_nodata
     lab = np.where(valid, agbd, np.float32(label_nodata)).astype(np.float32, copy=False)
-    nodata = (img[:6] == IMAGE_NODATA).any(axis=0)
     return img, lab, valid, nodata
 
 
