@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 BANDS = MODEL_BANDS
 _SEASON_RE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}")
-COMPOSITE_DTYPES = ("int16", "float32")  # int16: means rounded to whole HLS units (composite-engine 2)
+COMPOSITE_DTYPES = ("int16", "float32")  # int16: means rounded to whole HLS units (composite-engine 3)
 
 
 class ChipExportError(ValueError):
@@ -93,7 +93,7 @@ def _check_composite(path: Path, ds: Any) -> None:
         raise ChipExportError(f"{path}: composite needs >= 6 bands (B02..B07), has {ds.count}")
     if ds.dtypes[0] not in COMPOSITE_DTYPES:
         raise ChipExportError(f"{path}: composite must be int16 (the pipeline's) or float32 (before "
-                              f"composite-engine 2), is {ds.dtypes[0]}")
+                              f"composite-engine 3), is {ds.dtypes[0]}")
     for i, (desc, b, name) in enumerate(zip(ds.descriptions[:6], BANDS, BAND_NAMES, strict=True)):
         d = (desc or "").lower()
         if d and b.lower() not in d and name.lower() not in d:
