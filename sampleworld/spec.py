@@ -241,4 +241,13 @@ def with_overrides(spec: WorldSpec, **overrides: Any) -> WorldSpec:
     return dataclasses.replace(spec, **overrides)
 
 
-__all__ = ["SceneSpec", "GediSpec", "Disturbance", "WorldSpec", "preset", "with_overrides", "check_timeline", "SIZES"]
+def cloudy_scenes(spec: WorldSpec, cloud: float) -> tuple[SceneSpec, ...]:
+    """``spec``'s scenes with every target cloud fraction set to ``cloud`` (0-1), e.g. for a
+    ``generate_world(..., scenes=cloudy_scenes(preset("benchmark"), 0.6))`` cloudy-season benchmark."""
+    if not 0.0 <= cloud <= 1.0:
+        raise ValueError(f"cloud fraction must be in [0, 1], got {cloud}")
+    return tuple(dataclasses.replace(s, cloud=cloud) for s in spec.scenes)
+
+
+__all__ = ["SceneSpec", "GediSpec", "Disturbance", "WorldSpec", "preset", "with_overrides", "check_timeline",
+           "cloudy_scenes", "SIZES"]
