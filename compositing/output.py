@@ -35,32 +35,34 @@ def overview_factors(width: int, height: int, block: int = 256) -> list[int]:
     return factors
 
 
-def _halve(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2 x 2 block sums (int32) of (bands, h, w) sums and counts; odd edges padded with empty pixels."""
-    b, h, w = sums.shape
+def _halve(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """2 x 2 block sums of a (bands, h, w) array in ``dtype``; an odd last row/column is its own block.
+
+    Row pairs first (contiguous rows), then column pairs: far faster than a reshape + multi-axis sum."""
+    h, w = a.shape[-2:]
     if h % 2 or w % 2:
-        sums = np.pad(sums, ((0, 0), (0, h % 2), (0, w % 2)))
-        counts = np.pad(counts, ((0, 0), (0, h % 2), (0, w % 2)))
-    shape = (b, (h + 1) // 2, 2, (w + 1) // 2, 2)
-    return (sums.reshape(shape).sum(axis=(2, 4), dtype=np.int32),
-            counts.reshape(shape).sum(axis=(2, 4), dtype=np.int32))
+        a = np.pad(a, ((0, 0), (0, h % 2), (0, w % 2)))
+    rows = np.add(a[:, 0::2], a[:, 1::2], dtype=dtype)
+    return np.add(rows[:, :, 0::2], rows[:, :, 1::2], dtype=dtype)
 
 
 def overview_levels(vals: np.ndarray, n_levels: int, nodata: int) -> list[np.ndarray]:
     """Overviews 2, 4 ... 2**n_levels of a (bands, h, w) int16 block whose rows start on a multiple of
     2**n_levels: per band the mean of the pixels that are not ``nodata`` (``nodata`` where there is none),
     rounded to the nearest integer (ties to even). Sums are exact in int32 up to 2**16 pixels per cell."""
-    if n_levels > 8:
-        raise ValueError(f"at most 8 overview levels (int32 sums), got {n_levels}")
+    if n_levels > 7:
+        raise ValueError(f"at most 7 overview levels (int32 sums, int16 counts), got {n_levels}")
     valid = vals != nodata
-    sums, counts = _halve(np.where(valid, vals, 0), valid)
+    sums = _halve(np.where(valid, vals, np.int16(0)), np.int32)
+    counts = _halve(valid, np.int16)
     out = []
     for level in range(n_levels):
         if level:
-            sums, counts = _halve(sums, counts)
-        mean = np.full(sums.shape, nodata, np.int16)
-        has = counts > 0
-        mean[has] = np.rint(sums[has] / counts[has])
+            sums, counts = _halve(sums, np.int32), _halve(counts, np.int16)
+        q = np.divide(sums, np.maximum(counts, 1), dtype=np.float64)
+        np.rint(q, out=q)
+        mean = q.astype(np.int16)
+        mean[counts == 0] = nodata
         out.append(mean)
     return out
 
