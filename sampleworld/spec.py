@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-SIZES = ("small", "demo", "benchmark")
+SIZES = ("small", "demo", "benchmark", "region")
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,23 @@ def _benchmark() -> WorldSpec:
                      aoi_px=2400, margin_px=0, scenes=tuple(scenes), gedi=gedi, full_tiles=True, workers=2)
 
 
-_PRESETS = {"small": _small, "demo": _demo, "benchmark": _benchmark}
+def _region() -> WorldSpec:
+    # Four MGRS tiles in two UTM zones: 10TGK/10TGL at the east edge of zone 10 and 11TKE/11TKF at the west
+    # edge of zone 11 cover the same ground around the zone boundary (-120 deg) near 40.6 N. The world
+    # (landscape, scenes) is rendered in zone 10; the zone-11 granules are resampled onto their own grid.
+    # Tile windows of ~2400 x 1300 px (not full tiles: 4 full tiles x 12 scenes would be ~12 GB here).
+    doys = tuple(range(160, 256, 8))  # 12 leaf-on dates
+    scenes = tuple(SceneSpec(doy=d, time="183812" if i % 3 == 1 else "184447",
+                             cloud=(0.05, 0.2, 0.35, 0.1)[i % 4], swath_cut=-0.3 if i % 3 == 1 else 0.0,
+                             sensor="LC09" if i % 2 else "LC08") for i, d in enumerate(doys))
+    gedi = (GediSpec(doy=170, crossing_frac=0.3), GediSpec(doy=205, time="193012", crossing_frac=0.7,
+                                                            ascending=False, beams=_COVER_ONLY_MISSING))
+    return WorldSpec(size="region", year=2023, tiles=("10TGK", "10TGL", "11TKE", "11TKF"),
+                     aoi_center=(760000.0, 4495000.0), aoi_px=2400, margin_px=0, scenes=scenes, gedi=gedi,
+                     workers=2)
+
+
+_PRESETS = {"small": _small, "demo": _demo, "benchmark": _benchmark, "region": _region}
 
 
 def check_timeline(spec: WorldSpec) -> None:
@@ -226,7 +242,8 @@ def check_timeline(spec: WorldSpec) -> None:
 
 
 def preset(size: str) -> WorldSpec:
-    """The named preset (``small``: tests, ``demo``: the make demo default, ``benchmark``: full tiles)."""
+    """The named preset (``small``: tests, ``demo``: the make demo default, ``benchmark``: a full tile,
+    ``region``: four tile windows in two UTM zones for the distributed benchmark)."""
     if size not in _PRESETS:
         raise ValueError(f"unknown sample world size {size!r}; choose one of {', '.join(SIZES)}")
     return _PRESETS[size]()
