@@ -382,6 +382,27 @@ def _with_granite(result: TileComposite, o: CompositeOptions, output_dir: str, s
     return result
 
 
+def _run_tiles(groups: dict[str, list[dict[str, Any]]], opts: dict[str, Any], client: Any
+               ) -> dict[str, TileComposite | CompositeError]:
+    """Composite every tile: concurrently on a Dask client (one driver thread per tile submits its windows,
+    so the cluster always has windows of some tile to run while another tile writes its COG), else one
+    tile after the other on local threads. A tile's CompositeError is returned in its place (raised with
+    ``on_read_error="fail"``)."""
+    def one(tile: str) -> TileComposite | CompositeError:
+        try:
+            return composite_tile(tile=tile, items=groups[tile], client=client, **opts)
+        except CompositeError as exc:
+            if opts["options"].on_read_error == "fail":
+                raise
+            return exc
+
+    if client is None or len(groups) < 2:
+        return {tile: one(tile) for tile in groups}
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="composite-tile") as pool:
+        futures = {tile: pool.submit(one, tile) for tile in groups}
+        return {tile: fut.result() for tile, fut in futures.items()}
+
+
 def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
                      options: CompositeOptions = CompositeOptions(), tiles: list[str] | None = None,
                      dask_address: str | None = None, reader: AssetReader | None = None,
@@ -396,23 +417,19 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
         groups = {t: g for t, g in groups.items() if t in wanted}
     if not groups:
         raise CompositeError(f"{items_json}: no HLS item for tiles {tiles or 'any'}")
-    done: dict[str, TileComposite] = {}
+    inside: dict[str, list[dict[str, Any]]] = {}
     outside: list[str] = []
-    errors: dict[str, str] = {}
+    for tile, items in groups.items():
+        try:
+            tile_grid(tile, aoi)
+            inside[tile] = items
+        except GridError:
+            outside.append(tile)
+    opts = dict(aoi=aoi, season=season, output_dir=output_dir, options=options, reader=reader, threads=threads)
     with dask_client(dask_address) as client:
-        for tile, items in groups.items():
-            try:
-                tile_grid(tile, aoi)
-            except GridError:
-                outside.append(tile)
-                continue
-            try:
-                done[tile] = composite_tile(tile=tile, items=items, aoi=aoi, season=season, output_dir=output_dir,
-                                            options=options, reader=reader, threads=threads, client=client)
-            except CompositeError as exc:
-                if options.on_read_error == "fail":
-                    raise
-                errors[tile] = str(exc)
+        results = _run_tiles(inside, opts, client)
+    done = {t: r for t, r in results.items() if isinstance(r, TileComposite)}  # in tile order
+    errors = {t: str(r) for t, r in results.items() if isinstance(r, CompositeError)}
     if errors:
         raise CompositeError("tiles without a composite: " + "; ".join(f"{t}: {e}" for t, e in errors.items()))
     return CompositeResult(season=Season.from_any(season).to_dict(), items_json=str(items_json), tiles=done,
