@@ -116,12 +116,13 @@ class _Buffers(threading.local):
 _BUF = _Buffers()
 
 
-def _read_scene(reader: AssetReader, sc: SceneSource, fwin: tuple[int, int, int, int],
-                rule: FmaskRule, block: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(valid mask, int16 bands) of one scene over a file window, or None when nothing is clear.
+def _read_scene(reader: AssetReader, sc: SceneSource, fwin: tuple[int, int, int, int], rule: FmaskRule,
+                block: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]] | None:
+    """(clear mask, int16 bands, the sub-windows read) of one scene over a file window, or None when
+    nothing is clear.
 
-    Both are per-thread buffers. Band pixels outside the blocks that were read are left undefined: they
-    lie in blocks without a clear pixel, so the mask is False there.
+    Mask and bands are per-thread buffers; only the sub-windows read (blocks with a clear pixel) are
+    defined and tested for nodata; outside them the mask is False and the bands are undefined.
     """
     r0, c0, h, w = fwin
     fm = reader.read(sc.hrefs[FMASK], fwin, out=_BUF.get("fmask", (h, w), np.uint8))
@@ -133,36 +134,42 @@ def _read_scene(reader: AssetReader, sc: SceneSource, fwin: tuple[int, int, int,
     wins = _band_windows(clear, r0, c0, block)
     whole = wins == [(0, 0, h, w)]
     bands = _BUF.get("bands", (len(BANDS), h, w), np.int16)
+    ok = _BUF.get("ok", (h, w), np.bool_)
     for rr, cc, hh, ww in wins:
+        sub = (slice(rr, rr + hh), slice(cc, cc + ww))
         for i, b in enumerate(BANDS):
-            dst = bands[i, rr:rr + hh, cc:cc + ww]
+            dst = bands[i][sub]
             arr = reader.read(sc.hrefs[b], (r0 + rr, c0 + cc, hh, ww), out=dst if whole else None)
             if arr.dtype != np.int16:
                 raise AssetReadError(sc.hrefs[b], f"band must be int16, got {arr.dtype}")
             if arr is not dst:
                 dst[...] = arr
-    ok = _BUF.get("ok", (h, w), np.bool_)
-    for i in range(len(BANDS)):  # one band at nodata invalidates the observation
-        np.not_equal(bands[i], NODATA, out=ok)
-        np.logical_and(clear, ok, out=clear)
-    return clear, bands
+            np.not_equal(dst, NODATA, out=ok[sub])  # one band at nodata invalidates the observation
+            np.logical_and(clear[sub], ok[sub], out=clear[sub])
+    return clear, bands, wins
 
 
-def _accumulate(sums: np.ndarray, count: np.ndarray, clear: np.ndarray, bands: np.ndarray) -> None:
-    """sums += bands where clear, count += clear (all views of the same shape; bands is overwritten).
+def _accumulate(sums: np.ndarray, count: np.ndarray, clear: np.ndarray, bands: np.ndarray,
+                wins: list[tuple[int, int, int, int]]) -> None:
+    """sums += bands where clear, count += clear, within the sub-windows ``wins`` only (elsewhere clear
+    is False): all-cloud blocks cost no arithmetic either. ``bands`` is overwritten.
 
     Masking is a bitwise AND with 0 / -1 (all bits set), band by band so that the masked band is still
     in cache when it is added to its int32 sum.
     """
-    keep = None
-    if not clear.all():
-        keep = _BUF.get("keep", clear.shape, np.int16)
-        np.negative(clear.view(np.int8), out=keep, casting="safe")
-    for i in range(bands.shape[0]):
-        if keep is not None:
-            np.bitwise_and(bands[i], keep, out=bands[i])
-        np.add(sums[i], bands[i], out=sums[i], casting="safe")
-    np.add(count, clear, out=count, casting="unsafe")
+    for rr, cc, hh, ww in wins:
+        sub = (slice(rr, rr + hh), slice(cc, cc + ww))
+        c = clear[sub]
+        keep = None
+        if not c.all():
+            keep = _BUF.get("keep", c.shape, np.int16)
+            np.negative(c.view(np.int8), out=keep, casting="safe")
+        for i in range(bands.shape[0]):
+            b, s = bands[i][sub], sums[i][sub]
+            if keep is not None:
+                np.bitwise_and(b, keep, out=b)
+            np.add(s, b, out=s, casting="safe")
+        np.add(count[sub], c, out=count[sub], casting="unsafe")
 
 
 def _sub_windows(window: tuple[int, int, int, int], sub: int) -> list[tuple[int, int, int, int]]:

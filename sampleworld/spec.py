@@ -11,6 +11,7 @@ HLS L30 scene before 2013-04-11), checked by :func:`check_timeline`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,12 +259,14 @@ def with_overrides(spec: WorldSpec, **overrides: Any) -> WorldSpec:
     return dataclasses.replace(spec, **overrides)
 
 
-def cloudy_scenes(spec: WorldSpec, cloud: float) -> tuple[SceneSpec, ...]:
-    """``spec``'s scenes with every target cloud fraction set to ``cloud`` (0-1), e.g. for a
-    ``generate_world(..., scenes=cloudy_scenes(preset("benchmark"), 0.6))`` cloudy-season benchmark."""
-    if not 0.0 <= cloud <= 1.0:
-        raise ValueError(f"cloud fraction must be in [0, 1], got {cloud}")
-    return tuple(dataclasses.replace(s, cloud=cloud) for s in spec.scenes)
+def cloudy_scenes(spec: WorldSpec, cloud: float | Sequence[float]) -> tuple[SceneSpec, ...]:
+    """``spec``'s scenes with their target cloud fractions (0-1) replaced: one value for every scene, or a
+    list that cycles over the scenes, e.g. ``(0.97, 0.9, 0.3, 0.95, 0.15)`` for a season of mostly overcast
+    scenes and a few broken ones (mean 0.65), the way a cloudy season looks in HLS."""
+    values = [float(cloud)] if isinstance(cloud, int | float) else [float(c) for c in cloud]
+    if not values or not all(0.0 <= c <= 1.0 for c in values):
+        raise ValueError(f"cloud fractions must be in [0, 1], got {cloud}")
+    return tuple(dataclasses.replace(s, cloud=values[i % len(values)]) for i, s in enumerate(spec.scenes))
 
 
 __all__ = ["SceneSpec", "GediSpec", "Disturbance", "WorldSpec", "preset", "with_overrides", "check_timeline",
