@@ -40,7 +40,7 @@ from .granite import granite_path, write_granite_composite
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
 from .output import TileWriter
 from .reader import AssetReader, AssetReadError, RasterioReader
-from .runner import dask_client, run_tasks
+from .runner import dask_client, limit_malloc_arenas, run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +314,7 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
         if old.get("inputs_key") == key:
             return _with_granite(TileComposite.from_dict({**old, "reused": True}), o, output_dir, season)
     reader = reader or RasterioReader()
+    limit_malloc_arenas()  # before any thread of ours (header reads, windows) makes its own arena
     fail_fast = o.on_read_error == "fail"
     sources, skipped = prepare_scenes(reader, items, grid, fail_fast, collections=collections)
     if not sources:
