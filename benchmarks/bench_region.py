@@ -29,6 +29,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -268,6 +269,19 @@ def report(name: str, res: dict[str, Any], local: dict[str, Any], mpx: float, co
     return fig
 
 
+def run_round(args: argparse.Namespace, tmp: Path, mpx: float, windows: int) -> dict[str, Any]:
+    """One local run, then each Dask variant on a fresh cluster; ratios against this round's local run."""
+    local = spawn("local", args, tmp / "local")
+    figs: dict[str, Any] = {"local": {"time_s": local["time_s"], "mpx_s_per_core": mpx / local["time_s"] / args.workers,
+                                      "cpu_s": local["cpu_s"], "peak_rss_mb": local["driver_peak_rss_mb"]}}
+    for name in ("dask", *(() if args.skip_prefect else ("prefect",))):
+        (tmp / f"c-{name}").mkdir()
+        with dask_cluster(tmp / f"c-{name}", args.workers, args.memory_limit) as address:
+            res = spawn(name, args, tmp / name, address)
+        figs[name] = report(name, res, local, mpx, args.workers, windows)
+    return figs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", required=True)
@@ -275,6 +289,7 @@ def main() -> None:
                     "each) = local threads of the baseline")
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--memory-limit", default="2GiB", help="per dask worker")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds (local, dask, prefect) for the spread")
     ap.add_argument("--skip-prefect", action="store_true")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     ap.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
@@ -287,17 +302,17 @@ def main() -> None:
     mpx, windows = input_mpx(world), expected_windows(world, args.chunk)
     print(f"world {args.world}: tiles {world['tiles']}, {world['hls']['n_scenes']} granules, {mpx:.0f} input Mpx, "
           f"{windows} windows of {args.chunk} px; {args.workers} cores", flush=True)
-    figs: dict[str, Any] = {"input_mpx": mpx, "windows": windows, "cores": args.workers}
-    with tempfile.TemporaryDirectory(prefix="bench-region-") as tmp_s:
-        tmp = Path(tmp_s)
-        local = spawn("local", args, tmp / "local")
-        figs["local"] = {"time_s": local["time_s"], "mpx_s_per_core": mpx / local["time_s"] / args.workers,
-                         "peak_rss_mb": local["driver_peak_rss_mb"]}
-        for name in ("dask", *(() if args.skip_prefect else ("prefect",))):
-            (tmp / f"c-{name}").mkdir()
-            with dask_cluster(tmp / f"c-{name}", args.workers, args.memory_limit) as address:
-                res = spawn(name, args, tmp / name, address)
-            figs[name] = report(name, res, local, mpx, args.workers, windows)
+    rounds = []
+    for r in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix=f"bench-region-{r}-") as tmp:
+            rounds.append(run_round(args, Path(tmp), mpx, windows))
+    figs: dict[str, Any] = {"input_mpx": mpx, "windows": windows, "cores": args.workers, "rounds": rounds}
+    print(f"\nper-core throughput vs the same round's local run, median [min-max] of {args.repeat} rounds:")
+    for name in rounds[0]:
+        if name != "local":
+            v = sorted(rd[name]["per_core_vs_local"] for rd in rounds)
+            figs[f"{name}_per_core_vs_local"] = {"median": statistics.median(v), "min": v[0], "max": v[-1]}
+            print(f"  {name:<8} {statistics.median(v):.2f} [{v[0]:.2f}-{v[-1]:.2f}]  [>= 0.90]")
     if args.json:
         Path(args.json).write_text(json.dumps(figs, indent=2))
     print(json.dumps(figs))
