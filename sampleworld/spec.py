@@ -215,7 +215,7 @@ def _region() -> WorldSpec:
                              sensor="LC09" if i % 2 else "LC08") for i, d in enumerate(doys))
     gedi = (GediSpec(doy=170, crossing_frac=0.3), GediSpec(doy=205, time="193012", crossing_frac=0.7,
                                                             ascending=False, beams=_COVER_ONLY_MISSING))
-    return WorldSpec(size="region", year=2023, tiles=("10TGK", "10TGL", "11TKE", "11TKF"),
+    return WorldSpec(size="region", year=2022, tiles=("10TGK", "10TGL", "11TKE", "11TKF"),
                      aoi_center=(760000.0, 4495000.0), aoi_px=2400, margin_px=0, scenes=scenes, gedi=gedi,
                      workers=2)
 
