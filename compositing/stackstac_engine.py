@@ -88,7 +88,9 @@ class EarthdataLayeredEnv(LayeredEnv):
 def gdal_env(remote: str | None, gdal_cache_mb: int) -> EarthdataLayeredEnv:
     """stackstac's default GDAL layers + a bounded block cache (+ Earthdata settings for remote hrefs)."""
     always, open_, open_vrt, read = DEFAULT_GDAL_ENV.__getstate__()
-    return EarthdataLayeredEnv({**always, "GDAL_CACHEMAX": gdal_cache_mb}, open_, open_vrt, read, remote=remote)
+    # in bytes, as in kernel.chunk_task: rasterio 1.4 / GDAL 3.10 read a small value (64) as an almost empty cache
+    cache = {"GDAL_CACHEMAX": gdal_cache_mb * 1024 * 1024}
+    return EarthdataLayeredEnv({**always, **cache}, open_, open_vrt, read, remote=remote)
 
 
 def stackstac_items(items: dict[str, dict[str, Any]], sources: list[SceneSource], grid: Grid) -> list[dict[str, Any]]:
