@@ -1,20 +1,22 @@
 """Benchmark of the HLS composite engine (a script, not a test).
 
-    python benchmarks/bench_composite.py --world DIR [--scenes N] [--tile 10TEK] [--threads T]
+    python benchmarks/bench_composite.py --world DIR [--scenes N] [--tile 10TEK] [--threads T] [--repeat 3]
 
-DIR is a sample world (``sampleworld.generate_world(DIR, size="benchmark")`` gives a full 3660 x 3660
-tile with 25 scenes; a small world works for a quick check). Every variant runs in a fresh subprocess
-(so peak RSS is its own) and this driver prints the figures and all ratios:
+DIR is a sample world (``python -m sampleworld generate DIR --size benchmark`` gives a full 3660 x 3660
+tile with 25 scenes; add ``--cloud 0.6`` for a cloudy season; a small world works for a quick check).
+Every variant runs in a fresh subprocess (so peak RSS is its own) and this driver prints the figures and
+all ratios; composite and decode alternate ``--repeat`` times and each ratio is reported as median
+[min-max] of the neighbouring pairs (the machine is shared: the spread says how much to trust it):
 
 * ``composite``  this engine on the whole tile grid (N scenes, 6 bands + Fmask), written as a COG;
 * ``decode``     read and decode every block of every input asset with rasterio on the same threads:
                  the decode limit (ratio composite / decode; the engine may beat it by skipping blocks);
 * ``fake``       the engine with an in-memory reader (no decode): its own cost (masking, sums, COG write);
-* ``naive``      the recipe a user would write: stackstac default float64, ``.where(clear).mean("time")``,
-                 computed with Dask's threaded scheduler on the same threads;
 * ``stackstac``  this engine with ``engine="stackstac"`` (``compositing.stackstac_engine``): the same COG
                  computed through stackstac (int16 stack, integer sums over time); the driver checks that
                  its pixels equal the default engine's and prints the ratios between the two engines;
+* ``naive``      the recipe a user would write: stackstac default float64, ``.where(clear).mean("time")``,
+                 computed with Dask's threaded scheduler on the same threads;
 * ``composite`` at 10 and 40 scenes: peak RSS should not grow with the number of scenes. When the world
                  has fewer scenes than asked, its scenes are reused under new ids (same files).
 """
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,7 +122,7 @@ def pixel_digest(path: str) -> str:
     from rasterio.windows import Window
 
     h = hashlib.sha256()
-    with rasterio.Env(GDAL_CACHEMAX=16), rasterio.open(path) as ds:  # a small block cache: no RSS peak
+    with rasterio.Env(GDAL_CACHEMAX=16 * 1024 * 1024), rasterio.open(path) as ds:  # small cache: no RSS peak
         for row in range(0, ds.height, 256):
             h.update(ds.read(window=Window(0, row, ds.width, min(256, ds.height - row))).tobytes())
     return h.hexdigest()
@@ -174,7 +177,7 @@ def run_decode(items: list[dict[str, Any]], tile: str, threads: int, chunk: int)
 
     def decode(href: str) -> int:
         n = 0
-        with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(href) as ds:
+        with rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024), rasterio.open(href) as ds:
             for _, win in ds.block_windows(1):
                 n += ds.read(1, window=win).size
         return n
@@ -240,12 +243,102 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--skip-stackstac", action="store_true", help="skip the stackstac engine variant")
+    ap.add_argument("--repeat", type=int, default=3, help="composite/decode pairs and RSS pairs to run (spread)")
     ap.add_argument("--rss-scenes", default="10,40", help="scene counts for the memory-scaling check")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     ap.add_argument("--aoi", choices=("tile", "world"), default=None,
                     help="composite the whole tile grid (default for a benchmark world) or the world's AOI")
     ap.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _fmt(sp: dict[str, float], unit: str = "") -> str:
+    return f"{sp['median']:.2f}{unit} [{sp['min']:.2f}-{sp['max']:.2f}]"
+
+
+def run_all(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """Every variant; composite and decode alternate ``--repeat`` times (same load for both), as do the
+    two RSS scene counts, so each ratio is taken between neighbouring runs."""
+    runs: dict[str, Any] = {"composite": [], "decode": [], "rss": []}
+    for _ in range(args.repeat):
+        runs["composite"].append(spawn("composite", args, n))
+        runs["decode"].append(spawn("decode", args, n))
+    runs["fake"] = spawn("fake", args, n)
+    runs["stackstac"] = None if args.skip_stackstac else spawn("stackstac", args, n)
+    runs["naive"] = None if args.skip_naive else spawn("naive", args, n)
+    lo, hi = sorted(int(k) for k in args.rss_scenes.split(","))
+    for _ in range(args.repeat):
+        runs["rss"].append((spawn("composite", args, lo), spawn("composite", args, hi)))
+    runs["lo"], runs["hi"] = lo, hi
+    return runs
+
+
+def figures(runs: dict[str, Any], n: int, args: argparse.Namespace, in_mpx: float) -> dict[str, Any]:
+    comps, decs, lo, hi = runs["composite"], runs["decode"], runs["lo"], runs["hi"]
+    comp = sorted(comps, key=lambda r: r["time_s"])[len(comps) // 2]  # the median run
+    fig = {"scenes": n, "threads": args.threads, "input_mpx": in_mpx, "repeat": args.repeat,
+           "composite_s": _spread([c["time_s"] for c in comps]), "decode_s": _spread([d["time_s"] for d in decs]),
+           "composite_mpx_s": in_mpx / comp["time_s"], "composite_peak_rss_mb": comp["peak_rss_mb"],
+           "composite_over_decode": _spread([c["time_s"] / d["time_s"] for c, d in zip(comps, decs, strict=True)]),
+           "composite_over_decode_cpu": _spread([c["cpu_s"] / d["cpu_s"] for c, d in zip(comps, decs, strict=True)]),
+           "composite_cpu_s": _spread([c["cpu_s"] for c in comps]), "decode_cpu_s": _spread([d["cpu_s"] for d in decs]),
+           "engine_without_decode_s": runs["fake"]["time_s"], "engine_without_decode_cpu_s": runs["fake"]["cpu_s"],
+           f"rss_{lo}_mb": _spread([a["peak_rss_mb"] for a, _ in runs["rss"]]),
+           f"rss_{hi}_mb": _spread([b["peak_rss_mb"] for _, b in runs["rss"]]),
+           f"rss_{hi}_over_{lo}": _spread([b["peak_rss_mb"] / a["peak_rss_mb"] for a, b in runs["rss"]])}
+    ss = runs["stackstac"]
+    if ss:
+        fig.update(stackstac_engine_s=ss["time_s"], stackstac_engine_cpu_s=ss["cpu_s"],
+                   stackstac_engine_peak_rss_mb=ss["peak_rss_mb"],
+                   stackstac_over_composite_time=ss["time_s"] / comp["time_s"],
+                   stackstac_over_composite_cpu=ss["cpu_s"] / comp["cpu_s"],
+                   stackstac_over_composite_rss=ss["peak_rss_mb"] / comp["peak_rss_mb"],
+                   stackstac_same_pixels=ss["pixels_sha256"] == comp["pixels_sha256"])
+    naive = runs["naive"]
+    if naive:
+        fig.update(naive_s=naive["time_s"], naive_peak_rss_mb=naive["peak_rss_mb"], naive_cpu_s=naive["cpu_s"],
+                   naive_over_composite_cpu=naive["cpu_s"] / comp["cpu_s"],
+                   naive_over_composite_time=naive["time_s"] / comp["time_s"],
+                   composite_over_naive_rss=comp["peak_rss_mb"] / naive["peak_rss_mb"])
+        if ss:
+            fig["naive_over_stackstac_time"] = naive["time_s"] / ss["time_s"]
+    return fig
+
+
+def print_figures(fig: dict[str, Any], lo: int, hi: int) -> None:
+    print(f"\nfigures (median [min-max] of {fig['repeat']} runs; goal in brackets):")
+    print(f"  composite throughput      {fig['composite_mpx_s']:8.1f} input Mpx/s (median run), "
+          f"peak RSS {fig['composite_peak_rss_mb']:.0f} MB")
+    print(f"  composite / decode time   {_fmt(fig['composite_over_decode'])}  [<= 1.25]  "
+          f"(composite {_fmt(fig['composite_s'], ' s')}, decode {_fmt(fig['decode_s'], ' s')})")
+    print(f"     same, CPU seconds      {_fmt(fig['composite_over_decode_cpu'])}  "
+          f"(composite {_fmt(fig['composite_cpu_s'], ' s')}, decode {_fmt(fig['decode_cpu_s'], ' s')})")
+    print(f"  engine cost without decode {fig['engine_without_decode_s']:7.2f} s wall, "
+          f"{fig['engine_without_decode_cpu_s']:.2f} CPU-s (fake in-memory reader: masking, sums, COG write)")
+    if "stackstac_engine_s" in fig:
+        print(f"  stackstac engine / kernel {fig['stackstac_over_composite_time']:8.2f}  time "
+              f"({fig['stackstac_engine_s']:.2f} s); CPU {fig['stackstac_over_composite_cpu']:.2f}; "
+              f"peak RSS {fig['stackstac_over_composite_rss']:.2f}; same pixels: {fig['stackstac_same_pixels']}")
+    if "naive_s" in fig:
+        print(f"  naive / composite time    {fig['naive_over_composite_time']:8.2f}  [>= 3]  "
+              f"(naive {fig['naive_s']:.2f} s)")
+        print(f"     same, CPU seconds      {fig['naive_over_composite_cpu']:8.2f}")
+        print(f"  composite / naive RSS     {fig['composite_over_naive_rss']:8.2f}  [<= 0.25]  "
+              f"(naive {fig['naive_peak_rss_mb']:.0f} MB)")
+        if "naive_over_stackstac_time" in fig:
+            print(f"  naive / stackstac engine  {fig['naive_over_stackstac_time']:8.2f}  time")
+    print(f"  RSS {hi} / {lo} scenes        {_fmt(fig[f'rss_{hi}_over_{lo}'])}  [<= 1.2]  "
+          f"({_fmt(fig[f'rss_{hi}_mb'], ' MB')} / {_fmt(fig[f'rss_{lo}_mb'], ' MB')})")
+
+
+def main() -> None:
+    args = parse_args()
     manifest = json.loads((Path(args.world) / "world.json").read_text())
     if args.tile is None:
         args.tile = manifest["tiles"][0]
@@ -253,11 +346,6 @@ def parse_args() -> argparse.Namespace:
         args.aoi = "tile" if manifest.get("size") == "benchmark" else "world"
     if args.aoi == "world":
         AOI["aoi"] = manifest["aoi"]
-    return args
-
-
-def main() -> None:
-    args = parse_args()
     if args.worker:
         return worker(args)
     items = world_items(Path(args.world), args.tile, args.scenes)
@@ -266,70 +354,12 @@ def main() -> None:
     print(f"world {args.world} tile {args.tile}: {n} scenes x {len(ASSETS)} assets, {in_mpx:.0f} input Mpx, "
           f"{args.threads} threads, chunk {args.chunk}, area: {args.aoi}", flush=True)
     warm_page_cache(world_items(Path(args.world), args.tile, None))
-    runs = {"composite": spawn("composite", args, n), "stackstac": spawn("stackstac", args, n),
-            "decode": spawn("decode", args, n), "fake": spawn("fake", args, n)}
-    if not args.skip_naive:
-        runs["naive"] = spawn("naive", args, n)
-    rss = {int(k): spawn("composite", args, int(k)) for k in args.rss_scenes.split(",")}
-    fig = figures(runs, rss, n, args.threads, in_mpx)
-    report(fig, runs, rss)
+    runs = run_all(args, n)
+    fig = figures(runs, n, args, in_mpx)
+    print_figures(fig, runs["lo"], runs["hi"])
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
     print(json.dumps(fig))
-
-
-def figures(runs: dict[str, dict[str, Any]], rss: dict[int, dict[str, Any]], n: int, threads: int,
-            in_mpx: float) -> dict[str, Any]:
-    comp, dec, fake, ss = runs["composite"], runs["decode"], runs["fake"], runs["stackstac"]
-    lo, hi = sorted(rss)
-    fig = {"scenes": n, "threads": threads, "input_mpx": in_mpx,
-           "composite_s": comp["time_s"], "composite_mpx_s": in_mpx / comp["time_s"],
-           "composite_peak_rss_mb": comp["peak_rss_mb"], "decode_s": dec["time_s"],
-           "composite_over_decode": comp["time_s"] / dec["time_s"], "engine_without_decode_s": fake["time_s"],
-           "composite_cpu_s": comp["cpu_s"], "decode_cpu_s": dec["cpu_s"],
-           "composite_over_decode_cpu": comp["cpu_s"] / dec["cpu_s"],
-           "stackstac_engine_s": ss["time_s"], "stackstac_engine_cpu_s": ss["cpu_s"],
-           "stackstac_engine_peak_rss_mb": ss["peak_rss_mb"],
-           "stackstac_over_composite_time": ss["time_s"] / comp["time_s"],
-           "stackstac_over_composite_cpu": ss["cpu_s"] / comp["cpu_s"],
-           "stackstac_over_composite_rss": ss["peak_rss_mb"] / comp["peak_rss_mb"],
-           "stackstac_same_pixels": ss["pixels_sha256"] == comp["pixels_sha256"],
-           f"rss_{lo}_mb": rss[lo]["peak_rss_mb"], f"rss_{hi}_mb": rss[hi]["peak_rss_mb"],
-           f"rss_{hi}_over_{lo}": rss[hi]["peak_rss_mb"] / rss[lo]["peak_rss_mb"]}
-    naive = runs.get("naive")
-    if naive:
-        fig.update(naive_s=naive["time_s"], naive_peak_rss_mb=naive["peak_rss_mb"], naive_cpu_s=naive["cpu_s"],
-                   naive_over_composite_cpu=naive["cpu_s"] / comp["cpu_s"],
-                   naive_over_composite_time=naive["time_s"] / comp["time_s"],
-                   composite_over_naive_rss=comp["peak_rss_mb"] / naive["peak_rss_mb"],
-                   naive_over_stackstac_time=naive["time_s"] / ss["time_s"])
-    return fig
-
-
-def report(fig: dict[str, Any], runs: dict[str, dict[str, Any]], rss: dict[int, dict[str, Any]]) -> None:
-    comp, dec, fake, ss, naive = (runs.get(k) for k in ("composite", "decode", "fake", "stackstac", "naive"))
-    lo, hi = sorted(rss)
-    print("\nfigures (goal in brackets):")
-    print(f"  composite throughput      {fig['composite_mpx_s']:8.1f} input Mpx/s, peak RSS {fig['composite_peak_rss_mb']:.0f} MB")
-    print(f"  composite / decode time   {fig['composite_over_decode']:8.2f}  [<= 1.25]  "
-          f"({comp['time_s']:.2f} s / {dec['time_s']:.2f} s)")
-    print(f"     same, CPU seconds      {fig['composite_over_decode_cpu']:8.2f}  "
-          f"({comp['cpu_s']:.2f} s / {dec['cpu_s']:.2f} s)")
-    print(f"  engine cost without decode {fake['time_s']:7.2f} s (fake in-memory reader: masking, sums, COG write)")
-    print(f"  stackstac engine / kernel {fig['stackstac_over_composite_time']:8.2f}  time "
-          f"({ss['time_s']:.2f} s / {comp['time_s']:.2f} s); CPU {fig['stackstac_over_composite_cpu']:.2f}; "
-          f"peak RSS {fig['stackstac_over_composite_rss']:.2f}; same pixels: {fig['stackstac_same_pixels']}")
-    if naive:
-        print(f"  naive / composite time    {fig['naive_over_composite_time']:8.2f}  [>= 3]  "
-              f"({naive['time_s']:.2f} s / {comp['time_s']:.2f} s)")
-        print(f"     same, CPU seconds      {fig['naive_over_composite_cpu']:8.2f}  "
-              f"({naive['cpu_s']:.2f} s / {comp['cpu_s']:.2f} s)")
-        print(f"  composite / naive RSS     {fig['composite_over_naive_rss']:8.2f}  [<= 0.25]  "
-              f"({comp['peak_rss_mb']:.0f} MB / {naive['peak_rss_mb']:.0f} MB)")
-        print(f"  naive / stackstac engine  {fig['naive_over_stackstac_time']:8.2f}  time "
-              f"({naive['time_s']:.2f} s / {ss['time_s']:.2f} s)")
-    print(f"  RSS {hi} / {lo} scenes        {fig[f'rss_{hi}_over_{lo}']:8.2f}  [<= 1.2]  "
-          f"({rss[hi]['peak_rss_mb']:.0f} MB / {rss[lo]['peak_rss_mb']:.0f} MB)")
 
 
 def warm_page_cache(items: list[dict[str, Any]]) -> None:

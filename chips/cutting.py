@@ -1,12 +1,17 @@
 """Cutting chips: read each source in strips of rows, filter chips, write the image chips under temporary
-names and keep each chip's labelled pixels (sparse) until the split decides its label copies."""
+names and keep each chip's labelled pixels (sparse) until the split decides its label copies.
+
+The calling thread reads the strips in order (GDAL decodes each strip's blocks on ``workers`` threads; the
+label strip is read on a helper thread) and applies the filters; the pool writes the image chips of the
+strip before and computes their stats. int16 composites stay int16 in memory and each chip is converted
+to float32 as it is copied out."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
     from chips.params import ChipParams
 
 ESRI_NAME_DIGITS = 12  # as the real ArcGIS export: 000000000000.tif
-JOB_ROWS = 1024  # pixel rows read by one worker job
+JOB_ROWS = 1024  # pixel rows of one strip read
 
 
 @dataclass(frozen=True)
@@ -111,60 +116,103 @@ def _write_label(out: Out, name: str, lab: np.ndarray, transform: Any) -> None:
         esri.write_tfw(out.labels / f"{name}.tfw", tuple(transform))
 
 
-def _read_strip(c: Any, la: Any, src: Source, win: Window, label_nodata: float) -> tuple[np.ndarray, ...]:
-    """Image (bands, h, w) with -9999 for nodata/NaN, label values, label-valid and image-nodata masks (h, w)."""
-    img = c.read(list(src.image_bands), window=win, out_dtype="float32")
-    bad = ~np.isfinite(img)
-    if src.image_nodata is not None and np.isfinite(src.image_nodata) and src.image_nodata != IMAGE_NODATA:
-        bad |= img == src.image_nodata
-    if bad.any():
+def _read_strip(c: Any, la: Any, src: Source, win: Window,
+                lab_pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, ...]:
+    """Image (bands, h, w) with -9999 for nodata/NaN, label AGBD values, label-valid and image-nodata
+    masks (h, w).
+
+    int16 composites (the pipeline's) stay int16 (no NaN is possible; each chip is converted to float32 as
+    it is copied out); float32 composites (before composite-engine 3) have NaN and a foreign nodata mapped
+    to -9999. The label strip is read on ``lab_pool`` (a helper thread) while the composite strip is read.
+    """
+    lab_job = lab_pool.submit(la.read, 1, window=win, out_dtype="float32") if lab_pool else None
+    raw = c.read(list(src.image_bands), window=win)
+    foreign = src.image_nodata is not None and np.isfinite(src.image_nodata) and src.image_nodata != IMAGE_NODATA
+    bad = ~np.isfinite(raw) if raw.dtype.kind == "f" else None
+    if foreign:
+        bad = (raw == src.image_nodata) if bad is None else bad | (raw == src.image_nodata)
+    nodata = (raw[:6] == IMAGE_NODATA).any(axis=0)
+    img = raw if raw.dtype in (np.int16, np.float32) else raw.astype(np.float32)
+    if bad is not None and bad.any():
+        img = img.astype(np.float32, copy=False)
         img[bad] = IMAGE_NODATA
-    agbd = la.read(1, window=win, out_dtype="float32")
+        nodata |= bad[:6].any(axis=0)
+    agbd = lab_job.result() if lab_job else la.read(1, window=win, out_dtype="float32")
     valid = np.isfinite(agbd) & (agbd >= 0)  # AGBD is never negative: -1 fills count as unlabelled too
     if src.label_nodata is not None and np.isfinite(src.label_nodata):
         valid &= agbd != src.label_nodata
-    lab = np.where(valid, agbd, np.float32(label_nodata)).astype(np.float32, copy=False)
-    nodata = (img[:6] == IMAGE_NODATA).any(axis=0)
-    return img, lab, valid, nodata
+    return img, agbd, valid, nodata
 
 
-def _strip_job(si: int, src: Source, sel: np.ndarray, params: ChipParams, out: Out
-               ) -> tuple[list[Candidate], int, int]:
-    """Read one band of rows of a source (one or more chip rows), filter its chips, write the kept ones'
-    images under temp names and keep their labelled pixels.
+@dataclass(frozen=True)
+class _Keep:
+    """A chip position of a strip that passed the filters (decided by the reading thread)."""
 
-    Runs in a worker thread with its own dataset handles; one read per job, so each compressed block is
-    decoded about once. Returns (kept, n dropped for image nodata, n dropped for too few labelled pixels).
-    """
+    row: int
+    col: int
+    n_nodata: int  # image-nodata pixels of the six bands
+
+
+def _filter(sel: np.ndarray, strip: tuple[np.ndarray, ...], r0: int, c0: int, params: ChipParams,
+            counters: dict[str, int]) -> list[_Keep]:
+    """The positions of ``sel`` that pass the image-nodata and labelled-pixel filters (counters updated)."""
+    _, _, valid, nodata = strip
     cs = params.chip_size
-    r0, c0 = int(sel[:, 0].min()), int(sel[:, 1].min())
-    win = Window(c0, r0, int(sel[:, 1].max()) + cs - c0, int(sel[:, 0].max()) + cs - r0)
-    try:
-        with rasterio.open(src.composite) as c, rasterio.open(src.label) as la:
-            img, lab, valid, nodata = _read_strip(c, la, src, win, out.label_nodata)
-    except rasterio.errors.RasterioIOError as exc:
-        raise ChipExportError(f"{src.composite} / {src.label}: cannot read rows {r0}..{r0 + win.height}: "
-                              f"{exc}") from exc
-    kept: list[Candidate] = []
-    n_nodata = n_unlab = 0
+    kept = []
     for row, col in sel:
         y, x = int(row) - r0, int(col) - c0
-        frac = float(np.count_nonzero(nodata[y:y + cs, x:x + cs])) / (cs * cs)
-        if frac > params.max_nodata_fraction:
-            n_nodata += 1
+        n_bad = int(np.count_nonzero(nodata[y:y + cs, x:x + cs]))
+        if n_bad / (cs * cs) > params.max_nodata_fraction:
+            counters["image_nodata"] += 1
             continue
-        lab_idx = np.flatnonzero(valid[y:y + cs, x:x + cs]).astype(np.int32)
-        if len(lab_idx) < params.min_labeled_pixels:  # before the split masks any label
-            n_unlab += 1
+        if int(np.count_nonzero(valid[y:y + cs, x:x + cs])) < params.min_labeled_pixels:  # before the split
+            counters["unlabeled"] += 1
             continue
-        t = src.grid.affine @ rasterio.Affine.translation(int(col), int(row))
-        name = f"_tmp_{si}_{int(row)}_{int(col)}"
-        chip_img = np.ascontiguousarray(img[:, y:y + cs, x:x + cs])
+        kept.append(_Keep(int(row), int(col), n_bad))
+    return kept
+
+
+def _cut_chips(si: int, src: Source, keep: list[_Keep], strip: tuple[np.ndarray, ...], r0: int, c0: int,
+               params: ChipParams, out: Out) -> list[Candidate]:
+    """Write the images of the kept chips of a strip read at (r0, c0) under temp names, with their stats
+    and labelled pixels. Runs in a pool thread."""
+    img, agbd, valid, _ = strip
+    cs = params.chip_size
+    cands = []
+    for k in keep:
+        y, x = k.row - r0, k.col - c0
+        t = src.grid.affine @ rasterio.Affine.translation(k.col, k.row)
+        name = f"_tmp_{si}_{k.row}_{k.col}"
+        chip_img = img[:, y:y + cs, x:x + cs].astype(np.float32, order="C")  # one copy (and int16 -> float32)
         _write_image(out, name, chip_img, t)
-        kept.append(Candidate(si, int(row), int(col), len(lab_idx), frac, (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f),
-                              name, chip_band_stats(chip_img, IMAGE_NODATA),
-                              lab_idx, lab[y:y + cs, x:x + cs].ravel()[lab_idx].copy()))
-    return kept, n_nodata, n_unlab
+        rr, cc = np.nonzero(valid[y:y + cs, x:x + cs])
+        has_nodata = k.n_nodata > 0 if len(img) == 6 else None  # the strip's mask covers the six bands
+        cands.append(Candidate(si, k.row, k.col, len(rr), k.n_nodata / (cs * cs),
+                               (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f), name,
+                               chip_band_stats(chip_img, IMAGE_NODATA, has_nodata=has_nodata),
+                               (rr * cs + cc).astype(np.int32), agbd[y + rr, x + cc]))
+    return cands
+
+
+def _strips(src: Source, positions: np.ndarray, params: ChipParams
+            ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, ...], int, int]]:
+    """(positions, strip arrays, r0, c0) for each band of at most ``JOB_ROWS`` rows (whole chip rows),
+    read in order through one pair of dataset handles: GDAL decodes the blocks of a read on
+    ``params.workers`` threads and its block cache keeps the block row two strips share, so every
+    compressed block is decoded once; the label strip is read on a helper thread meanwhile."""
+    cs = params.chip_size
+    with rasterio.Env(GDAL_NUM_THREADS=str(max(1, params.workers))), rasterio.open(src.composite) as c, \
+            rasterio.open(src.label) as la, ThreadPoolExecutor(1, thread_name_prefix="label-read") as lab_pool:
+        for g in _row_groups(positions[:, 0], cs, JOB_ROWS):
+            sel = positions[np.isin(positions[:, 0], g)]
+            r0, c0 = int(sel[:, 0].min()), int(sel[:, 1].min())
+            win = Window(c0, r0, int(sel[:, 1].max()) + cs - c0, int(sel[:, 0].max()) + cs - r0)
+            try:
+                strip = _read_strip(c, la, src, win, lab_pool)
+            except rasterio.errors.RasterioIOError as exc:
+                raise ChipExportError(f"{src.composite} / {src.label}: cannot read rows {r0}..{r0 + win.height}: "
+                                      f"{exc}") from exc
+            yield sel, strip, r0, c0
 
 
 def _row_groups(rows: np.ndarray, cs: int, max_rows: int) -> list[np.ndarray]:
@@ -183,27 +231,32 @@ def cut_source(si: int, src: Source, positions: np.ndarray, params: ChipParams, 
                taken: set[tuple[Any, ...]]) -> None:
     """Cut, filter and write the image chips of one source; appends them to ``cands`` in row-major order.
 
-    Strips are processed in parallel by ``pool``. ``taken`` holds lattice positions already exported (same
-    zone and season) from an overlapping tile: those are skipped, so a ground position is exported once.
+    This thread reads the strips in order and applies the filters; ``pool`` writes the images of the
+    strip before (one job per chip row) and computes their stats meanwhile. At most two strips (up to
+    ``JOB_ROWS`` rows each, ~50 MB of a 3660 px wide 7-band int16 strip) are held: before a strip is
+    read, the jobs of the one two back are finished. ``taken`` holds lattice positions already exported
+    (same zone and season) from an overlapping tile: those are skipped, so a ground position is exported once.
     """
     gy0, gx0 = grid_lattice_origin(src.grid)
     keys = [(src.grid.epsg, src.season, gy0 + int(r), gx0 + int(c)) for r, c in positions]
     fresh = np.array([k not in taken for k in keys], dtype=bool)
     counters["duplicate_overlap"] += int((~fresh).sum())
     positions = positions[fresh]
-    # Jobs of up to JOB_ROWS pixel rows (~100 MB of a 3660 px wide 7-band strip) keep memory bounded.
-    groups = _row_groups(positions[:, 0], params.chip_size, JOB_ROWS)
-    jobs: list[Future[Any]] = [pool.submit(_strip_job, si, src, positions[np.isin(positions[:, 0], g)], params, out)
-                               for g in groups]
+    if len(positions) == 0:
+        return
+    jobs: list[Future[list[Candidate]]] = []
+    by_strip: list[list[Future[list[Candidate]]]] = []
+    for k, (sel, strip, r0, c0) in enumerate(_strips(src, positions, params)):
+        keep = _filter(sel, strip, r0, c0, params, counters)
+        taken.update((src.grid.epsg, src.season, gy0 + c.row, gx0 + c.col) for c in keep)
+        by_strip.append([pool.submit(_cut_chips, si, src, [c for c in keep if c.row == r], strip, r0, c0, params, out)
+                         for r in sorted({c.row for c in keep})])
+        jobs += by_strip[-1]
+        del strip
+        if k >= 1:
+            wait(by_strip[k - 1])
     for job in jobs:
-        kept, n_nodata, n_unlab = job.result()
-        counters["image_nodata"] += n_nodata
-        counters["unlabeled"] += n_unlab
-        for cand in kept:
-            taken.add((src.grid.epsg, src.season, gy0 + cand.row, gx0 + cand.col))
-            cands.append(cand)
-
-
+        cands += job.result()
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 BANDS = MODEL_BANDS
 _SEASON_RE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}")
+COMPOSITE_DTYPES = ("int16", "float32")  # int16: means rounded to whole HLS units (composite-engine 3)
 
 
 class ChipExportError(ValueError):
@@ -42,6 +43,7 @@ class Source:
     extra_names: tuple[str, ...]
     image_nodata: float | None
     label_nodata: float | None
+    image_dtype: str = "float32"
 
 
 def _as_path_list(value: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kind: str) -> list[Path]:
@@ -89,8 +91,9 @@ def _resolve_extra(path: Path, ds: Any, extra: Sequence[str]) -> tuple[tuple[int
 def _check_composite(path: Path, ds: Any) -> None:
     if ds.count < 6:
         raise ChipExportError(f"{path}: composite needs >= 6 bands (B02..B07), has {ds.count}")
-    if ds.dtypes[0] != "float32":
-        raise ChipExportError(f"{path}: composite must be float32, is {ds.dtypes[0]}")
+    if ds.dtypes[0] not in COMPOSITE_DTYPES:
+        raise ChipExportError(f"{path}: composite must be int16 (the pipeline's) or float32 (before "
+                              f"composite-engine 3), is {ds.dtypes[0]}")
     for i, (desc, b, name) in enumerate(zip(ds.descriptions[:6], BANDS, BAND_NAMES, strict=True)):
         d = (desc or "").lower()
         if d and b.lower() not in d and name.lower() not in d:
@@ -113,7 +116,7 @@ def _open_pair(comp: Path, lab: Path, extra: Sequence[str], tile: str, season: s
         extra_idx, extra_names = _resolve_extra(comp, c, extra)
         grid = Grid(f"EPSG:{ec}", tuple(c.transform)[:6], c.width, c.height, tile)
         return Source(tile, season, str(comp.resolve()), str(lab.resolve()), grid,
-                      (1, 2, 3, 4, 5, 6, *extra_idx), extra_names, c.nodata, la.nodata)
+                      (1, 2, 3, 4, 5, 6, *extra_idx), extra_names, c.nodata, la.nodata, c.dtypes[0])
 
 
 @dataclass(frozen=True)

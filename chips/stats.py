@@ -13,18 +13,19 @@ import numpy as np
 from chips.esri import BandStats
 
 
-def chip_band_stats(arr: np.ndarray, nodata: float) -> np.ndarray:
-    """Stats rows (bands x 5) of a (bands, h, w) float32 chip, excluding ``nodata``/non-finite pixels."""
+def chip_band_stats(arr: np.ndarray, nodata: float, has_nodata: bool | None = None) -> np.ndarray:
+    """Stats rows (bands x 5) of a (bands, h, w) float32 chip, excluding ``nodata``/non-finite pixels.
+
+    ``has_nodata=False`` says the caller knows no pixel of any band is ``nodata`` (skips that test)."""
     x = arr.reshape(arr.shape[0], -1)
     out = np.zeros((x.shape[0], 5), dtype=np.float64)
-    if not (x == nodata).any():
-        x64 = x.astype(np.float64)
-        s = x64.sum(axis=1)
+    if has_nodata is False or (has_nodata is None and not (x == nodata).any()):
+        s = np.add.reduce(x, axis=1, dtype=np.float64)
         if np.isfinite(s).all():  # fast path: every pixel valid (float64 sums, no masks)
             n = float(x.shape[1])
             out[:, 0] = n
             out[:, 1] = s / n
-            out[:, 2] = np.maximum(np.einsum("ij,ij->i", x64, x64) - s * (s / n), 0.0)
+            out[:, 2] = np.maximum(np.einsum("ij,ij->i", x, x, dtype=np.float64) - s * (s / n), 0.0)
             out[:, 3] = x.min(axis=1)
             out[:, 4] = x.max(axis=1)
             return out

@@ -1,9 +1,9 @@
 """Cloud-free mean composites of HLS L30 and/or S30 scenes, one COG per MGRS tile on that tile's own 30 m grid.
 
-Output: ``<output_dir>/composites/<TILE>/<SEASON>.tif`` (SEASON = ``YYYY-MM-DD_YYYY-MM-DD``), float32
+Output: ``<output_dir>/composites/<TILE>/<SEASON>.tif`` (SEASON = ``YYYY-MM-DD_YYYY-MM-DD``), int16
 COG, 7 bands described B02, B03, B04, B05, B06, B07 (Blue, Green, Red, NIR_Narrow, SWIR1, SWIR2: mean of
-the valid observations, HLS units = reflectance x 10000, band scale 0.0001; S30 scenes contribute their
-B02 B03 B04 B8A B11 B12) and ``count`` (valid observations).
+the valid observations rounded to the nearest whole HLS unit = reflectance x 10000, band scale 0.0001; S30
+scenes contribute their B02 B03 B04 B8A B11 B12) and ``count`` (valid observations).
 Nodata -9999 on the six mean bands where count < ``min_observations``; the count band always holds the
 real count (0 included). Beside it ``<SEASON>.json``: grid, scenes used / skipped with reasons (unreadable,
 other collection, CRS or grid), stats. With ``granite_layout`` also ``composites_granite/<TILE>/<SEASON>.tif``
@@ -38,14 +38,14 @@ from .contracts import CompositeOptions, CompositeResult, TileComposite
 from .fmask import FmaskRule
 from .granite import granite_path, write_granite_composite
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
+from .output import TileWriter
 from .reader import AssetReader, AssetReadError, RasterioReader
-from .runner import dask_client, run_tasks
+from .runner import dask_client, limit_malloc_arenas, run_tasks
 
 log = logging.getLogger(__name__)
 
 SCALE_FACTOR = HLS_REFLECTANCE_SCALE
-ENGINE_VERSION = "2"  # 2: band descriptions are the HLS ids B02..B07; S30 and L30+S30
-COG_COMPRESS = "ZSTD"  # GDAL >= 2.3 reads it; DEFLATE costs twice the CPU for the same size
+ENGINE_VERSION = "3"  # 3: int16 means rounded to whole HLS units; 2: band ids B02..B07, S30 and L30+S30
 
 
 class CompositeError(RuntimeError):
@@ -205,14 +205,6 @@ def _inputs_key(grid: Grid, season: Season, scenes: list[SceneSource], rule: Fma
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _open_scratch(path: Path, grid: Grid) -> Any:
-    import rasterio
-
-    return rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=len(BANDS) + 1,
-                         dtype="float32", crs=grid.crs, transform=grid.affine, nodata=NODATA, tiled=True,
-                         blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
-
-
 def _tag_dataset(ds: Any, grid: Grid, season: Season, scene_ids: list[str], rule: FmaskRule,
                  collections: tuple[str, ...], min_observations: int) -> None:
     """Dataset and band tags. Band descriptions are the model band ids B02..B07 (core.bands); each band's
@@ -258,12 +250,10 @@ class _Stats:
 
 
 # ------------------------------------------------------------------------------------------------ engine
-def _compute_tile(ds: Any, reader: AssetReader, sources: list[SceneSource], grid: Grid, rule: FmaskRule,
+def _compute_tile(out: TileWriter, reader: AssetReader, sources: list[SceneSource], grid: Grid, rule: FmaskRule,
                   min_observations: int, fail_fast: bool, chunk_size: int, client: Any,
                   gdal_cache_mb: int, threads: int | None, stats: _Stats) -> tuple[set[str], dict[str, dict]]:
-    """Run every window, write it into ``ds``; recompute windows that used a scene failing elsewhere."""
-    from rasterio.windows import Window
-
+    """Run every window, write it into ``out``; recompute windows that used a scene failing elsewhere."""
     bad: dict[str, dict[str, str]] = {}
     used_by_window: dict[tuple[int, int, int, int], set[str]] = {}
     todo = chunk_windows(grid, chunk_size)
@@ -274,13 +264,13 @@ def _compute_tile(ds: Any, reader: AssetReader, sources: list[SceneSource], grid
             for _, res in run_tasks(chunk_task, args, client, threads):
                 for f in res.failures:
                     bad.setdefault(f["id"], f)
-                r, c, h, w = res.window
-                ds.write(res.data, window=Window(c, r, w, h))
+                out.write(res.window, res.data)
                 stats.add(res.window, res.data[-1])
                 used_by_window[res.window] = set(res.used)
         except AssetReadError as exc:
             raise CompositeError(f"tile {grid.tile}: {exc} (on_read_error='fail')") from exc
         todo = [w for w, used in used_by_window.items() if used & bad.keys()]
+        out.invalidate(todo)
         if todo:
             log.info("tile %s: recomputing %d windows without %d failed scenes", grid.tile, len(todo), len(bad))
     used = set().union(*used_by_window.values()) - bad.keys()
@@ -324,6 +314,7 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
         if old.get("inputs_key") == key:
             return _with_granite(TileComposite.from_dict({**old, "reused": True}), o, output_dir, season)
     reader = reader or RasterioReader()
+    limit_malloc_arenas()  # before any thread of ours (header reads, windows) makes its own arena
     fail_fast = o.on_read_error == "fail"
     sources, skipped = prepare_scenes(reader, items, grid, fail_fast, collections=collections)
     if not sources:
@@ -331,10 +322,10 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
                              f"(skipped: {json.dumps(skipped)[:1000]})")
     stats = _Stats(min_observations)
     with atomic_path(cog) as tmp:
-        scratch = tmp.with_name(tmp.name + ".scratch.tif")
+        writer = TileWriter(tmp.with_name(tmp.name + ".scratch.tif"), grid, len(BANDS) + 1, NODATA)
         try:
-            with _open_scratch(scratch, grid) as ds, dask_client(None if client else dask_address) as found:
-                used, bad = _engine_compute(o.engine, items)(ds, reader, sources, grid, rule, min_observations,
+            with writer, dask_client(None if client else dask_address) as found:
+                used, bad = _engine_compute(o.engine, items)(writer, reader, sources, grid, rule, min_observations,
                                                              fail_fast, chunk_size, client or found, gdal_cache_mb,
                                                              threads, stats)
                 if not used:
@@ -345,10 +336,10 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
                                          f"{len(used)} scene(s) (every pixel masked: {rule.describe()}); no "
                                          "composite written")
                 scene_ids = [s.id for s in sources if s.id in used]
-                _tag_dataset(ds, grid, season, scene_ids, rule, collections, min_observations)
-            _to_cog(scratch, tmp)
+                _tag_dataset(writer.ds, grid, season, scene_ids, rule, collections, min_observations)
+                writer.to_cog(tmp)
         finally:
-            scratch.unlink(missing_ok=True)
+            writer.remove()
     skipped += [_asset_name(f, items, collections) for f in bad.values()]
     skipped += [{"id": s.id, "asset": "*", "reason": "no pixel of the scene falls inside the tile's area grid"}
                 for s in sources if s.id not in used and s.id not in bad]
@@ -392,34 +383,25 @@ def _with_granite(result: TileComposite, o: CompositeOptions, output_dir: str, s
     return result
 
 
-def overview_factors(width: int, height: int, block: int = 256) -> list[int]:
-    """2, 4, 8 ... until the overview fits in one block (GDAL's COG ``AUTO`` rule)."""
-    factors, f = [], 2
-    while max(width, height) / (f // 2) > block:
-        factors.append(f)
-        f *= 2
-    return factors
+def _run_tiles(groups: dict[str, list[dict[str, Any]]], opts: dict[str, Any], client: Any
+               ) -> dict[str, TileComposite | CompositeError]:
+    """Composite every tile: concurrently on a Dask client (one driver thread per tile submits its windows,
+    so the cluster always has windows of some tile to run while another tile writes its COG), else one
+    tile after the other on local threads. A tile's CompositeError is returned in its place (raised with
+    ``on_read_error="fail"``)."""
+    def one(tile: str) -> TileComposite | CompositeError:
+        try:
+            return composite_tile(tile=tile, items=groups[tile], client=client, **opts)
+        except CompositeError as exc:
+            if opts["options"].on_read_error == "fail":
+                raise
+            return exc
 
-
-def _to_cog(src: Path, dst: Path, cache_mb: int = 128) -> None:
-    """Average overviews built on the uncompressed scratch, then one COG copy (deflate, float predictor).
-
-    Building the overviews ourselves and copying them (``FORCE_USE_EXISTING``) at level 1 costs about a
-    third of letting the COG driver build them at level 6 (files 0.5 % larger); ZSTD level 1 compresses
-    as well as DEFLATE at half its CPU time (measured on a 25-scene composite: 2.5 s vs 5.3 s).
-    """
-    import rasterio
-    import rasterio.shutil
-    from rasterio.enums import Resampling
-
-    with rasterio.Env(GDAL_CACHEMAX=cache_mb * 1024 * 1024):  # bytes (see kernel.chunk_task)
-        with rasterio.open(src, "r+") as ds:
-            factors = overview_factors(ds.width, ds.height)
-            if factors:
-                ds.build_overviews(factors, Resampling.average)
-        rasterio.shutil.copy(str(src), str(dst), driver="COG", COMPRESS=COG_COMPRESS, PREDICTOR="YES", LEVEL=1,
-                             BLOCKSIZE=256, OVERVIEWS="FORCE_USE_EXISTING" if factors else "NONE",
-                             NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER")
+    if client is None or len(groups) < 2:
+        return {tile: one(tile) for tile in groups}
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="composite-tile") as pool:
+        futures = {tile: pool.submit(one, tile) for tile in groups}
+        return {tile: fut.result() for tile, fut in futures.items()}
 
 
 def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
@@ -436,23 +418,19 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
         groups = {t: g for t, g in groups.items() if t in wanted}
     if not groups:
         raise CompositeError(f"{items_json}: no HLS item for tiles {tiles or 'any'}")
-    done: dict[str, TileComposite] = {}
+    inside: dict[str, list[dict[str, Any]]] = {}
     outside: list[str] = []
-    errors: dict[str, str] = {}
+    for tile, items in groups.items():
+        try:
+            tile_grid(tile, aoi)
+            inside[tile] = items
+        except GridError:
+            outside.append(tile)
+    opts = dict(aoi=aoi, season=season, output_dir=output_dir, options=options, reader=reader, threads=threads)
     with dask_client(dask_address) as client:
-        for tile, items in groups.items():
-            try:
-                tile_grid(tile, aoi)
-            except GridError:
-                outside.append(tile)
-                continue
-            try:
-                done[tile] = composite_tile(tile=tile, items=items, aoi=aoi, season=season, output_dir=output_dir,
-                                            options=options, reader=reader, threads=threads, client=client)
-            except CompositeError as exc:
-                if options.on_read_error == "fail":
-                    raise
-                errors[tile] = str(exc)
+        results = _run_tiles(inside, opts, client)
+    done = {t: r for t, r in results.items() if isinstance(r, TileComposite)}  # in tile order
+    errors = {t: str(r) for t, r in results.items() if isinstance(r, CompositeError)}
     if errors:
         raise CompositeError("tiles without a composite: " + "; ".join(f"{t}: {e}" for t, e in errors.items()))
     return CompositeResult(season=Season.from_any(season).to_dict(), items_json=str(items_json), tiles=done,

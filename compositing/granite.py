@@ -75,7 +75,7 @@ def write_granite_composite(src_path: Path, dst: Path) -> Path:
     import rasterio
     from rasterio.windows import Window
 
-    from .composite import _to_cog
+    from .output import to_cog
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(src_path) as src, atomic_path(dst) as tmp:
@@ -97,7 +97,7 @@ def write_granite_composite(src_path: Path, dst: Path) -> Path:
                     block[slots] = data
                     out.write(block, window=win)
                 _tag(out, src, idx, src_path)
-            _to_cog(scratch, tmp)
+            to_cog(scratch, tmp)
         finally:
             scratch.unlink(missing_ok=True)
     return dst

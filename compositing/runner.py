@@ -48,6 +48,31 @@ def dask_client(address: str | None) -> Iterator[Any | None]:
         yield None
 
 
+_ARENAS_SET = False
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(n: int = MALLOC_ARENAS) -> None:
+    """Cap glibc's malloc arenas for this process (once; never when ``MALLOC_ARENA_MAX`` is set by the
+    user; no-op off glibc).
+
+    GDAL allocates each decoded 256 x 256 int16 block (128 KiB, at glibc's mmap threshold, which it then
+    raises) from the calling thread's arena; with one arena per thread the freed blocks fragment every
+    arena and the peak RSS grew with the number of scenes (40 vs 10 scenes: 1.2-1.3x measured). Two
+    arenas shared by the threads keep it flat (1.0x) at no measurable CPU cost.
+    """
+    global _ARENAS_SET
+    if _ARENAS_SET or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    _ARENAS_SET = True
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def n_local_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
@@ -60,6 +85,7 @@ def run_tasks(fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]], clie
         return
     n = threads or n_local_threads()
     limit = max_in_flight or 2 * n
+    limit_malloc_arenas()  # before the pool's threads make their own arenas
     with ThreadPoolExecutor(max_workers=n) as pool:
         pending: dict[Future[Any], int] = {}
         nxt = 0

@@ -88,7 +88,9 @@ class EarthdataLayeredEnv(LayeredEnv):
 def gdal_env(remote: str | None, gdal_cache_mb: int) -> EarthdataLayeredEnv:
     """stackstac's default GDAL layers + a bounded block cache (+ Earthdata settings for remote hrefs)."""
     always, open_, open_vrt, read = DEFAULT_GDAL_ENV.__getstate__()
-    return EarthdataLayeredEnv({**always, "GDAL_CACHEMAX": gdal_cache_mb}, open_, open_vrt, read, remote=remote)
+    # in bytes, as in kernel.chunk_task: rasterio 1.4 / GDAL 3.10 read a small value (64) as an almost empty cache
+    cache = {"GDAL_CACHEMAX": gdal_cache_mb * 1024 * 1024}
+    return EarthdataLayeredEnv({**always, **cache}, open_, open_vrt, read, remote=remote)
 
 
 def stackstac_items(items: dict[str, dict[str, Any]], sources: list[SceneSource], grid: Grid) -> list[dict[str, Any]]:
@@ -145,7 +147,7 @@ def _clear(fmask: np.ndarray, rule: FmaskRule) -> np.ndarray:
 
 
 def composite_array(stack: Any, rule: FmaskRule, min_observations: int) -> Any:
-    """(7, y, x) float32 Dask array: per band the mean of valid observations, then the count.
+    """(7, y, x) int16 Dask array (the kernel's format): per band the mean of valid observations, then the count.
 
     Valid: Fmask clear by ``rule`` and none of the six band values is nodata (as in the kernel); integer
     sums and count over ``time``, then :func:`compositing.kernel.finalize` per block.
@@ -161,7 +163,7 @@ def composite_array(stack: Any, rule: FmaskRule, min_observations: int) -> Any:
     count = valid.sum("time", dtype="uint16")
     s = sums.data.rechunk({0: -1})
     c = count.data[None]
-    return da.map_blocks(_finalize_block, s, c, min_observations=min_observations, dtype=np.float32,
+    return da.map_blocks(_finalize_block, s, c, min_observations=min_observations, dtype=np.int16,
                          chunks=((len(BANDS) + 1,), *s.chunks[1:]))
 
 
@@ -206,13 +208,12 @@ def _chunks(grid: Grid, chunk_size: int) -> tuple[tuple[int, ...], tuple[int, ..
     return rows, cols
 
 
-def compute_tile(ds: Any, reader: Any, sources: list[SceneSource], grid: Grid, rule: FmaskRule,
+def compute_tile(out: Any, reader: Any, sources: list[SceneSource], grid: Grid, rule: FmaskRule,
                  min_observations: int, fail_fast: bool, chunk_size: int, client: Any, gdal_cache_mb: int,
                  threads: int | None, stats: Any, *, items: dict[str, dict[str, Any]]) -> tuple[set[str], dict]:
-    """The engine's ``_compute_tile`` contract with stackstac: write every window into ``ds``, return the
-    scenes used and the failed ones ({id: {"id", "asset", "reason"}})."""
-    from rasterio.windows import Window
-
+    """The engine's ``_compute_tile`` contract with stackstac: write every window into ``out`` (a
+    :class:`compositing.output.TileWriter`), return the scenes used and the failed ones
+    ({id: {"id", "asset", "reason"}})."""
     bad: dict[str, dict[str, str]] = {}
     # one remote href of the tile stands for its data host (the Earthdata settings depend on the host only)
     remote = next((h for s in sources for h in s.hrefs.values() if h.startswith(("http://", "https://"))), None)
@@ -225,9 +226,8 @@ def compute_tile(ds: Any, reader: Any, sources: list[SceneSource], grid: Grid, r
         result = composite_array(stack, rule, min_observations)
         try:
             for win, block in _window_blocks(result, grid, chunk_size):
-                data = np.asarray(_compute(block, client, threads), dtype=np.float32)
-                r, c, h, w = win
-                ds.write(data, window=Window(c, r, w, h))
+                data = np.asarray(_compute(block, client, threads), dtype=np.int16)
+                out.write(win, data)
                 stats.add(win, data[-1])
             return {s.id for s in active}, bad
         except Exception as exc:  # noqa: BLE001 - stackstac wraps every GDAL failure in a RuntimeError

@@ -50,7 +50,7 @@ from .reader import AssetReader, RasterioReader
 
 def _window_data(reader: AssetReader, scenes: list[SceneSource], rule: FmaskRule, min_observations: int,
                  gdal_cache_mb: int, window: tuple[int, int, int, int]) -> np.ndarray:
-    """(7, h, w) float32 of one window: the engine's chunk task, failing on the first read error."""
+    """(7, h, w) int16 of one window: the engine's chunk task, failing on the first read error."""
     return chunk_task(reader, scenes, window, rule, min_observations, True, gdal_cache_mb).data
 
 
@@ -108,7 +108,7 @@ def composite_dataset(items: Iterable[Any], grid: Grid | dict[str, Any], *,
 
 def _lazy_array(reader: AssetReader, sources: list[SceneSource], grid: Grid, rule: FmaskRule,
                 min_observations: int, chunk_size: int, gdal_cache_mb: int) -> Any:
-    """(7, height, width) float32 Dask array: one ``chunk_task`` call per engine window."""
+    """(7, height, width) int16 Dask array: one ``chunk_task`` call per engine window."""
     import dask
     import dask.array as da
 
@@ -119,7 +119,7 @@ def _lazy_array(reader: AssetReader, sources: list[SceneSource], grid: Grid, rul
     rows: dict[int, list[Any]] = {}
     for r, c, h, w in windows:
         task = dask.delayed(fn, pure=True)((r, c, h, w), dask_key_name=f"hls-window-{token}-{r}-{c}")
-        rows.setdefault(r, []).append(da.from_delayed(task, shape=(len(BANDS) + 1, h, w), dtype=np.float32))
+        rows.setdefault(r, []).append(da.from_delayed(task, shape=(len(BANDS) + 1, h, w), dtype=np.int16))
     return da.block([rows[r] for r in sorted(rows)])
 
 

@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("output_dir")
     g.add_argument("--size", choices=SIZES, default="small")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--cloud", default=None, help="scene target cloud fractions (0-1): one value for every "
+                   "scene or a comma list cycling over the scenes, e.g. 0.97,0.9,0.3,0.95,0.15 (a cloudy season)")
     s = sub.add_parser("serve", help="serve a world's STAC API on 127.0.0.1 (prints the URL)")
     s.add_argument("world_dir")
     s.add_argument("--port", type=int, default=None)
@@ -27,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         from sampleworld.world import generate_world
 
         t0 = time.perf_counter()
-        manifest = generate_world(args.output_dir, size=args.size, seed=args.seed)
+        overrides = {}
+        if args.cloud is not None:
+            from sampleworld.spec import cloudy_scenes, preset
+
+            overrides["scenes"] = cloudy_scenes(preset(args.size), [float(c) for c in args.cloud.split(",")])
+        manifest = generate_world(args.output_dir, size=args.size, seed=args.seed, **overrides)
         print(f"generated {args.size} world in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         print(json.dumps({k: v for k, v in manifest.items() if k != "spec"}))
         return 0

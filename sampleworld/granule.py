@@ -80,8 +80,9 @@ def write_granule(out: Path, spec: WorldSpec, world: Grid, win: Grid, tile: str,
     cloudy = ((fm & 0b1010) > 0) & valid
     cloud_pct = int(round(100.0 * cloudy.sum() / n_valid))
     spatial_pct = int(round(100.0 * n_valid / valid.size))
-    wkt = hls_utm_wkt(spec.zone)
-    base = granule_tags(acq, tile, win, spec.zone, cloud_pct, spatial_pct)
+    zone = win.epsg - 32600  # the tile's own UTM zone (a region world spans two)
+    wkt = hls_utm_wkt(zone)
+    base = granule_tags(acq, tile, win, zone, cloud_pct, spatial_pct)
     files: dict[str, str] = {}
     for key, arr in scene.bands.items():
         scale = _SCALE.get(key, 0.0001)
@@ -99,7 +100,7 @@ def write_granule(out: Path, spec: WorldSpec, world: Grid, win: Grid, tile: str,
         files[key] = str(write_cog(gdir / f"{item_id}.{key}.tif", arr[sl], win, nodata=H.ANGLE_FILL,
                                    tags=tags, crs_wkt=wkt, description=H.LONG_NAMES[key], scale=0.01,
                                    offset=0.0))
-    ring = footprint(valid, win, spec.epsg)
+    ring = footprint(valid, win, win.epsg)
     concept = f"G{2_800_000_000 + int(rng.integers(0, 99_999_999))}-SAMPLEWORLD"
     files["browse"] = str(_browse(gdir / f"{item_id}.jpg", scene, sl))
     files["metadata"] = str(_cmr_xml(gdir / f"{item_id}.cmr.xml", item_id, acq, ring, tile, cloud_pct,

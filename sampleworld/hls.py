@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from core.constants import HLS_NODATA
+from core.grid import Grid
 from sampleworld import landscape as L
 from sampleworld.spec import SceneSpec
 
@@ -127,6 +128,24 @@ def render_scene(ls: L.Landscape, acq: Acquisition, rng: np.random.Generator) ->
     bands["B10"], bands["B11"] = _to_int16(t10, valid), _to_int16(t11, valid)
     fmask[~valid] = FMASK_FILL
     return RenderedScene(bands, fmask, _angles(shape, acq, valid), valid)
+
+
+def reproject_scene(scene: RenderedScene, src: Grid, dst: Grid) -> RenderedScene:
+    """``scene`` (rendered on ``src``) resampled by nearest neighbour onto ``dst`` in another UTM zone, as
+    HLS resamples a Landsat scene onto the MGRS tiles of a neighbouring zone; pixels of ``dst`` outside
+    ``src`` are outside the swath (bands -9999, Fmask 255, angles 40000)."""
+    from rasterio.warp import Resampling, reproject
+
+    def warp(arrays: dict[str, np.ndarray], fill: int) -> dict[str, np.ndarray]:
+        stack = np.stack(list(arrays.values()))
+        out = np.full((len(arrays), dst.height, dst.width), fill, stack.dtype)
+        reproject(stack, out, src_transform=src.affine, src_crs=src.crs, dst_transform=dst.affine,
+                  dst_crs=dst.crs, src_nodata=fill, dst_nodata=fill, resampling=Resampling.nearest)
+        return dict(zip(arrays, out, strict=True))
+
+    valid = warp({"valid": scene.valid.astype(np.uint8)}, 0)["valid"].astype(bool)
+    return RenderedScene(warp(scene.bands, REFL_NODATA), warp({"f": scene.fmask}, FMASK_FILL)["f"],
+                         warp(scene.angles, ANGLE_FILL), valid)
 
 
 def _to_int16(a: np.ndarray, valid: np.ndarray) -> np.ndarray:

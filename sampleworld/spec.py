@@ -11,10 +11,11 @@ HLS L30 scene before 2013-04-11), checked by :func:`check_timeline`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SIZES = ("small", "demo", "benchmark")
+SIZES = ("small", "demo", "benchmark", "region")
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,23 @@ def _benchmark() -> WorldSpec:
                      aoi_px=2400, margin_px=0, scenes=tuple(scenes), gedi=gedi, full_tiles=True, workers=2)
 
 
-_PRESETS = {"small": _small, "demo": _demo, "benchmark": _benchmark}
+def _region() -> WorldSpec:
+    # Four MGRS tiles in two UTM zones: 10TGK/10TGL at the east edge of zone 10 and 11TKE/11TKF at the west
+    # edge of zone 11 cover the same ground around the zone boundary (-120 deg) near 40.6 N. The world
+    # (landscape, scenes) is rendered in zone 10; the zone-11 granules are resampled onto their own grid.
+    # Tile windows of ~2400 x 1300 px (not full tiles: 4 full tiles x 12 scenes would be ~12 GB here).
+    doys = tuple(range(160, 256, 8))  # 12 leaf-on dates
+    scenes = tuple(SceneSpec(doy=d, time="183812" if i % 3 == 1 else "184447",
+                             cloud=(0.05, 0.2, 0.35, 0.1)[i % 4], swath_cut=-0.3 if i % 3 == 1 else 0.0,
+                             sensor="LC09" if i % 2 else "LC08") for i, d in enumerate(doys))
+    gedi = (GediSpec(doy=170, crossing_frac=0.3), GediSpec(doy=205, time="193012", crossing_frac=0.7,
+                                                            ascending=False, beams=_COVER_ONLY_MISSING))
+    return WorldSpec(size="region", year=2022, tiles=("10TGK", "10TGL", "11TKE", "11TKF"),
+                     aoi_center=(760000.0, 4495000.0), aoi_px=2400, margin_px=0, scenes=scenes, gedi=gedi,
+                     workers=2)
+
+
+_PRESETS = {"small": _small, "demo": _demo, "benchmark": _benchmark, "region": _region}
 
 
 def check_timeline(spec: WorldSpec) -> None:
@@ -226,7 +243,8 @@ def check_timeline(spec: WorldSpec) -> None:
 
 
 def preset(size: str) -> WorldSpec:
-    """The named preset (``small``: tests, ``demo``: the make demo default, ``benchmark``: full tiles)."""
+    """The named preset (``small``: tests, ``demo``: the make demo default, ``benchmark``: a full tile,
+    ``region``: four tile windows in two UTM zones for the distributed benchmark)."""
     if size not in _PRESETS:
         raise ValueError(f"unknown sample world size {size!r}; choose one of {', '.join(SIZES)}")
     return _PRESETS[size]()
@@ -241,4 +259,15 @@ def with_overrides(spec: WorldSpec, **overrides: Any) -> WorldSpec:
     return dataclasses.replace(spec, **overrides)
 
 
-__all__ = ["SceneSpec", "GediSpec", "Disturbance", "WorldSpec", "preset", "with_overrides", "check_timeline", "SIZES"]
+def cloudy_scenes(spec: WorldSpec, cloud: float | Sequence[float]) -> tuple[SceneSpec, ...]:
+    """``spec``'s scenes with their target cloud fractions (0-1) replaced: one value for every scene, or a
+    list that cycles over the scenes, e.g. ``(0.97, 0.9, 0.3, 0.95, 0.15)`` for a season of mostly overcast
+    scenes and a few broken ones (mean 0.65), the way a cloudy season looks in HLS."""
+    values = [float(cloud)] if isinstance(cloud, int | float) else [float(c) for c in cloud]
+    if not values or not all(0.0 <= c <= 1.0 for c in values):
+        raise ValueError(f"cloud fractions must be in [0, 1], got {cloud}")
+    return tuple(dataclasses.replace(s, cloud=values[i % len(values)]) for i, s in enumerate(spec.scenes))
+
+
+__all__ = ["SceneSpec", "GediSpec", "Disturbance", "WorldSpec", "preset", "with_overrides", "check_timeline",
+           "cloudy_scenes", "SIZES"]

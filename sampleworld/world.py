@@ -65,8 +65,17 @@ def world_grid(spec: WorldSpec) -> tuple[Grid, list[float]]:
 
 
 def tile_windows(spec: WorldSpec, world: Grid) -> dict[str, Grid]:
-    """Each tile's file window: its real MGRS grid cut to the world window (same lattice)."""
-    return {t: mgrs_tile_grid(t).clip(world.bounds) for t in spec.tiles}
+    """Each tile's file window: its real MGRS grid cut to the world window (same lattice). A tile of
+    another UTM zone gets the window of its own zone's grid that covers the world window's footprint."""
+    from rasterio.warp import transform_bounds
+
+    out = {}
+    for t in spec.tiles:
+        g = mgrs_tile_grid(t)
+        bounds = world.bounds if g.epsg == world.epsg else transform_bounds(world.crs, g.crs, *world.bounds,
+                                                                            densify_pts=21)
+        out[t] = g.clip(bounds)
+    return out
 
 
 def generate_world(output_dir: str | os.PathLike[str], *, size: str = "small", seed: int = 0,
@@ -187,7 +196,11 @@ def _scene_job(args: tuple) -> list[dict[str, Any]]:
     scene = H.render_scene(ls, acq, _rng(seed, 1, k))
     items = []
     for j, (tile, win) in enumerate(sorted(windows.items())):
-        item = write_granule(out, spec, grid, win, tile, acq, scene, _rng(seed, 3, k, j))
+        if win.epsg == grid.epsg:
+            item = write_granule(out, spec, grid, win, tile, acq, scene, _rng(seed, 3, k, j))
+        else:  # a tile of the neighbouring UTM zone: resampled onto its own grid, as HLS does
+            item = write_granule(out, spec, win, win, tile, acq, H.reproject_scene(scene, grid, win),
+                                 _rng(seed, 3, k, j))
         if item is not None:
             items.append(item)
     if resume:

@@ -139,7 +139,7 @@ def test_matches_numpy_reference_on_two_overlapping_tiles(world, tmp_path, opts,
         assert t.path == str(tmp_path / "composites" / tile / "2021-06-01_2021-09-30.tif")
         with rasterio.open(t.path) as ds:
             got = ds.read()
-            assert ds.dtypes[0] == "float32" and ds.nodata == -9999
+            assert ds.dtypes[0] == "int16" and ds.nodata == -9999  # means rounded to whole HLS units
             assert Grid.from_raster(t.path) == grid
         ref = reference(groups[tile], grid, bits, aerosol, min_obs)
         np.testing.assert_array_equal(got[6], ref[6])  # count: exact
@@ -171,6 +171,10 @@ def test_tags_sidecar_and_rerun_skip(world, tmp_path):
         assert ds.scales[:6] == (0.0001,) * 6
         assert ds.profile["blockxsize"] == 256 and ds.profile["compress"] == "zstd"
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.overviews(1) == [2] and max(ds.width, ds.height) > 256
+        full = ds.read()
+    with rasterio.open(first.path, overview_level=0) as ov:  # built while the windows ran, not by GDAL
+        np.testing.assert_array_equal(ov.read(), _overview_reference(full, 2))
     side = json.loads(Path(first.sidecar).read_text())
     assert side["scenes_used"] == first.scenes_used and side["grid"] == first.grid
     mtime = os.stat(first.path).st_mtime_ns
@@ -179,6 +183,33 @@ def test_tags_sidecar_and_rerun_skip(world, tmp_path):
     changed = build_composites(**{**kw, "options": CompositeOptions(chunk_size=256, mask_snow=True)}).tiles["10TEK"]
     assert changed.reused is False and os.stat(first.path).st_mtime_ns != mtime
     assert not [p for p in Path(first.path).parent.iterdir() if ".tmp-" in p.name]
+
+
+def _overview_reference(full: np.ndarray, f: int) -> np.ndarray:
+    """Per band, the mean of the non-nodata pixels of each f x f cell (edge cells: what exists), rounded
+    half to even; -9999 where a cell has none. float64 with NaN for nodata, no engine code."""
+    b, h, w = full.shape
+    x = np.full((b, -(-h // f) * f, -(-w // f) * f), np.nan)
+    x[:, :h, :w] = np.where(full == -9999, np.nan, full)
+    cells = x.reshape(b, x.shape[1] // f, f, x.shape[2] // f, f).transpose(0, 1, 3, 2, 4).reshape(
+        b, x.shape[1] // f, x.shape[2] // f, f * f)
+    n = np.isfinite(cells).sum(axis=-1)
+    mean = np.nansum(cells, axis=-1) / np.maximum(n, 1)
+    return np.where(n > 0, np.rint(mean), -9999).astype(np.int16)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_overview_levels_equal_cell_means(levels):
+    from compositing.output import overview_levels
+
+    rng = np.random.default_rng(levels)
+    vals = rng.integers(-100, 16000, size=(2, 37, 29)).astype(np.int16)  # odd sizes: partial edge cells
+    vals[:, rng.random((37, 29)) < 0.4] = -9999
+    vals[:, :8, :8] = -9999  # a cell with no valid pixel at every level
+    got = overview_levels(vals, levels, -9999)
+    assert [g.shape for g in got] == [(2, -(-37 // 2 ** k), -(-29 // 2 ** k)) for k in range(1, levels + 1)]
+    for k, g in enumerate(got, start=1):
+        np.testing.assert_array_equal(g, _overview_reference(vals, 2 ** k))
 
 
 def test_corrupt_asset_is_skipped_with_reason_or_fails(world, tmp_path):
@@ -206,6 +237,9 @@ def test_corrupt_asset_is_skipped_with_reason_or_fails(world, tmp_path):
     good = [it for it in items if it["id"] not in skipped]
     with rasterio.open(t.path) as ds:
         np.testing.assert_array_equal(ds.read(7), reference(good, Grid.from_dict(t.grid), (1, 2, 3), False, 1)[6])
+        full = ds.read()
+    with rasterio.open(t.path, overview_level=0) as ov:  # recomputed windows: their overviews too
+        np.testing.assert_array_equal(ov.read(), _overview_reference(full, 2))
     with pytest.raises(CompositeError, match=r"tile 10TEK: .*does-not-exist"):
         composite_tile(tile="10TEK", items=[items[0], missing], aoi=world["aoi"], season=season, output_dir=str(tmp_path / "f"),
                        options=CompositeOptions(on_read_error="fail", chunk_size=256), threads=2)
@@ -350,15 +384,54 @@ def test_file_crs_identification(crs, expected):
 
 
 @pytest.mark.parametrize("sums,count,min_obs,expected", [
-    ([7, -3, 0, 2**20], [3, 2, 0, 7], 1, [7 / 3, -1.5, -9999, 2**20 / 7]),
-    ([7, -3, 0, 5], [3, 2, 0, 1], 2, [7 / 3, -1.5, -9999, -9999]),
-    ([600 * 32767, 1, 2, 3], [600, 1, 1, 1], 1, [32767, 1, 2, 3]),  # > 512 obs: the float64 path
+    ([7, -3, 0, 5 * 16000 + 3], [3, 2, 0, 5], 1, [2, -2, -9999, 16001]),  # 2.33, -1.5 (tie: even), 16000.6
+    ([7, -3, 0, 5], [3, 2, 0, 1], 2, [2, -2, -9999, -9999]),
+    ([5, 7, -5, -7], [2, 2, 2, 2], 1, [2, 4, -2, -4]),  # ties to even
+    ([600 * 32767, -600 * 32768, 2 * 32767 - 1, 3], [600, 600, 2, 1], 1, [32767, -32768, 32766, 3]),
+    ([1_000_001, -1_000_001, 0, 0], [2000, 2000, 1, 1], 1, [500, -500, 0, 0]),  # 500.0005: not a tie
 ])
 def test_finalize_table(sums, count, min_obs, expected):
+    """Means are rounded to the nearest integer (ties to even): at most 0.5 HLS units from the exact mean."""
     from compositing.kernel import finalize
 
     s = np.array(sums, np.int32).reshape(1, 1, 4).repeat(6, 0)
     out = finalize(s, np.array([count], np.uint16), min_obs)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out[0, 0], np.array(expected, np.float32), rtol=1e-7)
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out[0, 0], np.array(expected, np.int16))
     np.testing.assert_array_equal(out[6, 0], count)
+
+
+def test_tile_writer_overviews_with_windows_out_of_order_and_rewritten(tmp_path):
+    """Overviews are computed while windows arrive in any order; a window written again (a recomputed
+    window) has its rows' overviews recomputed; the COG's overviews equal the cell means of its pixels."""
+    from compositing.output import TileWriter
+
+    grid = mgrs_tile_grid("10TEK").window_bounds(100, 40, 700, 600)
+    wins = chunk_windows(grid, 256)
+    rng = np.random.default_rng(3)
+    first = rng.integers(-100, 9000, size=(7, 700, 600)).astype(np.int16)
+    first[:6, rng.random((700, 600)) < 0.2] = -9999
+    final = first.copy()
+    redo = [wins[0], wins[len(wins) // 2]]
+    for r, c, h, w in redo:
+        final[:, r:r + h, c:c + w] = rng.integers(0, 50, size=(7, h, w))
+    writer = TileWriter(tmp_path / "s.tif", grid, 7, -9999)
+    try:
+        for i in rng.permutation(len(wins)):
+            r, c, h, w = wins[i]
+            writer.write(wins[i], first[:, r:r + h, c:c + w])
+        assert writer.next_row == 700  # every overview row was computed before the end
+        writer.invalidate(redo)
+        assert writer.next_row == 0
+        for r, c, h, w in reversed(redo):
+            writer.write((r, c, h, w), final[:, r:r + h, c:c + w])
+        writer.to_cog(tmp_path / "out.tif")
+    finally:
+        writer.remove()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+    with rasterio.open(tmp_path / "out.tif") as ds:
+        assert ds.overviews(1) == [2, 4] and ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(ds.read(), final)
+    for level, f in enumerate((2, 4)):
+        with rasterio.open(tmp_path / "out.tif", overview_level=level) as ov:
+            np.testing.assert_array_equal(ov.read(), _overview_reference(final, f))

@@ -118,7 +118,7 @@ def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], sta
         a, meta_a = _read(res.path)
         b, meta_b = _read(dist.tiles[tile].path)
         assert res.path != dist.tiles[tile].path
-        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        assert a.dtype == b.dtype == np.int16 and a.shape == b.shape
         assert np.array_equal(a, b), f"{tile}: {np.count_nonzero(a != b)} pixels differ"
         assert (a[:6] != -9999).any(), f"{tile}: composite is all nodata"
         for key in ("crs", "transform", "nodata", "dtype", "descriptions"):

@@ -40,6 +40,17 @@ def test_clear_mask_table(value, rule, clear):
     assert bool(clear_mask(np.array([value], np.uint8), rule)[0]) is clear
 
 
+@pytest.mark.parametrize("snow,water,aerosol", [(a, b, c) for a in (False, True) for b in (False, True)
+                                                 for c in (False, True)])
+def test_clear_mask_bit_operations_equal_the_table(snow, water, aerosol):
+    rule = FmaskRule(snow, water, aerosol)
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(clear_mask(values, rule), rule.lookup_table()[values])
+    out = np.ones((16, 16), bool)
+    assert clear_mask(values, rule, out=out) is out
+    np.testing.assert_array_equal(out, rule.lookup_table()[values])
+
+
 def test_rule_description_and_dtype_check():
     assert FmaskRule(True, True, True).describe() == "1:cloud,2:adjacent,3:shadow,4:snow_ice,5:water,6-7:aerosol_high"
     with pytest.raises(TypeError, match="uint8"):

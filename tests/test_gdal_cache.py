@@ -19,3 +19,11 @@ def test_chunk_task_sets_the_block_cache_in_bytes(monkeypatch) -> None:
     monkeypatch.setattr(kernel, "composite_window", fake_window)
     assert kernel.chunk_task(None, [], (0, 0, 1, 1), None, 1, False, 64) == "done"
     assert int(seen["cachemax"]) == 64 * 1024 * 1024
+
+
+def test_stackstac_engine_sets_the_block_cache_in_bytes() -> None:
+    from compositing.stackstac_engine import gdal_env
+
+    env = gdal_env(None, 64)
+    assert env._always["GDAL_CACHEMAX"] == 64 * 1024 * 1024
+    assert gdal_env("http://127.0.0.1:1/x.tif", 16)._always["GDAL_CACHEMAX"] == 16 * 1024 * 1024

@@ -160,7 +160,7 @@ def test_earthdata_settings_are_applied_where_read_and_never_pickled(monkeypatch
     assert b"secret-token-123" not in blob and not calls
     again = pickle.loads(blob)
     read_opts = again.read.options
-    assert read_opts["GDAL_CACHEMAX"] == 32 and "secret-token-123" in read_opts["GDAL_HTTP_HEADERS"]
+    assert read_opts["GDAL_CACHEMAX"] == 32 * 1024 * 1024 and "secret-token-123" in read_opts["GDAL_HTTP_HEADERS"]
     assert (href, True) in calls
     assert again.open.options["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
     local = pickle.loads(pickle.dumps(gdal_env(remote=None, gdal_cache_mb=32)))

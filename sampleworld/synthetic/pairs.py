@@ -1,7 +1,8 @@
 """Synthetic composite + label rasters of the pipeline's formats, for tests, the demo and the benchmark.
 
-Composite: float32, 7 bands B02..B07 (HLS units x10000) + ``count``, nodata -9999, tags MGRS_TILE and
-SEASON, band descriptions; a nodata patch in one corner. Label: float32 ``agbd`` (Mg/ha) + ``shot_count``
+Composite: int16 as the pipeline writes it (means rounded to whole HLS units; ``dtype="float32"`` for the
+composite-engine 1 format), 7 bands B02..B07 (HLS units x10000) + ``count``, nodata -9999, tags MGRS_TILE
+and SEASON, band descriptions; a nodata patch in one corner. Label: float32 ``agbd`` (Mg/ha) + ``shot_count``
 on the same grid, sparse (GEDI-like along-track lines), nodata as asked (-9999 or -1).
 Values are deterministic functions of the pixel's lattice position so overlapping tiles agree.
 """
@@ -55,22 +56,33 @@ def synth_arrays(grid: Grid, *, label_nodata: float = LABEL_NODATA, nodata_corne
 
 
 def write_pair(root: Path, grid: Grid, *, season: str = SEASON, label_nodata: float = LABEL_NODATA,
-               nodata_corner: int = 0, compress: str | None = "deflate") -> tuple[Path, Path]:
-    """Write ``composites/<TILE>/<SEASON>.tif`` and ``labels/<TILE>/<SEASON>.tif`` under ``root``."""
+               nodata_corner: int = 0, compress: str | None = "deflate", dtype: str = "int16",
+               noise: float = 0.0) -> tuple[Path, Path]:
+    """Write ``composites/<TILE>/<SEASON>.tif`` and ``labels/<TILE>/<SEASON>.tif`` under ``root``.
+
+    ``dtype``: the composite's (``int16`` rounds the means); ``noise``: standard deviation (HLS units) of
+    seeded Gaussian texture added to the six bands (a real composite compresses far less than the smooth
+    synthetic field).
+    """
     comp, lab = synth_arrays(grid, label_nodata=label_nodata, nodata_corner=nodata_corner)
+    if noise:
+        tex = np.random.default_rng(0).normal(0.0, noise, comp[:6].shape).astype(np.float32)
+        comp[:6] = np.where(comp[:6] == IMAGE_NODATA, comp[:6], comp[:6] + tex)
+    if np.dtype(dtype).kind == "i":
+        comp = np.rint(comp)
     paths = []
-    for kind, arr, nodata, desc in (("composites", comp, IMAGE_NODATA, COMPOSITE_DESCRIPTIONS),
-                                    ("labels", lab, label_nodata, ("agbd", "shot_count"))):
+    for kind, arr, nodata, desc, dt in (("composites", comp, IMAGE_NODATA, COMPOSITE_DESCRIPTIONS, dtype),
+                                        ("labels", lab, label_nodata, ("agbd", "shot_count"), "float32")):
         p = root / kind / grid.tile / f"{season}.tif"
         p.parent.mkdir(parents=True, exist_ok=True)
         opts: dict[str, Any] = {"tiled": True, "blockxsize": 256, "blockysize": 256}
         if compress:
             opts["compress"] = compress
-            if compress in ("deflate", "zstd"):  # with the floating-point predictor, as the pipeline's COGs
-                opts["predictor"] = 3
+            if compress in ("deflate", "zstd"):  # with a predictor, as the pipeline's COGs
+                opts["predictor"] = 3 if np.dtype(dt).kind == "f" else 2
         with rasterio.open(p, "w", driver="GTiff", width=grid.width, height=grid.height, count=arr.shape[0],
-                           dtype="float32", crs=grid.crs, transform=grid.affine, nodata=nodata, **opts) as ds:
-            ds.write(arr)
+                           dtype=dt, crs=grid.crs, transform=grid.affine, nodata=nodata, **opts) as ds:
+            ds.write(arr.astype(dt))
             ds.descriptions = desc
             ds.update_tags(MGRS_TILE=grid.tile, SEASON=season)
         paths.append(p)
