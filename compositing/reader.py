@@ -276,11 +276,16 @@ class RasterioReader:
                 ds = handle.ds
                 if out is not None and (out.shape != (h, w) or out.dtype != np.dtype(ds.dtypes[0])):
                     out = None  # let the caller see the file's real dtype
+                # rasterio reshapes the array it is given to (1, h, w) and leaves it so when the read fails:
+                # give it a view of ``out`` so that the caller's array keeps its shape for a retry
+                tgt = None if out is None else out.view()
                 try:
                     if not env:  # local file, no options: skip rasterio.Env's ~1 ms of set-up per call
-                        return ds.read(1, window=RWindow(col, row, w, h), out=out)
-                    with rasterio.Env(**env):
-                        return ds.read(1, window=RWindow(col, row, w, h), out=out)
+                        arr = ds.read(1, window=RWindow(col, row, w, h), out=tgt)
+                    else:
+                        with rasterio.Env(**env):
+                            arr = ds.read(1, window=RWindow(col, row, w, h), out=tgt)
+                    return arr if out is None else out
                 except (rasterio.errors.RasterioError, OSError) as exc:
                     err = exc
             self.forget(href)

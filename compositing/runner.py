@@ -43,9 +43,10 @@ def dask_client(address: str | None) -> Iterator[Any | None]:
     from distributed import default_client
 
     try:
-        yield default_client()
-    except ValueError:
-        yield None
+        client = default_client()
+    except ValueError:  # distributed imported, no client started
+        client = None
+    yield client  # (an error of the caller's block must not be taken for "no client")
 
 
 _ARENAS_SET = False

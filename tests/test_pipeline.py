@@ -22,10 +22,16 @@ STAGES = {"hls-composite", "gedi-labels", "export-chips", "train-model", "evalua
 def _artifacts() -> dict[str, str]:
     """Key -> data of the latest artifact of each key."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    async def read() -> dict[str, str]:
+    async def read() -> dict[str, str]:  # newest first; other tests' runs share the harness and the keys
         async with get_client() as client:
-            return {a.key: str(a.data) for a in await client.read_artifacts() if a.key}
+            arts = await client.read_artifacts(sort=ArtifactSort.CREATED_DESC)
+        latest: dict[str, str] = {}
+        for a in arts:
+            if a.key and a.key not in latest:
+                latest[a.key] = str(a.data)
+        return latest
 
     return asyncio.run(read())
 
