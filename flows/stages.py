@@ -218,10 +218,12 @@ def search_gedi_task(aoi: Any, season: dict[str, str], options: LabelOptions, ou
 @task(name="gedi-labels", cache_policy=NO_CACHE)
 def labels_task(aoi: Any, season: dict[str, str], granules: list[str], composites: list[str] | str | None,
                 options: LabelOptions, output_dir: str) -> LabelsResult:
+    from flows import artifacts as art
     from labels import run_gedi_labels
 
+    progress = art.Progress("gedi-labels-progress", "GEDI L4A granules read")
     return run_gedi_labels(aoi=aoi, season=season, granules=granules, composites=composites, options=options,
-                           output_dir=output_dir)
+                           output_dir=output_dir, on_granule=lambda done, total: progress.update(done / total))
 
 
 @flow(name="gedi-labels", log_prints=True)

@@ -126,12 +126,18 @@ def map_years(checkpoint: str, area: dict[str, Any], out: Path, plan: RunPlan, c
               force: bool, options: ChangeOptions, calibration: str | None = None) -> MappingResult:
     """Maps of every map year (predict-map per tile; with ``calibration`` the interval bands too), truth
     comparison on the sample world, and change."""
+    from flows import artifacts as art
+
     years: dict[str, YearMaps] = {}
+    progress = art.Progress("predict-map-progress", "Biomass maps (tiles x map years)")
+    total, done = sum(len(comps[y].tiles) for y in plan.years.map_years), 0
     for y in plan.years.map_years:
-        composites = comps[y]
-        maps = {tile: S.predict_map(PredictMapParams(checkpoint=checkpoint, composite=t.path, calibration=calibration,
-                                                     output_dir=str(out / "maps" / str(y)), force=force)).result.map
-                for tile, t in composites.tiles.items()}
+        composites, maps = comps[y], {}
+        for tile, t in composites.tiles.items():
+            maps[tile] = S.predict_map(PredictMapParams(checkpoint=checkpoint, composite=t.path, output_dir=str(
+                out / "maps" / str(y)), calibration=calibration, force=force)).result.map
+            done += 1
+            progress.update(done / max(total, 1))
         years[str(y)] = YearMaps(year=y, season=plan.season(y), composites=composites, maps=maps,
                                  map_vs_truth=_truth(area.get("world"), maps, y))
     ordered = sorted(years.values(), key=lambda m: m.year)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,12 +244,13 @@ def _file_digest(path: str) -> str:
 
 def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, granules: list[str] | None = None,
                     composites: Any = None, output_dir: str, options: LabelOptions = LabelOptions(),
-                    session: Any = None) -> LabelsResult:
+                    session: Any = None, on_granule: Callable[[int, int], None] | None = None) -> LabelsResult:
     """GEDI L4A shots in ``aoi`` -> ``labels/gedi_shots.parquet`` + ``labels/<TILE>/<SEASON>.tif``.
 
     Date window: ``season`` > default season of ``year`` > the composites' ``SEASON`` tag; without any,
     no date filter (and ``granules`` must be given). ``granules``: local paths or URLs (None: search
-    ``options.stac_url``). See docs/labels.md.
+    ``options.stac_url``). ``on_granule(done, total)``: called after each granule is read (progress).
+    See docs/labels.md.
     """
     o = options
     geom = parse_aoi(aoi)
@@ -278,8 +280,12 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, gr
     if o.skip_version_01:
         hrefs, old = _drop_version_01(hrefs)
         skipped += old
-    results = [read_gedi_granule(h, aoi=aoi, filters=flt.to_dict(), output_dir=output_dir,
-                                 on_read_error=o.on_read_error, session=session) for h in hrefs]
+    results = []
+    for i, h in enumerate(hrefs):
+        results.append(read_gedi_granule(h, aoi=aoi, filters=flt.to_dict(), output_dir=output_dir,
+                                         on_read_error=o.on_read_error, session=session))
+        if on_granule is not None:
+            on_granule(i + 1, len(hrefs))
     refuse_empty(results, skipped, grids)  # before anything of the stage's product is written
     merged = merge_shots(results, output_dir=output_dir)
     res = _assemble(results, skipped, merged, grids, window, flt, o.nodata, o.collection, output_dir, warnings)

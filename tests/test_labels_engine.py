@@ -99,9 +99,11 @@ def test_composites_folder_and_season_from_tags(setup: dict) -> None:
     assert [(g["tile"], g["season"]) for g in found] == [("10TEK", SEASON)]
     assert Grid.from_dict(found[0]["grid"]) == setup["grid"]
     # no year/season: the date window is the composites' SEASON tag
+    seen: list[tuple[int, int]] = []  # the progress callback: once per granule read
     res = run_gedi_labels(aoi=AOI, granules=[str(setup["granule"])], composites=str(setup["comp_dir"]),
-                          output_dir=str(setup["out"]))
+                          output_dir=str(setup["out"]), on_granule=lambda done, total: seen.append((done, total)))
     assert res.season == {"start": "2023-06-01", "end": "2023-09-30"} and res.n_shots > 0
+    assert seen == [(1, 1)]
 
 
 def test_rerun_reuses_outputs(setup: dict) -> None:

@@ -135,6 +135,7 @@ def test_pipeline_artifacts(pipeline_run) -> None:
     assert {"hls-composite-summary", "gedi-labels-summary", "export-chips-summary", "train-model-summary",
             "evaluate-model-summary", "predict-map-summary", "biomass-pipeline-summary", "run-plan",
             "biomass-change", "mrv-summary"} <= keys
+    assert {"hls-composite-progress", "gedi-labels-progress", "train-model-progress", "predict-map-progress"} <= keys
     assert "| 2024 | 2025 | area |" in arts["biomass-change"] and "| 2025 |" in arts["run-plan"]
     assert "| 2024 -> 2025 |" in arts["mrv-summary"] and "validates" in arts["mrv-summary"]
     assert "## Area totals (Mg)" in arts["biomass-pipeline-summary"]
