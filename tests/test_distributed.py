@@ -91,27 +91,33 @@ def _read(path: str) -> tuple[np.ndarray, dict[str, Any]]:
         return ds.read(), meta
 
 
+def _search_and_local_composite(w: dict[str, Any], stac_url: str, tmp_path: Path) -> tuple[dict[str, Any], Any]:
+    """(the build_composites arguments of the small world's season, its composite on local threads)."""
+    from compositing.composite import build_composites
+    from compositing.contracts import CompositeOptions, SearchOptions
+    from compositing.search import search_hls
+
+    search = search_hls(aoi=w["aoi"], year=w["year"], options=SearchOptions(stac_url=stac_url, max_cloud_cover=80),
+                        output_dir=str(tmp_path / "search"))
+    common = dict(items_json=search.items_json, aoi=w["aoi"], season=w["season"],
+                  options=CompositeOptions(chunk_size=CHUNK))
+    return common, build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
+
+
 def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
                                                 tmp_path: Path) -> None:
     from distributed import Client
 
     from compositing.composite import build_composites
-    from compositing.contracts import CompositeOptions, SearchOptions
-    from compositing.search import search_hls
 
-    w = small_world
-    search = search_hls(aoi=w["aoi"], year=w["year"], options=SearchOptions(stac_url=stac_url, max_cloud_cover=80),
-                        output_dir=str(tmp_path / "search"))
-    common = dict(items_json=search.items_json, aoi=w["aoi"], season=w["season"],
-                  options=CompositeOptions(chunk_size=CHUNK))
-    local = build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
+    common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
     with Client(dask_cluster) as client:
         before = client.run(lambda dask_worker: dask_worker.state.executed_count)
     dist = build_composites(**common, output_dir=str(tmp_path / "dask"), dask_address=dask_cluster)
     with Client(dask_cluster) as client:
         after = client.run(lambda dask_worker: dask_worker.state.executed_count)
 
-    assert sorted(dist.tiles) == sorted(local.tiles) == sorted(w["tiles"])
+    assert sorted(dist.tiles) == sorted(local.tiles) == sorted(small_world["tiles"])
     done = {addr: after[addr] - before.get(addr, 0) for addr in after}
     assert len(done) == 2 and all(n > 0 for n in done.values()), f"tasks per worker: {done}"
     for tile, res in local.tiles.items():
@@ -135,15 +141,8 @@ def test_composite_survives_a_killed_dask_worker(small_world: dict[str, Any], st
     from distributed import Client
 
     from compositing.composite import build_composites
-    from compositing.contracts import CompositeOptions, SearchOptions
-    from compositing.search import search_hls
 
-    w = small_world
-    search = search_hls(aoi=w["aoi"], year=w["year"], options=SearchOptions(stac_url=stac_url, max_cloud_cover=80),
-                        output_dir=str(tmp_path / "search"))
-    common = dict(items_json=search.items_json, aoi=w["aoi"], season=w["season"],
-                  options=CompositeOptions(chunk_size=CHUNK))
-    local = build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
+    common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
     killed: dict[str, Any] = {}
     stop = threading.Event()
     with Client(dask_cluster) as client:
@@ -175,7 +174,7 @@ def test_composite_survives_a_killed_dask_worker(small_world: dict[str, Any], st
     assert t0 < killed["at"] < ended, "the worker must die during the composite"
     stat = Path(f"/proc/{killed['pid']}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the worker is still alive"
-    assert sorted(dist.tiles) == sorted(local.tiles) == sorted(w["tiles"])
+    assert sorted(dist.tiles) == sorted(local.tiles) == sorted(small_world["tiles"])
     for tile, res in local.tiles.items():
         a, _ = _read(res.path)
         b, _ = _read(dist.tiles[tile].path)
