@@ -4,7 +4,10 @@ Every HTTP request the pipeline makes to a STAC API goes through :func:`send_wit
 HTTP 429/5xx, timeouts, connection errors and truncated or non-JSON bodies (for JSON endpoints) are
 retried with exponential backoff, honouring ``Retry-After``, within ``max_attempts`` and a wall-clock
 ``budget_s`` per request; then :class:`HttpError` names the endpoint, the attempts and the last status.
-Other 4xx answers fail at once. Every request has a connect and a read timeout.
+A 2xx answer whose body is not JSON (a proxy's or a portal's HTML page) is tried at most
+``NON_JSON_ATTEMPTS`` times: a passing proxy page goes away, a wrong URL or a sign-in portal answers it
+every time and should fail in seconds, not after the whole backoff. Other 4xx answers fail at once.
+Every request has a connect and a read timeout.
 
 :func:`search_items` pages through a STAC ``/search`` lazily with pystac-client's I/O; a page made only of
 items already seen (a cursor bug CMR-STAC had) is re-requested, and if it repeats again the search fails
@@ -27,6 +30,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000
+NON_JSON_ATTEMPTS = 3  # tries of a request answered 2xx with a body that is not JSON (see the module doc)
 
 
 class HttpError(RuntimeError):
@@ -114,8 +118,9 @@ class RetryStats:
 
 
 def _attempt(session: Any, prepped: Any, policy: RetryPolicy, expect_json: bool,
-             remaining_s: float | None = None) -> tuple[Any, str, bool]:
-    """One attempt: (response or None, why it failed, retryable). Its timeouts never exceed ``remaining_s``
+             remaining_s: float | None = None) -> tuple[Any, str, bool | int]:
+    """One attempt: (response or None, why it failed, retryable: False, True, or the number of attempts
+    this kind of failure gets when fewer than the policy's). Its timeouts never exceed ``remaining_s``
     (what is left of the request's budget), so a request with its retries ends within the budget."""
     import requests
 
@@ -143,7 +148,7 @@ def _attempt(session: Any, prepped: Any, policy: RetryPolicy, expect_json: bool,
         except (ValueError, UnicodeDecodeError):
             ctype = resp.headers.get("Content-Type", "?")
             return resp, (f"HTTP {resp.status_code} with a body that is not JSON ({ctype}, {len(body)} bytes: "
-                          f"{body[:80]!r})"), True
+                          f"{body[:80]!r})"), NON_JSON_ATTEMPTS
     return resp, "", False
 
 
@@ -160,11 +165,12 @@ def send_with_retries(session: Any, request: Any, policy: RetryPolicy, *, expect
         if not why:
             return resp
         status = resp.status_code if resp is not None else None
-        if not retryable:
+        if retryable is False:
             raise HttpError(f"{method} {url} failed: {why}", url=url, status=status)
+        limit = policy.max_attempts if retryable is True else min(policy.max_attempts, retryable)
         wait = policy.delay(attempt, resp.headers.get("Retry-After") if resp is not None else None)
         spent = time.monotonic() - t0
-        if attempt >= policy.max_attempts or spent + wait >= policy.budget_s:
+        if attempt >= limit or spent + wait >= policy.budget_s:
             raise HttpError(f"{method} {url} failed after {attempt} attempts in {spent:.1f} s (retry budget "
                             f"{policy.describe()}): last error {why}", url=url, status=status)
         log.warning("%s %s: %s; retry %d in %.1f s", method, url, why, attempt, wait)

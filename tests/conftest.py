@@ -68,3 +68,15 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def harness_api(prefect_harness: None) -> str:
+    """The session harness's API URL: CLI subprocesses given it as ``PREFECT_API_URL`` skip the ephemeral
+    server's start-up (~10-20 s a run). Tests of the user's path (no API URL: each run starts and must stop
+    its own server) leave it out on purpose."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url and url.startswith("http://127.0.0.1:"), url
+    return url

@@ -1,8 +1,8 @@
 """kill -9 of ``python -m flows run biomass-pipeline`` on the small sample world, once in each stage
 (alternately at a seeded moment and at a rename of the stage's outputs: sampleworld/crashtrials.py), and a
-second run on the same output_dir while one holds it. The lock scenario's runs start their own ephemeral
-Prefect server, which must die with them; the trials use the session's test-harness API to save that
-start-up. After each kill: no process of the run left, no partial file under a final name, no temp of an
+second run on the same output_dir while one holds it. The lock scenario's first run starts its own ephemeral
+Prefect server, which must die with it when it is killed; the trials and the other runs use the session's
+test-harness API to save that start-up. After each kill: no process of the run left, no partial file under a final name, no temp of an
 earlier dead run. The run after the last kill completes, skips the finished stages, and its rasters
 (composites, labels, chips, maps: pixels, profile, tags) and model weights equal an uninterrupted run's.
 scripts/crash_soak.py runs 10 trials per stage."""
@@ -44,15 +44,6 @@ def _env(api_url: str | None = None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def harness_api(prefect_harness: None) -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    assert url and url.startswith("http://127.0.0.1:"), url
-    return url
-
-
-@pytest.fixture(scope="module")
 def base(world_dir: Path, harness_api: str, tmp_path_factory: pytest.TempPathFactory
          ) -> tuple[Path, Any, dict[str, str]]:
     work = tmp_path_factory.mktemp("crash")
@@ -83,7 +74,8 @@ def test_kill_in_every_stage_then_resume(base: tuple[Path, Any, dict[str, str]],
     assert last.to_stage_s is not None and last.to_stage_s < base_run.stage_start["predict-map"]
 
 
-def test_second_run_on_a_busy_output_dir_refuses(base: tuple[Path, Any, dict[str, str]], world_dir: Path) -> None:
+def test_second_run_on_a_busy_output_dir_refuses(base: tuple[Path, Any, dict[str, str]], world_dir: Path,
+                                                 harness_api: str) -> None:
     work, _, _ = base
     out = work / "busy"
     pf = work / "busy.json"
@@ -96,7 +88,7 @@ def test_second_run_on_a_busy_output_dir_refuses(base: tuple[Path, Any, dict[str
         for line in first.stdout:  # the first run holds the folder once its pipeline flow began
             if "for flow 'sample-world'" in line:
                 break
-        second = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), "AGB_LOCK_WAIT_S": "1"},
+        second = subprocess.run(cmd, capture_output=True, text=True, env={**_env(harness_api), "AGB_LOCK_WAIT_S": "1"},
                                 timeout=300)
     finally:
         os.kill(first.pid, signal.SIGKILL)
@@ -108,7 +100,7 @@ def test_second_run_on_a_busy_output_dir_refuses(base: tuple[Path, Any, dict[str
     assert leftovers(first.pid) == []
     # the kill released the lock: a third run takes it over at once and reports the dead holder
     third = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**_env(), "AGB_LOCK_WAIT_S": "0"}, start_new_session=True)
+                             env={**_env(harness_api), "AGB_LOCK_WAIT_S": "0"}, start_new_session=True)
     try:
         assert third.stdout is not None
         seen = ""

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
 TRIALS = int(os.environ.get("AGB_FAULT_TRIALS", "20"))  # a longer soak: AGB_FAULT_TRIALS=200
 SCENES = int(os.environ.get("AGB_FAULT_SCENES", "1"))
 GRANULES = int(os.environ.get("AGB_FAULT_GRANULES", "1"))
-FAST = {"AGB_READ_RETRY": json.dumps({"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5, "connect_timeout_s": 2}),
+FAST = {"AGB_READ_RETRY": json.dumps({"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 10, "connect_timeout_s": 2}),
         "GDAL_HTTP_RETRY_DELAY": "0.01", "GDAL_HTTP_LOW_SPEED_TIME": "5", "GDAL_HTTP_TIMEOUT": "15",
         "GDAL_HTTP_CONNECTTIMEOUT": "2"}
 """Short waits and timeouts (production: 0.5-8 s waits, 10 s connect / 60 s read, GDAL 30 s stall / 120 s)."""

@@ -20,7 +20,7 @@ import pytest
 
 from compositing.contracts import SearchOptions
 from compositing.search import SearchError, search_hls
-from core.http import RetryPolicy
+from core.http import NON_JSON_ATTEMPTS, RetryPolicy
 from labels.search import GediSearchError, search_granules
 from sampleworld.emulator import FaultProxy, Faults
 from sampleworld.stac import collection, feature_collection, gedi_item
@@ -207,6 +207,17 @@ def test_html_or_truncated_json_names_the_url_and_the_status(upstream, tmp_path,
     with FaultProxy(upstream, fault) as proxy:
         with pytest.raises(SearchError, match=rf"GET {proxy.url}/? failed after 3 attempts.*{message}"):
             search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries={**POLICY, "max_attempts": 3},
+                       options=SearchOptions(stac_url=proxy.url))
+
+
+@pytest.mark.parametrize(("fault", "attempts"), [
+    (Faults(html_error=1.0, html_status=200), NON_JSON_ATTEMPTS),  # a portal's page: a few tries, not the budget
+    (Faults(html_error=1.0, html_status=502), 6),  # a 5xx is transient: every attempt of the policy
+])
+def test_a_2xx_page_that_is_not_json_gets_fewer_attempts(upstream, tmp_path, fault, attempts) -> None:
+    with FaultProxy(upstream, fault) as proxy:
+        with pytest.raises(SearchError, match=rf"GET {proxy.url}/? failed after {attempts} attempts"):
+            search_hls(aoi=AOI, season=SEASON, output_dir=str(tmp_path), retries={**POLICY, "max_attempts": 6},
                        options=SearchOptions(stac_url=proxy.url))
 
 
