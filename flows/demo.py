@@ -19,7 +19,11 @@ from flows import _env  # noqa: F401
 if TYPE_CHECKING:
     from flows.mrv import MrvResult
 
-DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "seed": 0, "device": "auto"}
+# 48-px crops: the same test metrics as 64 px on the demo world (RMSE 70.5 vs 70.9 Mg/ha, R² 0.77 both,
+# measured 2026-12-01) for ~16 % less training time; fewer epochs or smaller batches cost accuracy (12 cosine
+# epochs: R² 0.57; batch 16: 0.74).
+DEMO_TRAINING = {"model": "tiny", "epochs": 20, "batch_size": 32, "lr": 3e-3, "crop_size": 48, "seed": 0,
+                 "device": "auto"}
 
 
 DEMO_MAP_YEARS = {"demo": [2022, 2023, 2024], "small": [2024, 2025]}  # the years each world has scenes for
