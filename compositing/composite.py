@@ -181,9 +181,10 @@ def prepare_scenes(reader: AssetReader, items: list[dict[str, Any]], grid: Grid,
 
 def _remote_infos(reader: AssetReader, items: list[dict[str, Any]], collections: tuple[str, ...]
                   ) -> dict[str, RasterInfo | AssetReadError]:
-    """Headers of the items' remote assets, opened concurrently on :func:`compositing.fetch.io_pool`
-    (an unreadable one maps to its :class:`AssetReadError`; anything else, such as an endpoint down,
-    propagates). Local assets are not opened here."""
+    """Headers of the items' remote assets, opened concurrently on :func:`compositing.fetch.io_pool` (a
+    wider pool of 64 opened 70 files more slowly: 2.9-3.9 s against 2.2-2.4 s). An unreadable one maps to
+    its :class:`AssetReadError`; anything else (an endpoint down) propagates. Local assets are not opened
+    here."""
     hrefs: dict[str, None] = {}
     for item in items:
         plan = scene_assets(item, collections)

@@ -8,9 +8,9 @@ band windows (only the 256-px blocks with a clear pixel, as the sequential path 
 scene costs two round trips and the scenes of a window overlap. Decoding happens in the I/O threads
 (GDAL releases the GIL), the window thread only masks and sums.
 
-Memory: the kernel keeps at most ``2 x`` :data:`DEFAULT_PREFETCH` scene windows per window task (those in
-flight and those being summed; ``AGB_REMOTE_PREFETCH``), whatever the number of scenes. Pool tasks never
-wait for other pool tasks (a Fmask read submits its band reads and returns), so the pool cannot deadlock.
+Memory: the kernel holds at most :data:`DEFAULT_PREFETCH` scene windows per window task (in flight or
+being summed; ``AGB_REMOTE_PREFETCH``), whatever the number of scenes. Pool tasks never wait for other
+pool tasks (a Fmask read submits its band reads and returns), so the pool cannot deadlock.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ DEFAULT_IO_THREADS = 24
 """Reads in flight per process: ~10 are enough to fill 100 MB/s at 80 ms per 1 MB read; more absorb
 the block runs of cloudy windows (one read each) and a second window task."""
 DEFAULT_PREFETCH = 4
-"""Scene windows fetched ahead per window task (each up to 14 MB for a 1024 x 1024 window)."""
+"""Scene windows fetched ahead per window task (each up to 14 MB for a 1024 x 1024 window). Measured at 10
+scenes over the emulated link: 1 -> 30.1 s, 4 -> ~18 s, 8 -> 17.0 s; peak RSS 543 / ~600 / 651 MB."""
 
 _POOL: list[ThreadPoolExecutor] = []
 _POOL_LOCK = threading.Lock()

@@ -282,9 +282,6 @@ def _window_pass_concurrent(reader: AssetReader, scenes: list[SceneSource], wind
             wait([f.future for _, f in pending], return_when=FIRST_COMPLETED)
             ready = [(p, f) for p, f in pending if f.future.done()]
             pending = [(p, f) for p, f in pending if not f.future.done()]
-            while plans and len(pending) < depth:  # keep the link busy while this batch is summed
-                plan = plans.popleft()
-                pending.append((plan, SceneFetch(reader, plan[0].hrefs, plan[1], rule, block, io, _band_windows)))
             batch = []
             for plan, f in ready:
                 sc = plan[0]
