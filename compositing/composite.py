@@ -35,11 +35,12 @@ from core.files import atomic_path, contained, read_json, write_json_atomic
 from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, northing_offset, tile_of_item_id
 
 from .contracts import CompositeOptions, CompositeResult, TileComposite
+from .fetch import io_pool, is_remote
 from .fmask import FmaskRule
 from .granite import granite_path, write_granite_composite
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
 from .output import TileWriter
-from .reader import AssetReader, AssetReadError, RasterioReader
+from .reader import AssetReader, AssetReadError, RasterInfo, RasterioReader
 from .runner import dask_client, limit_malloc_arenas, run_tasks
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,10 @@ def prepare_scenes(reader: AssetReader, items: list[dict[str, Any]], grid: Grid,
     """Open every needed asset's header, check its grid; return usable scenes and skipped ones (reasons).
 
     A scene whose collection, CRS or grid does not fit the tile is skipped and recorded (``fail_fast``:
-    a :class:`CompositeError`), so one odd scene costs that scene, not the tile.
+    a :class:`CompositeError`), so one odd scene costs that scene, not the tile. The headers of remote
+    assets are all opened at once first, on the remote I/O pool (an open costs several round trips).
     """
+    infos = _remote_infos(reader, items, collections)
 
     def one(item: dict[str, Any]) -> SceneSource | dict[str, str]:
         plan = scene_assets(item, collections)
@@ -150,7 +153,9 @@ def prepare_scenes(reader: AssetReader, items: list[dict[str, Any]], grid: Grid,
             if not href:
                 return {"id": item["id"], "asset": key, "reason": "item has no such asset"}
             try:
-                info = reader.info(href)
+                info = infos[href] if href in infos else reader.info(href)
+                if isinstance(info, AssetReadError):
+                    raise info
             except AssetReadError as exc:
                 return {"id": item["id"], "asset": key, "reason": exc.reason}
             off = _check_grid(info, grid)
@@ -172,6 +177,33 @@ def prepare_scenes(reader: AssetReader, items: list[dict[str, Any]], grid: Grid,
         s = skipped[0]
         raise CompositeError(f"tile {grid.tile}: scene {s['id']} asset {s['asset']}: {s['reason']}")
     return used, skipped
+
+
+def _remote_infos(reader: AssetReader, items: list[dict[str, Any]], collections: tuple[str, ...]
+                  ) -> dict[str, RasterInfo | AssetReadError]:
+    """Headers of the items' remote assets, opened concurrently on :func:`compositing.fetch.io_pool` (a
+    wider pool of 64 opened 70 files more slowly: 2.9-3.9 s against 2.2-2.4 s). An unreadable one maps to
+    its :class:`AssetReadError`; anything else (an endpoint down) propagates. Local assets are not opened
+    here."""
+    hrefs: dict[str, None] = {}
+    for item in items:
+        plan = scene_assets(item, collections)
+        if isinstance(plan, dict):
+            assets = item.get("assets") or {}
+            for key in plan.values():
+                href = (assets.get(key) or {}).get("href")
+                if isinstance(href, str) and is_remote(href):
+                    hrefs[href] = None
+    if not hrefs:
+        return {}
+
+    def head(href: str) -> tuple[str, RasterInfo | AssetReadError]:
+        try:
+            return href, reader.info(href)
+        except AssetReadError as exc:
+            return href, exc
+
+    return dict(io_pool().map(head, hrefs))
 
 
 def chunk_windows(grid: Grid, chunk_size: int) -> list[tuple[int, int, int, int]]:

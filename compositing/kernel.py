@@ -13,12 +13,19 @@ The mean is returned as int16 HLS units, rounded to the nearest integer (ties to
 (0.00005 reflectance) from the exact mean, and half the bytes of float32 to write, ship and decode.
 Scratch arrays (Fmask, clear mask, the six band windows, the sums) are per-thread buffers reused across
 scenes and windows, so a thread allocates no array per scene (see :class:`_Buffers`).
+
+Remote scenes (``http(s)``/``s3`` hrefs) are read concurrently instead (:mod:`compositing.fetch`): a
+window's scenes are fetched a few at a time on the process's I/O pool, each scene's six band reads at
+once, and summed as they arrive. The sums are integers, so the order of the scenes does not change a bit
+of the result; a scene still contributes to a window atomically.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +34,7 @@ import numpy as np
 from core.bands import FMASK, MODEL_BANDS
 from core.constants import HLS_NODATA
 
+from .fetch import SceneFetch, cancel_all, io_pool, is_remote, prefetch_depth
 from .fmask import FmaskRule, clear_mask
 from .reader import AssetReader, AssetReadError
 
@@ -213,24 +221,116 @@ def _window_pass(reader: AssetReader, scenes: list[SceneSource], window: tuple[i
     return None
 
 
+def _clip_wins(wins: list[tuple[int, int, int, int]], r0: int, c0: int, r1: int, c1: int
+               ) -> list[tuple[int, int, int, int]]:
+    """``wins`` (row, col, h, w) cut to the rectangle rows r0:r1, cols c0:c1, relative to (r0, c0)."""
+    out = []
+    for rr, cc, hh, ww in wins:
+        a, b = max(rr, r0), min(rr + hh, r1)
+        c, d = max(cc, c0), min(cc + ww, c1)
+        if a < b and c < d:
+            out.append((a - r0, c - c0, b - a, d - c))
+    return out
+
+
+_Plan = tuple[SceneSource, tuple[int, int, int, int], tuple[int, int]]
+"""A scene of a window: the scene, its file window (row, col, h, w), where that lies in the output window."""
+
+
+def _accumulate_batch(sums: np.ndarray, count: np.ndarray, batch: list[tuple[_Plan, Any]],
+                      pieces: list[tuple[int, int, int, int]]) -> None:
+    """Add fetched scenes (whole-window sums and count) piece by piece, so that a piece's sums stay in
+    the CPU cache while the batch's scenes are added to it."""
+    for pr, pc, ph, pw in pieces:
+        for (_, fwin, (oy, ox)), (clear, bands, wins) in batch:
+            fh, fw = fwin[2], fwin[3]
+            ia, ib = max(pr, oy), min(pr + ph, oy + fh)
+            ja, jb = max(pc, ox), min(pc + pw, ox + fw)
+            if ia >= ib or ja >= jb:
+                continue
+            sub = _clip_wins(wins, ia - oy, ja - ox, ib - oy, jb - ox)
+            if not sub:
+                continue
+            fs = (slice(ia - oy, ib - oy), slice(ja - ox, jb - ox))
+            _accumulate(sums[:, ia:ib, ja:jb], count[ia:ib, ja:jb], clear[fs], bands[(slice(None), *fs)], sub)
+
+
+def _window_pass_concurrent(reader: AssetReader, scenes: list[SceneSource], window: tuple[int, int, int, int],
+                            rule: FmaskRule, block: int, sub: int, out: np.ndarray, min_observations: int,
+                            used: set[str], fail_fast: bool, io: Executor, depth: int) -> dict[str, str] | None:
+    """:func:`_window_pass` for remote scenes: each scene's whole window is fetched on ``io`` (at most
+    ``depth`` scenes in flight, see :class:`compositing.fetch.SceneFetch`), and the scenes are summed
+    as they arrive. Same result bit for bit (integer sums); same failure contract."""
+    row, col, h, w = window
+    plans: deque[_Plan] = deque()
+    for sc in scenes:
+        fr, fc = row + sc.row_off, col + sc.col_off
+        r0, c0 = max(fr, 0), max(fc, 0)
+        r1, c1 = min(fr + h, sc.height), min(fc + w, sc.width)
+        if r1 > r0 and c1 > c0:
+            plans.append((sc, (r0, c0, r1 - r0, c1 - c0), (r0 - fr, c0 - fc)))
+    sums = _BUF.get("window_sums", (len(BANDS), h, w), np.int32)
+    sums.fill(0)
+    count = np.zeros((h, w), dtype=np.uint16)
+    pieces = _sub_windows(window, sub)
+    pending: list[tuple[_Plan, SceneFetch]] = []
+    try:
+        while plans or pending:
+            while plans and len(pending) < depth:
+                plan = plans.popleft()
+                pending.append((plan, SceneFetch(reader, plan[0].hrefs, plan[1], rule, block, io, _band_windows)))
+            wait([f.future for _, f in pending], return_when=FIRST_COMPLETED)
+            ready = [(p, f) for p, f in pending if f.future.done()]
+            pending = [(p, f) for p, f in pending if not f.future.done()]
+            batch = []
+            for plan, f in ready:
+                sc = plan[0]
+                try:
+                    got = f.result()
+                except AssetReadError as exc:
+                    if fail_fast:
+                        raise
+                    asset = next((a for a, v in sc.hrefs.items() if v == exc.href), "?")
+                    return {"id": sc.id, "asset": asset, "reason": exc.reason}
+                used.add(sc.id)
+                if got is not None:
+                    batch.append((plan, got))
+            _accumulate_batch(sums, count, batch, pieces)
+            del batch, ready
+    finally:
+        cancel_all([f for _, f in pending])
+    for pr, pc, ph, pw in pieces:
+        out[:, pr:pr + ph, pc:pc + pw] = finalize(sums[:, pr:pr + ph, pc:pc + pw], count[pr:pr + ph, pc:pc + pw],
+                                                  min_observations)
+    return None
+
+
 def composite_window(reader: AssetReader, scenes: list[SceneSource], window: tuple[int, int, int, int],
                      rule: FmaskRule, min_observations: int = 1, fail_fast: bool = False,
-                     block: int = 256, sub: int = 512) -> ChunkResult:
+                     block: int = 256, sub: int = 512, io: Executor | None = None,
+                     prefetch: int | None = None) -> ChunkResult:
     """Masked mean of ``scenes`` over ``window`` = (row, col, height, width) of the output grid.
 
     A scene whose read fails is left out of the whole window (the window is recomputed without it), and
-    its failure is recorded; with ``fail_fast`` the :class:`AssetReadError` propagates.
+    its failure is recorded; with ``fail_fast`` the :class:`AssetReadError` propagates. With ``io`` (an
+    executor: the remote I/O pool) the scenes are read concurrently, ``prefetch`` scenes at a time
+    (default :func:`compositing.fetch.prefetch_depth`): the same result, fewer waits on the network.
     """
     if len(scenes) > MAX_SCENES:
         raise ValueError(f"at most {MAX_SCENES} scenes per tile, got {len(scenes)}")
     _, _, h, w = window
     out = np.empty((len(BANDS) + 1, h, w), dtype=np.int16)
     failures: list[dict[str, str]] = []
+    depth = max(1, prefetch or prefetch_depth()) if io is not None else 0
     while True:
         bad = {f["id"] for f in failures}
         active = [s for s in scenes if s.id not in bad]
         used: set[str] = set()
-        failed = _window_pass(reader, active, window, rule, block, sub, out, min_observations, used, fail_fast)
+        if io is not None:
+            failed = _window_pass_concurrent(reader, active, window, rule, block, sub, out, min_observations, used,
+                                             fail_fast, io, depth)
+        else:
+            failed = _window_pass(reader, active, window, rule, block, sub, out, min_observations, used, fail_fast)
         if failed is None:
             break
         failures.append(failed)
@@ -260,7 +360,8 @@ def finalize(sums: np.ndarray, count: np.ndarray, min_observations: int) -> np.n
 def chunk_task(reader: AssetReader, scenes: list[SceneSource], window: tuple[int, int, int, int],
                rule: FmaskRule, min_observations: int, fail_fast: bool, gdal_cache_mb: int) -> ChunkResult:
     """Dask/thread task wrapper: bounds GDAL's block cache (and malloc arenas, see
-    :func:`compositing.runner.limit_malloc_arenas`), then runs :func:`composite_window`."""
+    :func:`compositing.runner.limit_malloc_arenas`), then runs :func:`composite_window`, on the process's
+    remote I/O pool (:func:`compositing.fetch.io_pool`) when any scene is read over the network."""
     import rasterio
 
     from .runner import limit_malloc_arenas
@@ -271,4 +372,6 @@ def chunk_task(reader: AssetReader, scenes: list[SceneSource], window: tuple[int
     # and the setting outlives the Env in other threads of the process.
     env: dict[str, Any] = {"GDAL_CACHEMAX": gdal_cache_mb * 1024 * 1024} if gdal_cache_mb else {}
     with rasterio.Env(**env):
-        return composite_window(reader, scenes, window, rule, min_observations, fail_fast)
+        remote = any(is_remote(href) for sc in scenes for href in sc.hrefs.values())
+        return composite_window(reader, scenes, window, rule, min_observations, fail_fast,
+                                io=io_pool() if remote else None)

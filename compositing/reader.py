@@ -136,22 +136,26 @@ class _Handle:
             self.ds.close()
 
 
+_Key = tuple[str, str, int]
+"""(href, open options, slot): a remote href may have several handles (slots), each used by one thread."""
+
+
 class _HandleCache:
     """Process-wide LRU of open datasets, shared by all threads and readers with the same open options:
     memory does not grow with the number of threads, and Dask tasks in one worker reuse the handles."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.items: OrderedDict[tuple[str, str], _Handle] = OrderedDict()
+        self.items: OrderedDict[_Key, _Handle] = OrderedDict()
 
-    def get(self, key: tuple[str, str]) -> _Handle | None:
+    def get(self, key: _Key) -> _Handle | None:
         with self.lock:
             h = self.items.get(key)
             if h is not None:
                 self.items.move_to_end(key)
             return h
 
-    def put(self, key: tuple[str, str], handle: _Handle, max_open: int) -> _Handle:
+    def put(self, key: _Key, handle: _Handle, max_open: int) -> _Handle:
         with self.lock:
             if key in self.items:  # another thread opened it meanwhile: use theirs
                 handle.close()
@@ -162,7 +166,7 @@ class _HandleCache:
             old.close()
         return handle
 
-    def drop(self, key: tuple[str, str]) -> None:
+    def drop(self, key: _Key) -> None:
         with self.lock:
             h = self.items.pop(key, None)
         if h is not None:
@@ -171,6 +175,7 @@ class _HandleCache:
 
 _HANDLES = _HandleCache()
 _REMOTE_HANDLES = _HandleCache()  # remote datasets: their own, smaller bound (``max_open_remote``)
+_OPEN_LOCKS = tuple(threading.Lock() for _ in range(256))  # remote opens, striped by href
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,10 @@ class RasterioReader:
 
     ``max_open`` bounds the open local datasets of the process (LRU shared by threads) and
     ``max_open_remote`` the open remote ones (each holds its header, tile index and GDAL state).
+    A local file has one handle, its reads serialised; a remote href gets up to ``handles_per_remote``
+    handles, so that concurrent reads of one file (an I/O pool reading several windows or block runs of
+    it) each wait for the network on their own handle. Another handle of an open URL costs no request
+    (GDAL's ``/vsicurl/`` cache holds its header) and ~10 ms.
     Remote hrefs (``http``/``https``/``s3``) get the GDAL settings of :func:`core.earthdata.gdal_options`
     (no per-file VSI cache; Earthdata credentials, cookie jar, only for Earthdata hosts), looked up on the
     worker at each open and read, so they never travel in a task graph or a log.
@@ -188,6 +197,7 @@ class RasterioReader:
     read_options: dict[str, Any] = field(default_factory=dict)
     max_open: int = 512
     max_open_remote: int = 384
+    handles_per_remote: int = 4
 
     def _env(self, href: str, for_read: bool) -> dict[str, Any]:
         opts: dict[str, Any] = {}
@@ -201,23 +211,59 @@ class RasterioReader:
     def _cache(self, href: str) -> tuple[_HandleCache, int]:
         return (_REMOTE_HANDLES, self.max_open_remote) if _is_remote(href) else (_HANDLES, self.max_open)
 
-    def _key(self, href: str) -> tuple[str, str]:
-        return (href, repr(sorted(self.open_options.items())))
+    def _key(self, href: str, slot: int = 0) -> _Key:
+        return (href, repr(sorted(self.open_options.items())), slot)
 
-    def _handle(self, href: str) -> _Handle:
-        import rasterio
+    def _slots(self, href: str) -> int:
+        return max(1, self.handles_per_remote) if _is_remote(href) else 1
 
-        key = self._key(href)
+    def _handle(self, href: str, slot: int = 0) -> _Handle:
+        key = self._key(href, slot)
         cache, bound = self._cache(href)
         h = cache.get(key)
         if h is not None and not h.closed:
             return h
+        if not _is_remote(href):
+            return cache.put(key, self._open(href), bound)
+        with _OPEN_LOCKS[hash(href) % len(_OPEN_LOCKS)]:  # one open of a remote href at a time
+            h = cache.get(key)
+            if h is not None and not h.closed:
+                return h
+            try:
+                handle = self._open(href)
+            except AssetReadError:
+                # GDAL caches a failed open's answer ("does not exist") for the URL: other threads opening
+                # another handle of it must not find that, so it goes before the next open may start
+                from core.reads import clear_gdal_cache
+
+                clear_gdal_cache(_gdal_path(href))
+                raise
+        return cache.put(key, handle, bound)
+
+    def _open(self, href: str) -> _Handle:
+        import rasterio
+
         try:
             with rasterio.Env(**self._env(href, for_read=False)):
-                ds = rasterio.open(_gdal_path(href))
+                return _Handle(rasterio.open(_gdal_path(href)))
         except (rasterio.errors.RasterioError, OSError) as exc:
             raise AssetReadError(href, f"cannot open: {_cause(exc)}") from exc
-        return cache.put(key, _Handle(ds), bound)
+
+    def _locked_handle(self, href: str) -> _Handle:
+        """A handle of ``href`` whose lock the caller now holds (and must release): the first idle slot,
+        else a new slot while fewer than :meth:`_slots` are open, else the first slot (waiting for it)."""
+        n = self._slots(href)
+        if n > 1:
+            cache, _ = self._cache(href)
+            for slot in range(n):
+                h = cache.get(self._key(href, slot))
+                if h is None:
+                    h = self._handle(href, slot)
+                if h.lock.acquire(blocking=False):
+                    return h
+        h = self._handle(href)
+        h.lock.acquire()
+        return h
 
     def info(self, href: str) -> RasterInfo:
         return self._retrying(href, self._info)
@@ -269,8 +315,8 @@ class RasterioReader:
         row, col, h, w = window
         env = self._env(href, for_read=True)
         for _ in range(3):  # a handle closed by another thread's eviction is reopened
-            handle = self._handle(href)
-            with handle.lock:
+            handle = self._locked_handle(href)
+            try:
                 if handle.closed:
                     continue
                 ds = handle.ds
@@ -288,14 +334,18 @@ class RasterioReader:
                     return arr if out is None else out
                 except (rasterio.errors.RasterioError, OSError) as exc:
                     err = exc
+            finally:
+                handle.lock.release()
             self.forget(href)
             raise AssetReadError(href, f"cannot read window rows {row}:{row + h} cols {col}:{col + w}: "
                                        f"{_cause(err)}") from err
         raise AssetReadError(href, "dataset handle kept being evicted (raise max_open)")
 
     def forget(self, href: str) -> None:
-        """Close and drop a cached dataset (after an error, so a retry reopens it)."""
-        self._cache(href)[0].drop(self._key(href))
+        """Close and drop the cached datasets of ``href`` (after an error, so a retry reopens it)."""
+        cache = self._cache(href)[0]
+        for slot in range(self._slots(href)):
+            cache.drop(self._key(href, slot))
 
 
 def _cause(exc: BaseException) -> str:
