@@ -260,13 +260,15 @@ class TrainOptions(_Model):
                                   "(granite frozen-encoder).")
     seed: int = Field(_TRAIN.seed, description="Seed of weights, batch order and augmentations.")
     device: str = Field(_TRAIN.device, description="auto, cpu, cuda, cuda:N.")
+    crop_size: int | None = Field(_TRAIN.crop_size, ge=16, description="Training crop in px (random crops "
+                                  "around labelled pixels); unset: 64 px for tiny, else the chip size.")
     norm_mean: list[float] | None = Field(_NORM_MEAN_DEFAULT, description=NORM_MEAN_HELP)
     norm_std: list[float] | None = Field(_NORM_STD_DEFAULT, description=NORM_STD_HELP)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            init_checkpoint=self.init_checkpoint, freeze_backbone=self.freeze_backbone,
-                           seed=self.seed, device=self.device,
+                           seed=self.seed, device=self.device, crop_size=self.crop_size,
                            norm_mean=tuple(self.norm_mean) if self.norm_mean is not None else None,
                            norm_std=tuple(self.norm_std) if self.norm_std is not None else None)
 
