@@ -24,9 +24,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VPY) -m flows demo --output-dir out/demo
 
+# The suite uses about one core on average (servers starting, subprocesses, waits): 2 xdist workers use both.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	@if [ -x scripts/ensure_chromium.sh ]; then bash scripts/ensure_chromium.sh; fi
-	$(VPY) -m pytest
+	$(VPY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -195,7 +195,8 @@ def read_granule_shots(href: str, geom: BaseGeometry, filters: ShotFilters, *,
 def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
              geom: BaseGeometry) -> tuple[GranuleShots, str | None]:
     """(shots, None), or (None, message) when the source recorded an HTTP failure while h5py read it: an
-    HTTP failure is reported as such, never as a corrupt file."""
+    HTTP failure is reported as such, never as a corrupt file (h5py, fed the zeros a failed read answers,
+    may raise OSError, RuntimeError, KeyError or ValueError: whichever it is, the recorded failure wins)."""
     failure = getattr(src, "failure_error", lambda: None)
     try:
         try:
@@ -208,9 +209,9 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
             with h5:
                 gname = _resolve_name(href, h5)
                 out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None))
-    except (GediReadError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 (h5py answers the zeros of a failed read with any error type)
         if failure() is None and not isinstance(exc, EarthdataHttpError):
-            raise
+            raise  # no HTTP failure recorded: the file itself is bad (or a bug): as before
         err = failure() or exc
         return None, str(err)  # type: ignore[return-value]
     err = failure()

@@ -18,6 +18,23 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
+# `make test` runs the suite on 2 pytest-xdist workers (--dist loadgroup): a module's tests stay on one worker
+# (its module fixtures run once), the two modules sharing the real Prefect stack run on the same worker, and the
+# longest modules start first so neither worker idles at the end. A plain `pytest` runs serially, unchanged.
+XDIST_GROUPS = {"test_browser_ui": "prefect_stack", "test_prefect_server": "prefect_stack"}
+LONGEST_FIRST = ("test_crash_trials", "test_prefect_server", "test_browser_ui", "test_pipeline", "test_cli_errors",
+                 "test_data_faults", "test_mrv_sampleworld", "test_cli", "test_secrets_scan", "test_earthdata_reads")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
+    items.sort(key=lambda it: rank.get(it.module.__name__.rsplit(".", 1)[-1] if it.module else "", len(rank)))
+
 
 @pytest.fixture(scope="session")
 def realdata() -> Path:
