@@ -9,6 +9,13 @@ seeded trials. Signed URLs that expire (a 2 s TTL, and every URL revoked during 
 A permanent outage fails the stage within the read budget with an error naming the endpoint (the default
 budget is 110 s per read). The retry delays are shortened for the tests (``AGB_READ_RETRY``,
 ``GDAL_HTTP_RETRY_DELAY``); the rates and the number of attempts are the production ones.
+
+The emulator runs in its own process, as NASA's hosts do: in this process (``mode="thread"``) a GEDI read
+stalled now and then (about 1 in 15 granule reads under faults): every request to the signed host timed out
+until the read's budget ran out, while the same trials in process mode all passed (40 of 40). h5py holds its
+global lock while it calls the reader's file object, and the emulator's threads in the same process can
+need that lock (our hypothesis: a garbage collection in a handler finalising h5py objects); NASA's servers
+do not share the reader's process, so the trials do not either.
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ def fast_retries() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def clean(small_world, world_dir, season, tmp_path_factory) -> dict:
-    with serve_world(world_dir, mode="thread") as served:
+    with serve_world(world_dir, mode="process") as served:
         return run_stages(served, small_world, world_dir, season, tmp_path_factory.mktemp("clean") / "out")
 
 
@@ -113,7 +120,7 @@ def test_reads_under_faults_equal_the_fault_free_run(small_world, world_dir, sea
     for seed in range(TRIALS):
         f = faults(seed)
         t0 = time.monotonic()
-        with serve_world(world_dir, mode="thread", faults={"data": f, "signed": f}) as served:
+        with serve_world(world_dir, mode="process", faults={"data": f, "signed": f}) as served:
             got = run_stages(served, small_world, world_dir, season, tmp_path / f"t{seed}")
             times.append(time.monotonic() - t0)
             t1 = time.monotonic()
@@ -135,7 +142,7 @@ def test_reads_under_faults_equal_the_fault_free_run(small_world, world_dir, sea
 
 def test_expiring_signed_urls_change_nothing(small_world, world_dir, season, clean, fast_retries, tmp_path) -> None:
     """A 2 s signed-URL life (GDAL re-resolves every read) and every URL handed out revoked every 0.2 s."""
-    with serve_world(world_dir, mode="thread", signed_ttl_s=2) as served:
+    with serve_world(world_dir, mode="process", signed_ttl_s=2) as served:
         stop = threading.Event()
 
         def expire() -> None:
@@ -161,7 +168,7 @@ def test_a_permanent_outage_fails_within_the_budget_naming_the_endpoint(small_wo
     budget = 3.0
     policy = {"backoff_s": 0.2, "max_backoff_s": 0.5, "budget_s": budget, "max_attempts": 1000}
     down = {"data": Faults(error_5xx=1.0, statuses_5xx=(503,))}
-    with serve_world(world_dir, mode="thread", faults=down) as served, \
+    with serve_world(world_dir, mode="process", faults=down) as served, \
             patched_env({"AGB_READ_RETRY": json.dumps(policy), "GDAL_HTTP_RETRY_DELAY": "0.1"}):
         host = served.emulator.data_base_url.split("//")[1]
         t0 = time.monotonic()
