@@ -45,11 +45,11 @@ from bench_gedi_read import AREA, make_granule  # noqa: E402
 from emulated_link import add_link_args, link_shape, traffic  # noqa: E402
 
 TOKEN = "bench-token"  # noqa: S105 (the emulator's token, no real credential)
-VARIANTS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {  # fetch_workers None: --fetch-workers (the reader's default)
     "as-main": {"workers": 1, "fetch_workers": 1, "walk": False},
-    "sequential": {"workers": 1, "fetch_workers": 8, "walk": True},
-    "no-walk": {"workers": None, "fetch_workers": 8, "walk": False},
-    "ours": {"workers": None, "fetch_workers": 8, "walk": True},
+    "sequential": {"workers": 1, "fetch_workers": None, "walk": True},
+    "no-walk": {"workers": None, "fetch_workers": None, "walk": False},
+    "ours": {"workers": None, "fetch_workers": None, "walk": True},
 }
 
 
@@ -63,7 +63,8 @@ def peak_in_flight(records: list[dict[str, Any]]) -> int:
     return peak
 
 
-def run_variant(name: str, urls: list[str], emu: Any, out: Path, latency_s: float, bw: float) -> dict[str, Any]:
+def run_variant(name: str, urls: list[str], emu: Any, out: Path, latency_s: float, bw: float,
+                fetch_workers: int) -> dict[str, Any]:
     """One engine run of variant ``name`` with the emulator's counters of that run only."""
     from labels import reader, sources
     from labels.engine import run_gedi_labels
@@ -74,7 +75,7 @@ def run_variant(name: str, urls: list[str], emu: Any, out: Path, latency_s: floa
 
     class Recording(orig_file):  # type: ignore[misc, valid-type]
         def __init__(self, *a: Any, **k: Any) -> None:
-            k.setdefault("fetch_workers", cfg["fetch_workers"])
+            k.setdefault("fetch_workers", cfg["fetch_workers"] or fetch_workers)
             super().__init__(*a, **k)
             made.append(self)
 
@@ -101,6 +102,29 @@ def run_variant(name: str, urls: list[str], emu: Any, out: Path, latency_s: floa
             "shots_sha256": hashlib.sha256(Path(res.shots).read_bytes()).hexdigest()[:16], "shots": res.shots}
 
 
+def print_variant(r: dict[str, Any]) -> None:
+    rt = r["round_trips"]
+    print(f"  {r['variant']:<10} {r['time_s']:6.2f} s wall, {r['cpu_s']:5.2f} CPU-s, "
+          f"{r['body_bytes'] / 1e6:6.1f} MB in {r['requests']} requests ({r['client_requests']} ranges), peak "
+          f"{r['peak_in_flight']} in flight; chain per granule {rt[0]}-{rt[-1]} round trips; limit "
+          f"{r['limit_s']:.2f} s; {r['over_limit']:.2f}x the limit; {r['n_shots']:,} shots from {r['granules']} "
+          f"granules; load {r['load'][0]:.1f}-{r['load'][1]:.1f}", flush=True)
+
+
+def compare(figs: list[dict[str, Any]]) -> None:
+    """Every variant's merged shots against the first's (file bytes, else the frames), and time ratios."""
+    first = figs[0]
+    for r in figs[1:]:
+        same = r["shots_sha256"] == first["shots_sha256"]
+        if not same:
+            import geopandas as gpd
+
+            same = gpd.read_parquet(r["shots"]).equals(gpd.read_parquet(first["shots"]))
+        print(f"  {r['variant']} shots == {first['variant']} shots: {same} "
+              f"(sha256 {r['shots_sha256']} / {first['shots_sha256']}); "
+              f"RATIO {first['variant']} / {r['variant']} wall = {first['time_s'] / r['time_s']:.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--granules", type=int, default=10)
@@ -108,8 +132,11 @@ def main() -> None:
     ap.add_argument("--filler", type=int, default=40, help="extra float32 datasets per beam")
     ap.add_argument("--keep", default=None, help="folder to keep (and re-use) the generated granules")
     ap.add_argument("--variants", default="as-main,sequential,no-walk,ours")
+    ap.add_argument("--fetch-workers", type=int, default=None, help="range requests in flight per granule "
+                    "(default: labels.sources.FETCH_WORKERS)")
     add_link_args(ap, latency_ms=80.0, conn_mbps=25.0, total_mbps=100.0)
     a = ap.parse_args()
+    from labels.sources import FETCH_WORKERS
     from sampleworld.emulator import EarthdataEmulator
     from sampleworld.serve import CREDENTIAL_VARS, GEDI_PREFIX, patched_env
 
@@ -133,26 +160,11 @@ def main() -> None:
             urls = [emu.data_url(GEDI_PREFIX, p.name) for p in paths]
             with patched_env(env):
                 for name in a.variants.split(","):
-                    r = run_variant(name, urls, emu, out_root / name, a.latency_ms / 1000.0, bw)
+                    r = run_variant(name, urls, emu, out_root / name, a.latency_ms / 1000.0, bw,
+                                    a.fetch_workers or FETCH_WORKERS)
                     figs.append(r)
-                    rt = r["round_trips"]
-                    print(f"  {name:<10} {r['time_s']:6.2f} s wall, {r['cpu_s']:5.2f} CPU-s, "
-                          f"{r['body_bytes'] / 1e6:6.1f} MB in {r['requests']} requests ({r['client_requests']} "
-                          f"ranges), peak {r['peak_in_flight']} in flight; chain per granule {rt[0]}-{rt[-1]} "
-                          f"round trips; limit {r['limit_s']:.2f} s; {r['over_limit']:.2f}x the limit; "
-                          f"{r['n_shots']:,} shots from {r['granules']} granules; load {r['load'][0]:.1f}-"
-                          f"{r['load'][1]:.1f}", flush=True)
-        first = figs[0]
-        for r in figs[1:]:
-            same = r["shots_sha256"] == first["shots_sha256"]
-            if not same:
-                import geopandas as gpd
-
-                same = gpd.read_parquet(r["shots"]).equals(gpd.read_parquet(first["shots"]))
-            print(f"  {r['variant']} shots == {first['variant']} shots: {same} "
-                  f"(sha256 {r['shots_sha256']} / {first['shots_sha256']})")
-            if "as-main" in (first["variant"],) and r["variant"] != first["variant"]:
-                print(f"  RATIO {first['variant']} / {r['variant']} wall = {first['time_s'] / r['time_s']:.1f}x")
+                    print_variant(r)
+        compare(figs)
     finally:
         shutil.rmtree(out_root, ignore_errors=True)
         if not a.keep:

@@ -33,12 +33,13 @@ _MAX_WAVES = 16
 def warm_metadata(read: ReadRanges, spec: Spec) -> int:
     """Walk the groups and datasets of ``spec`` from the superblock, one wave of ``read`` per tree level.
 
-    Returns the number of waves used. Never raises for a layout it does not know (it stops)."""
+    Returns the number of waves used. Never raises for a layout it does not know or an HTTP error (it
+    stops); an endpoint outage (:class:`core.reads.EndpointDownError`) propagates."""
     try:
         first = read([(0, 96)])[0]
-    except Exception:  # noqa: BLE001 (a hint only: the real reader reports errors)
+    except OSError:  # an HTTP error: h5py meets it again and reports it (an outage propagates)
         return 0
-    if (first[:8] != b"\x89HDF\r\n\x1a\n" or first[8] != 0 or first[13] != 8 or first[14] != 8
+    if (len(first) < 96 or first[:8] != b"\x89HDF\r\n\x1a\n" or first[8] != 0 or first[13] != 8 or first[14] != 8
             or _u64(first, 24) != 0):
         return 0  # not a version-0 superblock with 8-byte offsets and lengths at the file's start
     tasks: list[tuple[Any, ...]] = [("header", _u64(first, 64), {}, "/")]  # its attributes
@@ -53,7 +54,7 @@ def warm_metadata(read: ReadRanges, spec: Spec) -> int:
         need = [r for t in tasks for r in _ranges(t)]
         try:
             got = dict(zip(need, read(need), strict=True))
-        except Exception:  # noqa: BLE001
+        except OSError:
             return waves
         waves += 1
         nxt: list[tuple[Any, ...]] = []

@@ -215,9 +215,9 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
     HTTP failure is reported as such, never as a corrupt file."""
     failure = getattr(src, "failure_error", lambda: None)
     read_ranges = getattr(src, "read_ranges", None)
-    if read_ranges is not None:  # remote: fetch the metadata h5py will read in a few waves, outside h5py
-        warm_metadata(read_ranges, metadata_spec(filters))
     try:
+        if read_ranges is not None:  # remote: fetch the metadata h5py will read in a few waves, outside h5py
+            warm_metadata(read_ranges, metadata_spec(filters))
         try:
             h5 = h5py.File(src, "r")
         except OSError as exc:
@@ -229,6 +229,10 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
                 gname = _resolve_name(href, h5)
                 out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None),
                                          getattr(src, "prefetch_blocks", None))
+    except EndpointDownError as exc:  # from a prefetch (outside h5py): recorded as one inside it would be,
+        if getattr(src, "failure", None) is None:  # so the caller raises a fresh error, no h5py frame in it
+            src.failure = (str(exc), exc.host, None, "outage")
+        return None, str(exc)  # type: ignore[return-value]
     except (GediReadError, OSError) as exc:
         if failure() is None and not isinstance(exc, EarthdataHttpError):
             raise
