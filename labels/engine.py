@@ -316,13 +316,15 @@ def read_granules(hrefs: list[str], *, aoi: Any, filters: dict[str, Any], output
     A granule that raises (``on_read_error`` "fail"/"raise", an endpoint outage) stops the reading: the
     granules not started are cancelled, the running ones finish, and the error of the first granule in
     ``hrefs`` order that raised is raised, as reading them one after the other would.
-    ``on_granule(done, total)`` runs in the calling thread as each granule finishes.
+    ``on_granule(done, total)`` runs in the calling thread as each granule finishes. Two hrefs with the
+    same file name (their outputs share a path) are read one after the other.
     """
     def one(h: str) -> dict[str, Any]:
         return read_gedi_granule(h, aoi=aoi, filters=filters, output_dir=output_dir,
                                  on_read_error=on_read_error, session=session)
 
-    if workers <= 1 or len(hrefs) <= 1:
+    names = [basename_of(h) for h in hrefs]
+    if workers <= 1 or len(hrefs) <= 1 or len(set(names)) < len(names):  # one name twice: same output files
         out = []
         for i, h in enumerate(hrefs):
             out.append(one(h))
