@@ -136,6 +136,9 @@ def main() -> None:
                     "(default: labels.sources.FETCH_WORKERS)")
     add_link_args(ap, latency_ms=80.0, conn_mbps=25.0, total_mbps=100.0)
     a = ap.parse_args()
+    import geopandas  # noqa: F401 (imported before the first timed run, as for the later ones)
+
+    import labels.engine  # noqa: F401
     from labels.sources import FETCH_WORKERS
     from sampleworld.emulator import EarthdataEmulator
     from sampleworld.serve import CREDENTIAL_VARS, GEDI_PREFIX, patched_env
