@@ -172,8 +172,8 @@ def main() -> None:
             env.update(EARTHDATA_TOKEN=TOKEN, EARTHDATA_HOSTS=",".join(emu.hosts))
             urls = [emu.data_url(GEDI_PREFIX, p.name) for p in paths]
             with patched_env(env):
-                for name in a.variants.split(","):
-                    r = run_variant(name, urls, emu, out_root / name, a.latency_ms / 1000.0, bw,
+                for i, name in enumerate(a.variants.split(",")):  # a fresh output folder each (no re-use)
+                    r = run_variant(name, urls, emu, out_root / f"{i}-{name}", a.latency_ms / 1000.0, bw,
                                     a.fetch_workers or FETCH_WORKERS)
                     figs.append(r)
                     print_variant(r)

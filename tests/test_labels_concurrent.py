@@ -131,9 +131,10 @@ def test_first_failing_granule_in_order_is_raised(granules: list[Path], tmp_path
 
 
 def _unwalked_metadata_reads(path: Path, area: Any,
-                             flt: ShotFilters = ShotFilters()) -> tuple[int, list[tuple[int, int]], int]:
+                             flt: ShotFilters | None = None) -> tuple[int, list[tuple[int, int]], int]:
     """(waves, small reads h5py made outside the walked 4 KiB blocks and outside data chunks, metadata
     reads in all) of reading ``path``'s shots in ``area`` after :func:`warm_metadata`."""
+    flt = flt or ShotFilters()
     block, data = 4096, path.read_bytes()
     walked: set[int] = set()
 
