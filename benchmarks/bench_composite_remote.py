@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_composite import ASSETS, cpu_s, peak_rss_mb, tile_aoi  # noqa: E402
+from emulated_link import add_link_args, link_shape, traffic  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -138,34 +139,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--scenes", default="10,40")
     ap.add_argument("--old", action="store_true", help="also run with VSI_CACHE=TRUE (the previous setting)")
-    ap.add_argument("--latency-ms", type=float, default=0.0, help="added before each response (ms)")
-    ap.add_argument("--conn-mbps", type=float, default=None, help="bandwidth cap per connection (MB/s)")
-    ap.add_argument("--total-mbps", type=float, default=None, help="bandwidth cap of each host (MB/s)")
+    add_link_args(ap)
     ap.add_argument("--naive", action="store_true", help="also run the naive stackstac recipe over the link")
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--items", help=argparse.SUPPRESS)
     return ap.parse_args()
-
-
-def link_shape(args: argparse.Namespace) -> Any:
-    """The emulator's link shape from the options (None: unshaped loopback)."""
-    from sampleworld.emulator.config import LinkShape
-
-    if not (args.latency_ms or args.conn_mbps or args.total_mbps):
-        return None
-    return LinkShape(latency_s=args.latency_ms / 1000.0,
-                     conn_bytes_per_s=args.conn_mbps * 1e6 if args.conn_mbps else None,
-                     total_bytes_per_s=args.total_mbps * 1e6 if args.total_mbps else None)
-
-
-def traffic(emu: Any) -> dict[str, int]:
-    """Requests and response body bytes the emulator served since its last reset (all hosts)."""
-    emu.wait_idle()
-    hosts = emu.stats()["hosts"]
-    return {"requests": sum(h["requests"] for h in hosts.values()),
-            "body_bytes": sum(h["body_bytes"] for h in hosts.values()),
-            "signed_with_authorization": hosts["signed"]["with_authorization"]}
 
 
 def run_remote(variant: str, items: list[dict[str, Any]], emu: Any, args: argparse.Namespace,

@@ -36,16 +36,27 @@ NAME = "GEDI04_A_2023160051430_O25001_02_T01234_02_004_02_V002.h5"
 AREA = box(-122.6, 40.0, -122.3, 40.3)  # ~25 x 33 km (override with --aoi)
 
 
-def make_granule(folder: Path, shots: int, filler: int) -> Path:
-    path = folder / NAME
+def granule_name(k: int = 0) -> str:
+    """File name of synthetic granule ``k`` (``k`` = 0: :data:`NAME`; others: later orbits and tracks)."""
+    if k == 0:
+        return NAME
+    return f"GEDI04_A_2023{160 + k:03d}051430_O{25001 + 15 * k:05d}_02_T{1234 + 97 * k:05d}_02_004_02_V002.h5"
+
+
+def make_granule(folder: Path, shots: int, filler: int, k: int = 0) -> Path:
+    """Granule ``k``: 8 beams ~600 m apart crossing :data:`AREA` at 40.15 N; ``k`` > 0 shifts the track
+    west/east by 0.025 deg steps and flips its heading on odd ``k`` (another orbit over the same area)."""
+    path = folder / granule_name(k)
     if path.exists():
         return path
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(k)
     beams = {}
     t_area = (40.15 + 51.6) / 103.2  # where along the track (0-1) it crosses 40.15 N
+    shift = 0.0 if k == 0 else 0.025 * (k - 5)
+    slope = -1.0 if k % 2 else 1.0
     for i, b in enumerate(BEAM_NAMES):  # tracks ~600 m apart, crossing the area at 40.15 N
-        lon0 = -122.45 + 0.007 * (i - 4)
-        lon = (lon0 - 54.0 * t_area, lon0 + 54.0 * (1.0 - t_area))
+        lon0 = -122.45 + shift + 0.007 * (i - 4)
+        lon = (lon0 - slope * 54.0 * t_area, lon0 + slope * 54.0 * (1.0 - t_area))
         beams[b] = synthetic_beam(shots, lon, (-51.6, 51.6), rng, beam_index=i)
     return write_l4a_granule(path, beams, filler=filler)
 

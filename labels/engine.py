@@ -8,10 +8,12 @@ inputs match), ``labels/gedi_shots.parquet`` (+ ``.json``), ``labels/<TILE>/<SEA
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,13 @@ from labels.rasterize import rasterize_shots, write_label_cog
 from labels.reader import read_granule_shots
 from labels.search import search_granules
 from labels.shots import concat_shots, read_shots, shots_frame, write_shots
+from labels.sources import FETCH_WORKERS
 
 log = logging.getLogger(__name__)
+
+READ_WORKERS = 8
+"""Granules read at once by :func:`run_gedi_labels` (threads; each read waits on the network most of the
+time, so the bound is about the server's and the link's connections, not the CPUs)."""
 
 
 class LabelsError(RuntimeError):
@@ -244,12 +251,14 @@ def _file_digest(path: str) -> str:
 
 def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, granules: list[str] | None = None,
                     composites: Any = None, output_dir: str, options: LabelOptions = LabelOptions(),
-                    session: Any = None, on_granule: Callable[[int, int], None] | None = None) -> LabelsResult:
+                    session: Any = None, on_granule: Callable[[int, int], None] | None = None,
+                    read_workers: int = READ_WORKERS) -> LabelsResult:
     """GEDI L4A shots in ``aoi`` -> ``labels/gedi_shots.parquet`` + ``labels/<TILE>/<SEASON>.tif``.
 
     Date window: ``season`` > default season of ``year`` > the composites' ``SEASON`` tag; without any,
     no date filter (and ``granules`` must be given). ``granules``: local paths or URLs (None: search
     ``options.stac_url``). ``on_granule(done, total)``: called after each granule is read (progress).
+    ``read_workers``: granules read at once (1: one after the other); the outputs do not depend on it.
     See docs/labels.md.
     """
     o = options
@@ -277,19 +286,70 @@ def run_gedi_labels(*, aoi: Any, year: int | None = None, season: Any = None, gr
         from core.earthdata_http import earthdata_session
 
         session = earthdata_session()  # one session for the run: the data host's cookie is re-used
+        _pool_for(session, read_workers * FETCH_WORKERS)
     if o.skip_version_01:
         hrefs, old = _drop_version_01(hrefs)
         skipped += old
-    results = []
-    for i, h in enumerate(hrefs):
-        results.append(read_gedi_granule(h, aoi=aoi, filters=flt.to_dict(), output_dir=output_dir,
-                                         on_read_error=o.on_read_error, session=session))
-        if on_granule is not None:
-            on_granule(i + 1, len(hrefs))
+    results = read_granules(hrefs, aoi=aoi, filters=flt.to_dict(), output_dir=output_dir,
+                            on_read_error=o.on_read_error, session=session, workers=read_workers,
+                            on_granule=on_granule)
     refuse_empty(results, skipped, grids)  # before anything of the stage's product is written
     merged = merge_shots(results, output_dir=output_dir)
     res = _assemble(results, skipped, merged, grids, window, flt, o.nodata, o.collection, output_dir, warnings)
     return LabelsResult(**res, granules=list(hrefs))
+
+
+def _pool_for(session: Any, connections: int) -> None:
+    """Keep up to ``connections`` connections per host in ``session`` (requests keeps 10 and logs a warning
+    for each further one it drops): the granules' concurrent range requests re-use them."""
+    from requests.adapters import HTTPAdapter
+
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, HTTPAdapter(pool_connections=10, pool_maxsize=max(10, connections)))
+
+
+def read_granules(hrefs: list[str], *, aoi: Any, filters: dict[str, Any], output_dir: str,
+                  on_read_error: str = "skip", session: Any = None, workers: int = READ_WORKERS,
+                  on_granule: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """:func:`read_gedi_granule` of every href, at most ``workers`` at once; results in ``hrefs`` order.
+
+    A granule that raises (``on_read_error`` "fail"/"raise", an endpoint outage) stops the reading: the
+    granules not started are cancelled, the running ones finish, and the error of the first granule in
+    ``hrefs`` order that raised is raised, as reading them one after the other would.
+    ``on_granule(done, total)`` runs in the calling thread as each granule finishes. Two hrefs with the
+    same file name (their outputs share a path) are read one after the other.
+    """
+    def one(h: str) -> dict[str, Any]:
+        return read_gedi_granule(h, aoi=aoi, filters=filters, output_dir=output_dir,
+                                 on_read_error=on_read_error, session=session)
+
+    names = [basename_of(h) for h in hrefs]
+    if workers <= 1 or len(hrefs) <= 1 or len(set(names)) < len(names):  # one name twice: same output files
+        out = []
+        for i, h in enumerate(hrefs):
+            out.append(one(h))
+            if on_granule is not None:
+                on_granule(i + 1, len(hrefs))
+        return out
+    with ThreadPoolExecutor(max_workers=min(workers, len(hrefs)), thread_name_prefix="gedi-read") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one, h) for h in hrefs]  # the caller's log context
+        pending: set[Future] = set(futures)
+        done_n = 0
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if any(f.exception() is not None for f in done):
+                for f in pending:
+                    f.cancel()
+                wait(pending)
+                break
+            for _ in done:
+                done_n += 1
+                if on_granule is not None:
+                    on_granule(done_n, len(hrefs))
+    failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]
+    return [f.result() for f in futures]
 
 
 def refuse_empty(results: list[dict[str, Any]], skipped: list[dict[str, str]], grids: list[dict[str, Any]]) -> None:

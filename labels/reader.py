@@ -4,12 +4,16 @@ Per beam: read ``lat_lowestmode``/``lon_lowestmode``, select the shots inside th
 selected indices into contiguous runs (runs closer than one HDF5 chunk are merged), and read only those
 slices of the other datasets. Then the filters of :mod:`labels.filters` run on the selection.
 A source with a ``prefetch`` method (HTTP) is first told the byte ranges of the chunks those reads will
-touch (from the HDF5 chunk index), so it can fetch them in a few merged range requests.
+touch (from the HDF5 chunk index), so it can fetch them in a few merged range requests. Over HTTP every
+request is a round trip, so the reader works on all beams at once, in three batches: the object headers
+of the datasets it will open (``prefetch_blocks``: their addresses come from the beams' symbol tables),
+then every beam's lat/lon chunks, then every beam's selected chunks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,7 @@ from labels.granule import (
     parse_granule_name,
     product_of,
 )
+from labels.h5meta import Spec, warm_metadata
 from labels.sources import open_source
 
 UINT8_NA = 255
@@ -117,6 +122,11 @@ def _prefetch(prefetch: Prefetch | None, datasets: list[h5py.Dataset], runs: lis
     prefetch(ranges)
 
 
+def _data_datasets(group: h5py.Group, names: tuple[str, ...]) -> list[h5py.Dataset]:
+    """The datasets of ``names`` other than lat/lon that the beam has."""
+    return [group[n] for n in names if n not in ("lat_lowestmode", "lon_lowestmode") and n in group]
+
+
 def _read_runs(ds: h5py.Dataset, runs: list[tuple[int, int]], pos: np.ndarray) -> np.ndarray:
     parts = [ds[a:b] for a, b in runs]
     data = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -129,15 +139,22 @@ def _fill_column(name: str, n: int) -> np.ndarray:
     return np.full(n, UINT8_NA, dtype=np.uint8)
 
 
-def _read_beam(group: h5py.Group, lat: np.ndarray, lon: np.ndarray, sel: np.ndarray,
-               names: tuple[str, ...], prefetch: Prefetch | None = None) -> dict[str, np.ndarray]:
-    """Columns ``names`` for the selected indices ``sel`` of one beam (missing optional -> fill)."""
+def _beam_runs(group: h5py.Group, sel: np.ndarray) -> list[tuple[int, int]]:
+    """Index ranges covering the selected indices ``sel`` (runs closer than one chunk merged)."""
     chunk = group["agbd"].chunks
-    runs = index_runs(sel, merge_gap=int(chunk[0]) if chunk else 0)
+    return index_runs(sel, merge_gap=int(chunk[0]) if chunk else 0)
+
+
+def _read_beam(group: h5py.Group, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: np.ndarray,
+               names: tuple[str, ...], prefetch: Prefetch | None = None) -> dict[str, np.ndarray]:
+    """Columns ``names`` for the selected indices ``sel`` of one beam (missing optional -> fill);
+    ``lat_sel``/``lon_sel``: lat/lon already read at ``sel``. With ``prefetch``, the chunks are
+    prefetched first (else the caller has done so)."""
+    runs = _beam_runs(group, sel)
     covered = np.concatenate([np.arange(a, b) for a, b in runs])
     pos = np.searchsorted(covered, sel)
-    cols: dict[str, np.ndarray] = {"lat_lowestmode": lat[sel], "lon_lowestmode": lon[sel]}
-    _prefetch(prefetch, [group[n] for n in names if n not in cols and n in group], runs)
+    cols: dict[str, np.ndarray] = {"lat_lowestmode": lat_sel, "lon_lowestmode": lon_sel}
+    _prefetch(prefetch, _data_datasets(group, names), runs)
     for name in names:
         if name in cols:
             continue
@@ -198,7 +215,10 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
     HTTP failure is reported as such, never as a corrupt file (h5py, fed the zeros a failed read answers,
     may raise OSError, RuntimeError, KeyError or ValueError: whichever it is, the recorded failure wins)."""
     failure = getattr(src, "failure_error", lambda: None)
+    read_ranges = getattr(src, "read_ranges", None)
     try:
+        if read_ranges is not None:  # remote: fetch the metadata h5py will read in a few waves, outside h5py
+            warm_metadata(read_ranges, metadata_spec(filters))
         try:
             h5 = h5py.File(src, "r")
         except OSError as exc:
@@ -208,7 +228,12 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
         if h5 is not None:
             with h5:
                 gname = _resolve_name(href, h5)
-                out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None))
+                out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None),
+                                         getattr(src, "prefetch_blocks", None))
+    except EndpointDownError as exc:  # from a prefetch (outside h5py): recorded as one inside it would be,
+        if getattr(src, "failure", None) is None:  # so the caller raises a fresh error, no h5py frame in it
+            src.failure = (str(exc), exc.host, None, "outage")
+        return None, str(exc)  # type: ignore[return-value]
     except Exception as exc:  # noqa: BLE001 (h5py answers the zeros of a failed read with any error type)
         if failure() is None and not isinstance(exc, EarthdataHttpError):
             raise  # no HTTP failure recorded: the file itself is bad (or a bug): as before
@@ -218,8 +243,32 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
     return (None, str(err)) if err is not None else (out, None)  # type: ignore[return-value]
 
 
+@contextmanager
+def _beam_errors(name: str, beam: str) -> Iterator[None]:
+    """Name the file and beam of a read failure; HTTP failures and outages pass as they are."""
+    try:
+        yield
+    except (EarthdataHttpError, EndpointDownError):
+        raise  # an HTTP failure of a prefetch: reported as such, not as corrupt data
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise GediReadError(f"{name}: {beam}: reading failed (corrupt or truncated data?): {exc}") from exc
+
+
+def metadata_spec(filters: ShotFilters) -> Spec:
+    """The groups and datasets the reader opens (:func:`labels.h5meta.warm_metadata`'s ``spec``)."""
+    beam: Spec = {}
+    for n in dict.fromkeys(filters.required_datasets() + OPTIONAL_DATASETS):
+        head, _, tail = n.partition("/")
+        if tail:
+            beam.setdefault(head, {})[tail] = None
+        else:
+            beam[head] = None
+    return {"BEAM*": beam, "METADATA": {"DatasetIdentification": {}}}
+
+
 def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: ShotFilters,
-                       geom: BaseGeometry, prefetch: Prefetch | None = None) -> GranuleShots:
+                       geom: BaseGeometry, prefetch: Prefetch | None = None,
+                       prefetch_blocks: Callable[[list[tuple[int, int]]], None] | None = None) -> GranuleShots:
     required = filters.required_datasets()
     beams = check_l4a_structure(h5, name, required)
     notes = _version_notes(h5, name, gname)
@@ -228,20 +277,26 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
     per_beam: dict[str, dict[str, int]] = {}
     kept_parts: list[dict[str, np.ndarray]] = []
     missing_optional: set[str] = set()
-    for beam in beams:
-        group = h5[beam]
+    groups = {beam: h5[beam] for beam in beams}
+    for group in groups.values():
         missing_optional.update(n for n in OPTIONAL_DATASETS if n not in group)
-        try:
-            bc, cols = _beam_shots(group, geom, filters, names, prefetch)
-        except EarthdataHttpError:
-            raise  # an HTTP failure of a prefetch: reported as such, not as corrupt data
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise GediReadError(f"{name}: {beam}: reading failed (corrupt or truncated data?): {exc}") from exc
-        per_beam[beam] = bc
+    if prefetch_blocks is not None:
+        _prefetch_headers(groups, names, name, prefetch_blocks)
+    selected = _select_all(groups, names, name, geom, per_beam, prefetch)
+    for beam, group in groups.items():  # 3. read the selection (from the prefetched chunks) and filter
+        bc = per_beam[beam]
+        if beam in selected:
+            lat, lon, sel = selected[beam]
+            with _beam_errors(name, beam):
+                cols = _read_beam(group, lat, lon, sel, names)
+            keep, removed = apply_filters(cols, filters)
+            bc.update(removed)
+            bc["kept"] = int(keep.sum())
+            cols = {k: v[keep] for k, v in cols.items()}
+            if len(cols["agbd"]):
+                cols["beam"] = np.full(len(cols["agbd"]), beam)
+                kept_parts.append(cols)
         add_counts(counts, bc)
-        if cols is not None and len(cols["agbd"]):
-            cols["beam"] = np.full(len(cols["agbd"]), beam)
-            kept_parts.append(cols)
     if missing_optional:
         notes.append(f"{name}: optional dataset(s) absent, stored as fill: {', '.join(sorted(missing_optional))}")
     columns = {k: np.concatenate([p[k] for p in kept_parts]) for k in kept_parts[0]} if kept_parts else {}
@@ -252,11 +307,76 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
                         columns=columns, counts=counts, per_beam=per_beam, warnings=notes)
 
 
-def _beam_shots(group: h5py.Group, geom: BaseGeometry, filters: ShotFilters, names: tuple[str, ...],
-                prefetch: Prefetch | None = None) -> tuple[dict[str, int], dict[str, np.ndarray] | None]:
-    n = group["lat_lowestmode"].shape[0] if group["lat_lowestmode"].ndim == 1 else 0
-    if n:
-        _prefetch(prefetch, [group["lat_lowestmode"], group["lon_lowestmode"]], [(0, n)])
+def _prefetch_headers(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str,
+                      prefetch_blocks: Callable[[list[tuple[int, int]]], None]) -> None:
+    """The object headers of ``names`` in every beam, in two batches ("a" of "a/b" first); after the
+    metadata walk (:mod:`labels.h5meta`) they are cached and this costs no request."""
+    top = list(dict.fromkeys(n.split("/")[0] for n in names))
+    for level in (top, [n for n in names if "/" in n]):
+        offsets = []
+        for beam, group in groups.items():
+            with _beam_errors(name, beam):
+                offsets += _header_offsets(group, level)
+        prefetch_blocks([(off, 1024) for off in offsets])
+
+
+def _select_all(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str, geom: BaseGeometry,
+                per_beam: dict[str, dict[str, int]],
+                prefetch: Prefetch | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{beam: (lat, lon, indices)}`` of the shots in ``geom`` of every beam that has any; fills
+    ``per_beam`` with each beam's input/outside-area counts. With ``prefetch``: every beam's lat/lon
+    chunks in one batch, then every beam's selected chunks of the other datasets in one batch."""
+    selected: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    ranges: list[tuple[int, int]] = []
+    for beam, group in groups.items():  # 1. every beam's lat/lon in one prefetch
+        with _beam_errors(name, beam):
+            ranges += _latlon_ranges(group) if prefetch is not None else []
+    if prefetch is not None:
+        prefetch(ranges)
+    ranges = []
+    for beam, group in groups.items():  # 2. the area's shots of every beam, their chunks in one prefetch
+        with _beam_errors(name, beam):
+            bc, lat, lon, inside = _beam_selection(group, geom)
+        per_beam[beam] = bc
+        if inside.any():
+            sel = np.flatnonzero(inside)
+            selected[beam] = (lat[sel], lon[sel], sel)  # not the whole lat/lon: 8 beams x 2.4 MB each
+            if prefetch is not None:
+                with _beam_errors(name, beam):
+                    ranges += _data_ranges(group, names, _beam_runs(group, sel))
+    if prefetch is not None and ranges:
+        prefetch(ranges)
+    return selected
+
+
+def _header_offsets(group: h5py.Group, names: list[str]) -> list[int]:
+    """File offsets of the object headers of ``names`` in ``group`` (hard links found; others skipped),
+    read from the group's symbol table without opening the objects."""
+    out = []
+    for n in names:
+        if n not in group:
+            continue
+        info = group.id.links.get_info(n.encode())
+        if info.type == h5py.h5l.TYPE_HARD:
+            out.append(int(info.u))
+    return out
+
+
+def _latlon_ranges(group: h5py.Group) -> list[tuple[int, int]]:
+    """Byte ranges of a beam's whole lat/lon datasets (empty for a beam without 1-D lat)."""
+    lat = group["lat_lowestmode"]
+    n = lat.shape[0] if lat.ndim == 1 else 0
+    return chunk_byte_ranges(lat, [(0, n)]) + chunk_byte_ranges(group["lon_lowestmode"], [(0, n)]) if n else []
+
+
+def _data_ranges(group: h5py.Group, names: tuple[str, ...], runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges of the chunks of ``runs`` of the beam's other datasets (object datasets skipped)."""
+    return [r for ds in _data_datasets(group, names) if ds.dtype.kind != "O" for r in chunk_byte_ranges(ds, runs)]
+
+
+def _beam_selection(group: h5py.Group, geom: BaseGeometry) -> tuple[dict[str, int], np.ndarray, np.ndarray,
+                                                                      np.ndarray]:
+    """(counts with ``input`` and ``outside_area``, lat, lon, inside mask) of one beam."""
     lat = group["lat_lowestmode"][()]
     lon = group["lon_lowestmode"][()]
     if lat.shape != lon.shape or lat.ndim != 1:
@@ -265,13 +385,7 @@ def _beam_shots(group: h5py.Group, geom: BaseGeometry, filters: ShotFilters, nam
     counts["input"] = int(lat.size)
     inside = area_mask(geom, lon, lat)
     counts["outside_area"] = int(lat.size - inside.sum())
-    if not inside.any():
-        return counts, None
-    cols = _read_beam(group, lat, lon, np.flatnonzero(inside), names, prefetch)
-    keep, removed = apply_filters(cols, filters)
-    counts.update(removed)
-    counts["kept"] = int(keep.sum())
-    return counts, {k: v[keep] for k, v in cols.items()}
+    return counts, lat, lon, inside
 
 
 def _version_notes(h5: h5py.File, name: str, gname: GranuleName) -> list[str]:

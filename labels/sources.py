@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.earthdata_http import EarthdataHttpError, describe_failure, host_of
@@ -19,6 +21,8 @@ from core.reads import EndpointDownError, Transient, read_policy, with_retries
 from labels.granule import GediReadError
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+FETCH_WORKERS = 8
+"""Range requests one remote granule has in flight at most (a batch of chunks or metadata blocks)."""
 
 
 class CountingFile(io.RawIOBase):
@@ -63,7 +67,10 @@ class HTTPRangeFile(io.RawIOBase):
     :func:`core.reads.read_policy`); a read still failing at the end of its budget raises
     :class:`core.reads.EndpointDownError` (the endpoint is down: the stage fails, it does not skip the file).
     :meth:`prefetch` (called by the reader with the chunk byte ranges it is about to read) turns many
-    chunk reads into a few merged requests.
+    chunk reads into a few merged requests, sent concurrently (at most ``fetch_workers`` at once);
+    :meth:`prefetch_blocks` fills the block cache with the blocks holding given offsets (HDF5 object
+    headers) the same way. ``round_trips`` counts the dependent request chain: one per serial request
+    (plus one per redirect hop it followed), one per wave of a concurrent batch.
 
     Earthdata: the first request follows the protected URL's redirects; the pre-signed URL it ends on is
     re-used (the session never sends it credentials). When the signed host answers 400/401/403 (expired
@@ -79,8 +86,11 @@ class HTTPRangeFile(io.RawIOBase):
 
     def __init__(self, url: str, session: Any, *, block_size: int = 64 << 10, max_blocks: int = 512,
                  direct_read: int = 4 << 10, policy: RetryPolicy | None = None,
-                 merge_gap: int = 64 << 10, max_span: int = 32 << 20, resolve_retries: int = 2) -> None:
+                 merge_gap: int = 64 << 10, max_span: int = 32 << 20, resolve_retries: int = 2,
+                 fetch_workers: int = FETCH_WORKERS) -> None:
         self.url = url
+        self._workers = max(1, int(fetch_workers))
+        self._lock = threading.Lock()  # counters: concurrent batches update them from pool threads
         self._extents: list[tuple[int, bytes]] = []
         self._merge_gap = int(merge_gap)
         self._max_span = int(max_span)
@@ -96,6 +106,7 @@ class HTTPRangeFile(io.RawIOBase):
         self.bytes_read = 0
         self.n_requests = 0
         self.n_resolves = 0
+        self.round_trips = 0
         self.failure: tuple[str, str, int | None, str] | None = None  # (message, host, status, stage)
         self.size = self._probe_size()
 
@@ -113,7 +124,8 @@ class HTTPRangeFile(io.RawIOBase):
                 r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=policy.timeouts)
             except broken as e:
                 raise Transient(f"{type(e).__name__} (host {host_of(url)})") from None
-            self.n_requests += 1
+            with self._lock:
+                self.n_requests += 1
             if r.status_code in RETRY_STATUSES:
                 r.close()
                 raise Transient(f"HTTP {r.status_code} from {host_of(r.url or url)}", r.headers.get("Retry-After"))
@@ -149,11 +161,31 @@ class HTTPRangeFile(io.RawIOBase):
                                      + (f" after {resolves} re-resolution(s)" if resolves else ""),
                                      url=self.url, host=err.host, status=err.status, stage=err.stage)
 
+    def _fetch(self, start: int, end: int) -> tuple[bytes, int]:
+        """(bytes ``start..end`` inclusive, round trips it took: 1 + redirect hops); counts the bytes."""
+        r = self._request(start, end)
+        data = r.content
+        with self._lock:
+            self.bytes_read += len(data)
+        return data, 1 + len(r.history)
+
     def _get(self, start: int, end: int) -> bytes:
         """Bytes ``start..end`` inclusive; EarthdataHttpError (an OSError) naming the URL on HTTP errors."""
-        data = self._request(start, end).content
-        self.bytes_read += len(data)
+        data, hops = self._fetch(start, end)
+        with self._lock:
+            self.round_trips += hops
         return data
+
+    def _get_many(self, spans: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes of each inclusive ``(start, end)`` span, fetched concurrently (``fetch_workers`` at once,
+        so one round trip per wave of requests); the first error (in span order) is raised."""
+        if len(spans) <= 1 or self._workers == 1:
+            return [self._get(a, b) for a, b in spans]
+        with ThreadPoolExecutor(max_workers=min(self._workers, len(spans)), thread_name_prefix="range") as pool:
+            got = list(pool.map(lambda ab: self._fetch(*ab), spans))
+        with self._lock:
+            self.round_trips += -(-len(spans) // self._workers) * max(h for _, h in got)
+        return [d for d, _ in got]
 
     def _probe_size(self) -> int:
         """Fetch the first block (file size from Content-Range, and the HDF5 superblock) outside h5py."""
@@ -165,6 +197,7 @@ class HTTPRangeFile(io.RawIOBase):
         size = int(cr.rsplit("/", 1)[1])
         data = r.content
         self.bytes_read += len(data)
+        self.round_trips += 1 + len(r.history)
         if len(data) == min(size, self._block):
             self._cache[0] = data
         return size
@@ -210,8 +243,9 @@ class HTTPRangeFile(io.RawIOBase):
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
         """Fetch the byte ranges ``(offset, length)`` the next reads need, merged into few requests.
 
-        Ranges less than ``merge_gap`` bytes apart are fetched together (at most ``max_span`` a request);
-        the previous prefetch is dropped, so memory stays bounded by one beam's selection.
+        Ranges less than ``merge_gap`` bytes apart are fetched together (at most ``max_span`` a request),
+        the requests concurrently; the previous prefetch is dropped, so memory stays bounded by one
+        prefetch's selection (the reader's: one granule's lat/lon, then its selected chunks).
         """
         self._extents = []
         spans: list[list[int]] = []
@@ -221,8 +255,52 @@ class HTTPRangeFile(io.RawIOBase):
                 spans[-1][1] = max(spans[-1][1], end)
             else:
                 spans.append([off, end])
-        for start, end in spans:
-            self._extents.append((start, self._get(start, min(end, self.size) - 1)))
+        spans = [[a, min(b, self.size)] for a, b in spans if a < self.size]
+        datas = self._get_many([(a, b - 1) for a, b in spans])
+        self._extents = [(a, d) for (a, _), d in zip(spans, datas, strict=True)]
+
+    def prefetch_blocks(self, ranges: list[tuple[int, int]]) -> None:
+        """Put the cached blocks holding the byte ranges ``(offset, length)`` into the block cache, missing
+        ones fetched in merged, concurrent requests (one wave): HDF5's small metadata reads there (object
+        headers, B-tree nodes) are then answered without a round trip each. Ranges past the end: ignored."""
+        b = self._block
+        want = sorted({k for off, n in ranges if 0 <= off < self.size and n > 0
+                       for k in range(off // b, (min(off + n, self.size) - 1) // b + 1)} - set(self._cache))
+        runs: list[list[int]] = []
+        for k in want:
+            if runs and k == runs[-1][1] and (k + 1 - runs[-1][0]) * self._block <= self._max_span:
+                runs[-1][1] = k + 1
+            else:
+                runs.append([k, k + 1])
+        datas = self._get_many([(a * self._block, min(self.size, b * self._block) - 1) for a, b in runs])
+        for (a, b), data in zip(runs, datas, strict=True):
+            if len(data) != min(self.size, b * self._block) - a * self._block:
+                raise OSError(f"{self.url}: short read at {a * self._block}: {len(data)} bytes")
+            for k in range(a, b):
+                self._cache[k] = data[(k - a) * self._block:(k - a + 1) * self._block]
+        while len(self._cache) > self._max_blocks:
+            self._cache.popitem(last=False)
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Bytes of each ``(offset, length)`` (cut at the end of the file), through the block cache: the
+        missing blocks are fetched in one wave (:meth:`prefetch_blocks`). For metadata walks (small ranges)."""
+        self.prefetch_blocks(ranges)
+        out = []
+        for off, n in ranges:
+            end = min(off + n, self.size)
+            if off < 0 or off >= end:
+                out.append(b"")
+                continue
+            parts = []
+            for k in range(off // self._block, (end - 1) // self._block + 1):
+                block = self._cache.get(k)
+                if block is None:  # evicted meanwhile (a walk wider than the cache): fetch it again
+                    block = self._block_bytes(k)
+                lo = max(off, k * self._block) - k * self._block
+                hi = min(end, (k + 1) * self._block) - k * self._block
+                parts.append(block[lo:hi])
+            out.append(b"".join(parts))
+        return out
 
     def _from_extents(self, view: Any, want: int) -> bool:
         for start, data in self._extents:
