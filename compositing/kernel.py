@@ -59,6 +59,12 @@ class SceneSource:
     width: int
 
 
+def _skipped(sc: SceneSource, exc: AssetReadError) -> dict[str, str]:
+    """The record of a scene left out of a window: its id, the asset (band) whose read failed, why."""
+    asset = next((a for a, v in sc.hrefs.items() if v == exc.href), "?")
+    return {"id": sc.id, "asset": asset, "reason": exc.reason}
+
+
 @dataclass
 class ChunkResult:
     """Mean (6 bands, int16 HLS units, -9999 where count < min_observations) + count (int16) for one window."""
@@ -211,8 +217,7 @@ def _window_pass(reader: AssetReader, scenes: list[SceneSource], window: tuple[i
             except AssetReadError as exc:
                 if fail_fast:
                     raise
-                asset = next((a for a, v in sc.hrefs.items() if v == exc.href), "?")
-                return {"id": sc.id, "asset": asset, "reason": exc.reason}
+                return _skipped(sc, exc)
             used.add(sc.id)
             if got is not None:
                 piece = (slice(r0 - fr, r1 - fr), slice(c0 - fc, c1 - fc))
@@ -290,8 +295,7 @@ def _window_pass_concurrent(reader: AssetReader, scenes: list[SceneSource], wind
                 except AssetReadError as exc:
                     if fail_fast:
                         raise
-                    asset = next((a for a, v in sc.hrefs.items() if v == exc.href), "?")
-                    return {"id": sc.id, "asset": asset, "reason": exc.reason}
+                    return _skipped(sc, exc)
                 used.add(sc.id)
                 if got is not None:
                     batch.append((plan, got))
