@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,17 @@ LONGEST_FIRST = ("test_crash_trials", "test_prefect_server", "test_browser_ui", 
                  "test_data_faults", "test_mrv_sampleworld", "test_cli", "test_secrets_scan", "test_earthdata_reads")
 
 
+def _module(item: pytest.Item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
-        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(module, module)))
-    items.sort(key=lambda it: rank.get(it.module.__name__.rsplit(".", 1)[-1] if it.module else "", len(rank)))
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(_module(item), _module(item))))
+    items.sort(key=lambda it: rank.get(_module(it), len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +101,17 @@ def harness_api(prefect_harness: None) -> str:
     url = PREFECT_API_URL.value()
     assert url and url.startswith("http://127.0.0.1:"), url
     return url
+
+
+@pytest.fixture
+def flows_main(capfd: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python -m flows ARGS`` in this process (for errors refused before any flow starts: a subprocess
+    would spend its seconds importing); the same exit status and console text."""
+    from flows.__main__ import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        rc = main(list(args))
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["flows", *args], rc, out, err)
+
+    return run

@@ -13,10 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from flows.__main__ import main
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,11 +20,6 @@ def _run(*args: str, timeout: int = 300, api_url: str | None = None) -> subproce
     env = {**os.environ, **({"PREFECT_API_URL": api_url} if api_url else {})}
     return subprocess.run([sys.executable, "-m", "flows", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
-
-
-def _main(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    rc = main(list(args))
-    return rc, capfd.readouterr().err
 
 
 def test_list_names_every_flow() -> None:
@@ -39,20 +30,25 @@ def test_list_names_every_flow() -> None:
                      "evaluate-model", "predict-map", "biomass-pipeline", "map-biomass", "yearly-biomass"]
 
 
-def test_unknown_flow_and_bad_params(tmp_path, capfd) -> None:
-    rc, err = _main(capfd, "run", "no-such-flow")
+def _rc_err(flows_main, *args: str) -> tuple[int, str]:
+    res = flows_main(*args)
+    return res.returncode, res.stderr
+
+
+def test_unknown_flow_and_bad_params(tmp_path, flows_main) -> None:
+    rc, err = _rc_err(flows_main, "run", "no-such-flow")
     assert rc == 2 and "unknown flow 'no-such-flow'" in err
     bad = tmp_path / "p.json"
     bad.write_text(json.dumps({"aoi": [10, 50, 9, 51], "year": 2023, "output_dir": str(tmp_path)}))
-    rc, err = _main(capfd, "run", "hls-composite", "--params", str(bad))
+    rc, err = _rc_err(flows_main, "run", "hls-composite", "--params", str(bad))
     assert rc == 2
     assert "invalid parameters for hls-composite" in err and "not a valid lon/lat box" in err
-    rc, err = _main(capfd, "run", "hls-composite", "--params", str(tmp_path / "missing.json"))
+    rc, err = _rc_err(flows_main, "run", "hls-composite", "--params", str(tmp_path / "missing.json"))
     assert rc == 2 and "cannot read parameters" in err
-    rc, err = _main(capfd, "run", "sample-world", "-p", "output_dir=" + str(tmp_path), "-p", "size=huge")
+    rc, err = _rc_err(flows_main, "run", "sample-world", "-p", "output_dir=" + str(tmp_path), "-p", "size=huge")
     assert rc == 2 and "size" in err
     # no GEDI in the northern 2023 season (instrument stored on the ISS): refused before any search
-    rc, err = _main(capfd, "run", "gedi-labels", "-p", "aoi=[-122.1, 44.2, -121.9, 44.35]", "-p", "year=2023",
+    rc, err = _rc_err(flows_main, "run", "gedi-labels", "-p", "aoi=[-122.1, 44.2, -121.9, 44.35]", "-p", "year=2023",
                     "-p", "output_dir=" + str(tmp_path / "g"))
     assert rc == 2 and "2023-03-17..2024-04-25" in err and "2022 and 2024" in err
     assert "Starting temporary server" not in err  # refused before Prefect starts

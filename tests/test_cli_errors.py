@@ -38,16 +38,6 @@ def _run(*args: str, timeout: int = 400) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, env=_env())
 
 
-def _main(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m flows ARGS`` in this process (for errors refused before any flow starts: a subprocess
-    would spend its seconds importing); the same exit status and console text."""
-    from flows.__main__ import main
-
-    rc = main(list(args))
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(["flows", *args], rc, out, err)
-
-
 class _Server:
     """A loopback HTTP server: ``html`` answers every GET with an HTML page (a proxy's or a portal's),
     ``slow`` accepts the request and answers nothing for 10 minutes."""
@@ -97,7 +87,7 @@ def _assert_no_traceback(text: str) -> None:
     ("output_dir_is_file", ["output_dir:", "is not a folder", "example"]),
     ("bad_type", ["year: Input should be a valid integer", 'got "twenty"', "example: -p year=2024"]),
 ])
-def test_bad_inputs_fail_before_any_run_with_one_paragraph(case, expect, tmp_path, capfd) -> None:
+def test_bad_inputs_fail_before_any_run_with_one_paragraph(case, expect, tmp_path, flows_main) -> None:
     out = tmp_path / "out"
     args = ["-p", f"aoi={json.dumps(BOX)}", "-p", "year=2024", "-p", f"output_dir={out}"]
     if case == "missing_aoi":
@@ -107,7 +97,7 @@ def test_bad_inputs_fail_before_any_run_with_one_paragraph(case, expect, tmp_pat
     else:
         args[3] = "year=twenty"
     t0 = time.monotonic()
-    res = _main(capfd, "run", "hls-composite", *args)
+    res = flows_main("run", "hls-composite", *args)
     assert res.returncode == 2, res.stderr[-2000:]
     _assert_no_traceback(res.stderr + res.stdout)
     for text in expect:
@@ -168,9 +158,9 @@ def test_run_help_lists_every_parameter_with_defaults() -> None:
     assert "Starting temporary server" not in res.stderr
 
 
-def test_parameter_errors_name_the_parameter_and_show_an_example(tmp_path, capfd) -> None:
-    res = _main(capfd, "run", "biomass-pipeline", "-p", f"output_dir={tmp_path}", "-p", "training.epochs=abc",
-                "-p", "hls.max_cloud_cover=300")
+def test_parameter_errors_name_the_parameter_and_show_an_example(tmp_path, flows_main) -> None:
+    res = flows_main("run", "biomass-pipeline", "-p", f"output_dir={tmp_path}", "-p", "training.epochs=abc",
+                     "-p", "hls.max_cloud_cover=300")
     assert res.returncode == 2
     assert re.search(r"training\.epochs: .*integer.*example: -p training\.epochs=\d+", res.stderr), res.stderr
     assert re.search(r"hls\.max_cloud_cover: .*100.*example: -p hls\.max_cloud_cover=", res.stderr), res.stderr
