@@ -71,8 +71,9 @@ def _neighbours(xy: np.ndarray, table: BlockTable, dist: float) -> Iterator[tupl
     """For each block offset around a point's own block: (points closer than ``dist`` to that block, the
     block's index in ``table`` or -1 where it holds no point)."""
     b = table.block_m
-    own = table.keys[table.of_point]
-    x, s = xy[:, 0], -xy[:, 1]
+    edge = edge_near(xy, table, dist)  # only these can be closer than ``dist`` to another block
+    own = table.keys[table.of_point[edge]]
+    x, s = xy[edge, 0], -xy[edge, 1]
     k = math.ceil(dist / b)
     for dr in range(-k, k + 1):
         for dc in range(-k, k + 1):
@@ -82,7 +83,18 @@ def _neighbours(xy: np.ndarray, table: BlockTable, dist: float) -> Iterator[tupl
             dx = np.maximum(np.maximum(c * b - x, x - (c + 1) * b), 0.0)
             ds = np.maximum(np.maximum(r * b - s, s - (r + 1) * b), 0.0)
             near = np.flatnonzero(dx * dx + ds * ds < dist * dist)
-            yield near, _lookup(table.keys, np.stack([r[near], c[near]], axis=1))
+            yield edge[near], _lookup(table.keys, np.stack([r[near], c[near]], axis=1))
+
+
+def edge_near(xy: np.ndarray, table: BlockTable, dist: float) -> np.ndarray:
+    """Indexes of the points closer than ``dist`` to an edge of their own block: any other block is at least
+    that far from a point, so only these can be closer than ``dist`` to one (metres, reference CRS)."""
+    b = table.block_m
+    own = table.keys[table.of_point]
+    x, s = xy[:, 0], -xy[:, 1]
+    ex = np.minimum(x - own[:, 1] * b, (own[:, 1] + 1) * b - x)
+    es = np.minimum(s - own[:, 0] * b, (own[:, 0] + 1) * b - s)
+    return np.flatnonzero(np.minimum(ex, es) < dist)
 
 
 def near_blocks(xy: np.ndarray, table: BlockTable, dist: float) -> tuple[np.ndarray, np.ndarray]:
@@ -163,21 +175,26 @@ def _mark_close(p: np.ndarray, code: np.ndarray, order: np.ndarray, lo: np.ndarr
 
 def _greedy(keys: list[BlockKey], sizes: Mapping[BlockKey, int], fr: tuple[float, float, float],
             order: np.ndarray) -> tuple[dict[BlockKey, str], dict[str, int]]:
-    counts = dict.fromkeys(SPLITS, 0)
+    counts = [0] * len(SPLITS)
     out: dict[BlockKey, str] = {}
-    seeding = [s for s, f in zip(SPLITS, fr, strict=True) if f > 0]  # train, then val, then test
+    seeding = [i for i, f in enumerate(fr) if f > 0]  # train, then val, then test
     total = 0
-    for i, idx in enumerate(order):
-        key = keys[int(idx)]
+    for i, idx in enumerate(order.tolist()):
+        key = keys[idx]
         size = int(sizes[key])
         if i < len(seeding):
-            split = seeding[i]
-        else:
-            split = max(SPLITS, key=lambda s: fr[SPLITS.index(s)] * (total + size) - counts[s])
-        out[key] = split
-        counts[split] += size
+            best = seeding[i]
+        else:  # the split furthest below its share (the first of equals, in SPLITS order)
+            t = total + size
+            best, gap = 0, fr[0] * t - counts[0]
+            for j in range(1, len(SPLITS)):
+                g = fr[j] * t - counts[j]
+                if g > gap:
+                    best, gap = j, g
+        out[key] = SPLITS[best]
+        counts[best] += size
         total += size
-    return out, counts
+    return out, dict(zip(SPLITS, counts, strict=True))
 
 
 def split_score(counts: Mapping[str, int], fr: Sequence[float]) -> float:

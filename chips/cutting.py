@@ -109,10 +109,13 @@ def _write_image(out: Out, name: str, img: np.ndarray, transform: Any) -> None:
         esri.write_tfw(out.images / f"{name}.tfw", tuple(transform))
 
 
-def _write_label(out: Out, name: str, lab: np.ndarray, transform: Any) -> None:
-    """Write one label chip (+ .tfw world file for the Esri layout); unit type Mg/ha."""
+def _write_label(out: Out, name: str, lab: np.ndarray, transform: Any, tfw_of_image: Path | None = None) -> None:
+    """Write one label chip (+ .tfw world file for the Esri layout: a hard link to ``tfw_of_image``, the
+    image chip's world file of the same transform, when given); unit type Mg/ha."""
     _write_tif(out, out.labels / f"{name}.tif", lab[None], transform, out.label_nodata, ("agbd",), (AGB_UNITS,))
-    if out.tfw:
+    if out.tfw and tfw_of_image is not None:
+        _link_or_copy(tfw_of_image, out.labels / f"{name}.tfw")  # creating a file costs ~10x a link here
+    elif out.tfw:
         esri.write_tfw(out.labels / f"{name}.tfw", tuple(transform))
 
 
@@ -259,7 +262,7 @@ def cut_source(si: int, src: Source, positions: np.ndarray, params: ChipParams, 
         cands += job.result()
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     try:
         os.link(src, dst)
     except OSError:
@@ -270,21 +273,25 @@ def _place_image(out: Out, tmp_name: str, names: list[str]) -> None:
     """The candidate's image chip under its copies' names: renamed to the first, hard links (else copies)
     for the others; removed when it has no copy."""
     exts = (".tif", ".tfw") if out.tfw else (".tif",)
+    folder = os.fspath(out.images)
     for ext in exts:
-        tmp = out.images / f"{tmp_name}{ext}"
+        tmp = os.path.join(folder, f"{tmp_name}{ext}")
         if not names:
-            tmp.unlink()
+            os.unlink(tmp)
             continue
-        first = out.images / f"{names[0]}{ext}"
+        first = os.path.join(folder, f"{names[0]}{ext}")
         os.replace(tmp, first)
         for name in names[1:]:
-            _link_or_copy(first, out.images / f"{name}{ext}")
+            _link_or_copy(first, os.path.join(folder, f"{name}{ext}"))
 
 
-def _write_copy_label(out: Out, name: str, c: Candidate, keep: np.ndarray, chip_size: int, transform: Any) -> None:
+def _write_copy_label(out: Out, name: str, c: Candidate, keep: np.ndarray, chip_size: int, transform: Any
+                      ) -> np.ndarray:
+    """Write the label chip of one copy (a pool job); returns its label stats row."""
     lab = np.full(chip_size * chip_size, np.float32(out.label_nodata), np.float32)
     lab[c.lab_idx[keep]] = c.lab_val[keep]
-    _write_label(out, name, lab.reshape(chip_size, chip_size), transform)
+    _write_label(out, name, lab.reshape(chip_size, chip_size), transform, out.images / f"{c.tmp_name}.tfw")
+    return values_stats(c.lab_val[keep])
 
 
 def write_copies(out: Out, sources: Sequence[Source], cands: Sequence[Candidate],
@@ -305,9 +312,9 @@ def write_copies(out: Out, sources: Sequence[Source], cands: Sequence[Candidate]
         t = sources[c.source].grid.affine @ rasterio.Affine.translation(c.col, c.row)
         jobs.append(pool.submit(_write_copy_label, out, name, c, keep, chip_size, t))
         chips.append(Chip(first_index + n, c.source, c.row, c.col, len(keep), c.nodata_fraction, c.bounds, split,
-                          stats=c.stats, label_stats=values_stats(c.lab_val[keep])))
-    for job in jobs:
-        job.result()
+                          stats=c.stats))
+    for chip, job in zip(chips, jobs, strict=True):
+        chip.label_stats = job.result()
     for c, nm in zip(cands, names, strict=True):
         _place_image(out, c.tmp_name, nm)
     return chips

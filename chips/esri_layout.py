@@ -15,6 +15,7 @@ training chips only), and the ``val``/``test`` folders can be loaded on their ow
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,13 @@ def write_split_folders(export: Path, chips: Sequence[Chip], spec: EsriSpec, img
         root = export / SPLITS_DIR / split
         for folder in (esri.IMAGE_DIR, esri.LABEL_DIR):
             (root / folder).mkdir(parents=True)
+            there = set(os.listdir(src / folder))
+            src_dir, dst_dir = os.fspath(src / folder), os.fspath(root / folder)
             for c in mine:
                 for ext in (".tif", ".tfw"):
                     name = chip_name(c)[:-4] + ext
-                    if (src / folder / name).exists():
-                        place(src / folder / name, root / folder / name, links)
+                    if name in there:
+                        place(os.path.join(src_dir, name), os.path.join(dst_dir, name), links)
         write_metadata(root, mine, spec, img[split], lab[split],
                        {"AGB_SplitFolder": {"split": split, "of_export": f"../../{ESRI_DIR}"}})
         out[split] = f"{SPLITS_DIR}/{split}"

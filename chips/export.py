@@ -133,16 +133,17 @@ def _write_terratorch(tt: Path, final_tt: Path, store: Out, kept: list[Chip], so
     for split in SPLITS:
         (tt / f"{split}_images").mkdir(parents=True)
         (tt / f"{split}_labels").mkdir(parents=True)
-    for c in kept:
+    folders = (("images", os.fspath(store.images), "img"), ("labels", os.fspath(store.labels), "label"))
+    for c in kept:  # os.path strings: thousands of files
         stem = chip_stem(sources[c.source].tile, c.index, width)
         stems[c.index] = stem
         name = f"{c.index:0{ESRI_NAME_DIGITS}d}.tif"
-        for kind, folder, suffix in (("images", store.images, "img"), ("labels", store.labels, "label")):
-            dst = tt / f"{c.split}_{kind}" / f"{stem}_tile_{suffix}.tif"
+        for kind, folder, suffix in folders:
+            src, dst = os.path.join(folder, name), os.path.join(tt, f"{c.split}_{kind}", f"{stem}_tile_{suffix}.tif")
             if move:
-                os.replace(folder / name, dst)
+                os.replace(src, dst)
             else:
-                place(folder / name, dst, params.terratorch_links)
+                place(src, dst, params.terratorch_links)
     dataset_bands: list[str | int] = [-1 if src is None else common
                                       for src, common in zip(layout.source, layout.common_names(), strict=True)]
     pos = layout.positions(BANDS)
@@ -233,14 +234,27 @@ def _split_doc(kept: list[Chip], sources: Sequence[Source], params: ChipParams, 
             "blocks": plan.blocks, "chips": chip_rows}
 
 
+def dumps_rows(doc: dict[str, Any]) -> str:
+    """JSON text of ``doc``: one line per key, and one line per element of a list of objects (the chips,
+    the blocks). Readable, and written by json's C encoder (``indent`` would use the slow Python one)."""
+    parts = []
+    for k, v in doc.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            rows = ",\n  ".join(json.dumps(x) for x in v)
+            parts.append(f" {json.dumps(k)}: [\n  {rows}\n ]")
+        else:
+            parts.append(f" {json.dumps(k)}: {json.dumps(v)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def _stats(kept: list[Chip], layout: BandLayout) -> tuple[dict[str, StatsAccumulator], dict[str, StatsAccumulator]]:
     """Image and label statistics accumulators per split and ``all`` (every exported chip file)."""
     acc = {s: StatsAccumulator(len(layout.ids)) for s in (*SPLITS, "all")}
     lacc = {s: StatsAccumulator(1) for s in (*SPLITS, "all")}
-    for c in kept:
-        for key in (c.split, "all"):
-            acc[key].add(layout.expand_stats(c.stats))
-            lacc[key].add(c.label_stats)
+    for key in (*SPLITS, "all"):
+        mine = [c for c in kept if key in (c.split, "all")]
+        acc[key].add_many([layout.expand_stats(c.stats) for c in mine])
+        lacc[key].add_many([c.label_stats for c in mine])
     return acc, lacc
 
 
@@ -278,7 +292,7 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
                                   stats["train"], move="esri" not in params.layouts)
     if "esri" not in params.layouts:
         shutil.rmtree(store_root)
-    (tmp / "split.json").write_text(json.dumps(_split_doc(kept, sources, params, stems, split_summary, plan), indent=1))
+    (tmp / "split.json").write_text(dumps_rows(_split_doc(kept, sources, params, stems, split_summary, plan)))
     dropped = {k: counters[k] for k in ("image_nodata", "unlabeled", "duplicate_overlap")}
     dropped["split_masked"] = len(cands) - len({cp[0] for cp in plan.copies})
     contract = _contract(params, sources, label_nodata, counts, stats, label_stats, plan.labelled, layout,

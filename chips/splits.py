@@ -102,10 +102,17 @@ def _assign(pts: _Points, table: BlockTable, params: Any) -> tuple[np.ndarray, n
     def codes_of(assignment: dict[tuple[int, int], str]) -> np.ndarray:
         return np.array([SPLITS.index(assignment[k]) for k in keys], dtype=np.int64)
 
+    # kept = each block's labelled pixels minus the points with a block of another split among their pairs
+    # (buffer_mask's points), computed on the paired points only: most points have no pair
+    paired, pair_pt = np.unique(pairs[0], return_inverse=True)
+    pair_own, pair_blk, paired_blk = table.of_point[pairs[0]], pairs[1], table.of_point[paired]
+
     def kept_counts(assignment: dict[tuple[int, int], str]) -> dict[str, int]:
         codes = codes_of(assignment)
-        kept = ~buffer_mask(table, pairs, codes)
-        n = np.bincount(codes[table.of_point][kept], minlength=len(SPLITS))
+        masked = np.zeros(len(paired), dtype=bool)
+        masked[pair_pt[codes[pair_blk] != codes[pair_own]]] = True
+        n = np.bincount(codes, weights=table.sizes, minlength=len(SPLITS)) \
+            - np.bincount(codes[paired_blk[masked]], minlength=len(SPLITS))
         return {s: int(n[i]) for i, s in enumerate(SPLITS)}
 
     sizes = {k: int(n) for k, n in zip(keys, table.sizes, strict=True)}

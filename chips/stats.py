@@ -68,6 +68,22 @@ def merge_stats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def merge_many(tables: np.ndarray) -> np.ndarray:
+    """Merge ``k`` stats tables (k, bands, 5) at once: the pooled n, mean, m2 (sum of the tables' m2 plus
+    each table's n x squared distance of its mean to the pooled mean), min and max of the non-empty ones."""
+    t = np.asarray(tables, dtype=np.float64)
+    if t.ndim != 3 or t.shape[2] != 5:
+        raise ValueError(f"need (k, bands, 5) stats tables, got shape {t.shape}")
+    ni = t[:, :, 0]
+    n = ni.sum(axis=0)
+    safe = np.where(n > 0, n, 1.0)
+    mean = np.where(n > 0, (ni * t[:, :, 1]).sum(axis=0) / safe, 0.0)
+    m2 = t[:, :, 2].sum(axis=0) + (ni * (t[:, :, 1] - mean) ** 2).sum(axis=0)
+    lo = np.where(ni > 0, t[:, :, 3], np.inf).min(axis=0, initial=np.inf)
+    hi = np.where(ni > 0, t[:, :, 4], -np.inf).max(axis=0, initial=-np.inf)
+    return np.stack([n, mean, m2, np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 0.0)], axis=1)
+
+
 class StatsAccumulator:
     """Running per-band stats of many chips."""
 
@@ -76,6 +92,11 @@ class StatsAccumulator:
 
     def add(self, stats: np.ndarray) -> None:
         self.table = merge_stats(self.table, stats)
+
+    def add_many(self, tables: Sequence[np.ndarray]) -> None:
+        """Add many stats tables (each bands x 5) at once (:func:`merge_many`)."""
+        if len(tables):
+            self.table = merge_stats(self.table, merge_many(np.stack(tables)))
 
     def band_stats(self, names: Sequence[str]) -> list[BandStats]:
         """One :class:`BandStats` per band (min/max 0 where a band had no valid pixel)."""

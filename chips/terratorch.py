@@ -46,7 +46,7 @@ def chip_stem(tile: str, n: int, width: int = 5) -> str:
     return f"{tile}_{n:0{width}d}"
 
 
-def place(src: Path, dst: Path, mode: str) -> str:
+def place(src: str | os.PathLike[str], dst: str | os.PathLike[str], mode: str) -> str:
     """Put ``src`` at ``dst`` as a hard link, relative symlink or copy; returns the mode actually used.
 
     ``hardlink`` falls back to ``symlink`` when the file system refuses hard links.
@@ -60,7 +60,7 @@ def place(src: Path, dst: Path, mode: str) -> str:
         except OSError:
             mode = "symlink"
     if mode == "symlink":
-        os.symlink(os.path.relpath(src, dst.parent), dst)
+        os.symlink(os.path.relpath(src, os.path.dirname(os.fspath(dst))), dst)
         return "symlink"
     shutil.copyfile(src, dst)
     return "copy"

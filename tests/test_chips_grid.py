@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from chips.blocks import (
     split_score,
 )
 from chips.lattice import ChipLayout, ChipLayoutError, check_fractions, chip_positions, grid_lattice_origin
-from chips.stats import StatsAccumulator, chip_band_stats, merge_stats
+from chips.stats import StatsAccumulator, chip_band_stats, merge_many, merge_stats
 from core.grid import mgrs_tile_grid
 
 
@@ -252,3 +254,113 @@ def test_assign_blocks_scores_on_kept_counts() -> None:
 
     got = assign_blocks(sizes, (0.7, 0.15, 0.15), seed=0, kept_counts=kept)
     assert got[(0, 0)] == "val"
+
+
+@pytest.mark.parametrize("case", ["plain", "empty_tables", "empty_band", "single"])
+def test_merge_many_equals_pairwise_merges(case: str) -> None:
+    rng = np.random.default_rng(11)
+    chips = [rng.normal(900, 250, size=(2, 8, 8)).astype(np.float32) for _ in range(5)]
+    if case == "empty_band":
+        for ch in chips[:3]:
+            ch[1] = -9999
+    tables = [chip_band_stats(ch, -9999.0) for ch in chips]
+    if case == "empty_tables":
+        tables = [np.zeros((2, 5))] + tables + [np.zeros((2, 5))]
+    if case == "single":
+        tables = tables[:1]
+    pairwise = np.zeros((2, 5))
+    for t in tables:
+        pairwise = merge_stats(pairwise, t)
+    many = merge_many(np.stack(tables))
+    assert many[:, 0].tolist() == pairwise[:, 0].tolist()  # counts exact
+    assert many[:, 3:].tolist() == pairwise[:, 3:].tolist()  # min, max exact
+    np.testing.assert_allclose(many[:, 1:3], pairwise[:, 1:3], rtol=1e-12)
+    acc = StatsAccumulator(2)
+    acc.add_many(tables)
+    np.testing.assert_allclose(acc.table, pairwise, rtol=1e-12)
+
+
+def test_merge_many_all_empty() -> None:
+    assert merge_many(np.zeros((3, 2, 5))).tolist() == np.zeros((2, 5)).tolist()
+
+
+def _rect_dist(xy: np.ndarray, key: np.ndarray, b: float) -> np.ndarray:
+    """Distance (m) of each point to block ``key`` = (row, col) of side ``b`` (brute force)."""
+    r, c = key
+    dx = np.maximum.reduce([c * b - xy[:, 0], xy[:, 0] - (c + 1) * b, np.zeros(len(xy))])
+    ds = np.maximum.reduce([r * b + xy[:, 1], -xy[:, 1] - (r + 1) * b, np.zeros(len(xy))])
+    return np.hypot(dx, ds)
+
+
+@pytest.mark.parametrize("dist", [30.0, 250.0, 999.0, 1600.0])
+def test_near_blocks_and_facing_other_equal_brute_force(dist: float) -> None:
+    """Only points near their own block's edge are examined: the pairs and flags are those of every point."""
+    rng = np.random.default_rng(7)
+    xy = np.stack([rng.uniform(0, 5000, 800), -rng.uniform(0, 4000, 800)], axis=1)
+    xy = np.concatenate([xy, [[1000.0, -500.0], [2000.0, -2000.0], [999.999, -1000.0]]])  # on block edges
+    t = block_table(xy, 1000.0)
+    codes = rng.integers(0, 3, len(t.keys))
+    p, b = near_blocks(xy, t, dist)
+    got = set(zip(p.tolist(), b.tolist(), strict=True))
+    own = t.of_point
+    expected = {(i, j) for j, key in enumerate(t.keys) for i in np.flatnonzero(_rect_dist(xy, key, 1000.0) < dist)
+                if own[i] != j}
+    assert got == expected and len(expected) > 50
+    # facing_other: a block of another split, or an empty block (any block key not in the table) within dist
+    k = int(np.ceil(dist / 1000.0))
+    facing = np.zeros(len(xy), dtype=bool)
+    table_idx = {tuple(key): j for j, key in enumerate(t.keys.tolist())}
+    for i in range(len(xy)):
+        r, c = t.keys[own[i]]
+        for dr in range(-k, k + 1):
+            for dc in range(-k, k + 1):
+                key = (int(r + dr), int(c + dc))
+                if (dr or dc) and _rect_dist(xy[i:i + 1], np.array(key), 1000.0)[0] < dist:
+                    j = table_idx.get(key)
+                    facing[i] |= j is None or codes[j] != codes[own[i]]
+    assert facing_other(xy, t, codes, dist).tolist() == facing.tolist()
+
+
+def test_split_kept_counts_equal_buffer_mask() -> None:
+    """The split scores on kept pixels counted from the paired points only: equal to counting buffer_mask."""
+    from types import SimpleNamespace
+
+    import chips.splits as splits
+
+    rng = np.random.default_rng(3)
+    xy = np.stack([rng.uniform(0, 20000, 20000), -rng.uniform(0, 20000, 20000)], axis=1)
+    pts = splits._Points(xy, [], 32610, 30.0)
+    t = block_table(xy, 5000.0)
+    seen: list[tuple[dict, dict]] = []
+
+    def spy(sizes, fractions, seed, kept_counts):  # noqa: ANN001, ANN202
+        for s in range(4):
+            a = dict(zip(sorted(sizes), (np.random.default_rng(s).integers(0, 3, len(sizes))), strict=True))
+            a = {k: ("train", "val", "test")[int(v)] for k, v in a.items()}
+            seen.append((a, kept_counts(a)))
+        return a
+
+    orig = splits.assign_blocks
+    splits.assign_blocks = spy
+    try:
+        splits._assign(pts, t, SimpleNamespace(split_buffer_m=500.0, split_fractions=(0.7, 0.15, 0.15), seed=0))
+    finally:
+        splits.assign_blocks = orig
+    pairs = near_blocks(xy, t, 250.0)
+    for a, counts in seen:
+        codes = np.array([("train", "val", "test").index(a[(int(r), int(c))]) for r, c in t.keys])
+        kept = ~buffer_mask(t, pairs, codes)
+        n = np.bincount(codes[t.of_point][kept], minlength=3)
+        assert counts == {"train": int(n[0]), "val": int(n[1]), "test": int(n[2])}
+    assert len(seen) == 4
+
+
+@pytest.mark.parametrize("doc", [{"a": 1}, {"rows": [{"x": 1, "y": [1, 2]}, {"x": 2}], "e": [], "l": [1, 2]},
+                                 {"b": {"q": [1.5, None]}, "s": "é\n"}])
+def test_dumps_rows_round_trips(doc: dict) -> None:
+    from chips.export import dumps_rows
+
+    text = dumps_rows(doc)
+    assert json.loads(text) == doc
+    if "rows" in doc:
+        assert '\n  {"x": 2}\n' in text  # one line per row
