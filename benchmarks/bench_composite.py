@@ -246,6 +246,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-stackstac", action="store_true", help="skip the stackstac engine variant")
     ap.add_argument("--repeat", type=int, default=3, help="composite/decode pairs and RSS pairs to run (spread)")
     ap.add_argument("--rss-scenes", default="10,40", help="scene counts for the memory-scaling check")
+    ap.add_argument("--skip-rss", action="store_true", help="skip the memory-scaling runs")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     ap.add_argument("--aoi", choices=("tile", "world"), default=None,
                     help="composite the whole tile grid (default for a benchmark world) or the world's AOI")
@@ -273,7 +274,7 @@ def run_all(args: argparse.Namespace, n: int) -> dict[str, Any]:
     runs["stackstac"] = None if args.skip_stackstac else spawn("stackstac", args, n)
     runs["naive"] = None if args.skip_naive else spawn("naive", args, n)
     lo, hi = sorted(int(k) for k in args.rss_scenes.split(","))
-    for _ in range(args.repeat):
+    for _ in range(0 if args.skip_rss else args.repeat):
         runs["rss"].append((spawn("composite", args, lo), spawn("composite", args, hi)))
     runs["lo"], runs["hi"] = lo, hi
     return runs
@@ -288,10 +289,11 @@ def figures(runs: dict[str, Any], n: int, args: argparse.Namespace, in_mpx: floa
            "composite_over_decode": _spread([c["time_s"] / d["time_s"] for c, d in zip(comps, decs, strict=True)]),
            "composite_over_decode_cpu": _spread([c["cpu_s"] / d["cpu_s"] for c, d in zip(comps, decs, strict=True)]),
            "composite_cpu_s": _spread([c["cpu_s"] for c in comps]), "decode_cpu_s": _spread([d["cpu_s"] for d in decs]),
-           "engine_without_decode_s": runs["fake"]["time_s"], "engine_without_decode_cpu_s": runs["fake"]["cpu_s"],
-           f"rss_{lo}_mb": _spread([a["peak_rss_mb"] for a, _ in runs["rss"]]),
-           f"rss_{hi}_mb": _spread([b["peak_rss_mb"] for _, b in runs["rss"]]),
-           f"rss_{hi}_over_{lo}": _spread([b["peak_rss_mb"] / a["peak_rss_mb"] for a, b in runs["rss"]])}
+           "engine_without_decode_s": runs["fake"]["time_s"], "engine_without_decode_cpu_s": runs["fake"]["cpu_s"]}
+    if runs["rss"]:
+        fig.update({f"rss_{lo}_mb": _spread([a["peak_rss_mb"] for a, _ in runs["rss"]]),
+                    f"rss_{hi}_mb": _spread([b["peak_rss_mb"] for _, b in runs["rss"]]),
+                    f"rss_{hi}_over_{lo}": _spread([b["peak_rss_mb"] / a["peak_rss_mb"] for a, b in runs["rss"]])})
     ss = runs["stackstac"]
     if ss:
         fig.update(stackstac_engine_s=ss["time_s"], stackstac_engine_cpu_s=ss["cpu_s"],
@@ -333,8 +335,9 @@ def print_figures(fig: dict[str, Any], lo: int, hi: int) -> None:
               f"(naive {fig['naive_peak_rss_mb']:.0f} MB)")
         if "naive_over_stackstac_time" in fig:
             print(f"  naive / stackstac engine  {fig['naive_over_stackstac_time']:8.2f}  time")
-    print(f"  RSS {hi} / {lo} scenes        {_fmt(fig[f'rss_{hi}_over_{lo}'])}  [<= 1.2]  "
-          f"({_fmt(fig[f'rss_{hi}_mb'], ' MB')} / {_fmt(fig[f'rss_{lo}_mb'], ' MB')})")
+    if f"rss_{hi}_over_{lo}" in fig:
+        print(f"  RSS {hi} / {lo} scenes        {_fmt(fig[f'rss_{hi}_over_{lo}'])}  [<= 1.2]  "
+              f"({_fmt(fig[f'rss_{hi}_mb'], ' MB')} / {_fmt(fig[f'rss_{lo}_mb'], ' MB')})")
 
 
 def main() -> None:
