@@ -36,12 +36,13 @@ ESRI_NAME_DIGITS = 12  # as the real ArcGIS export: 000000000000.tif
 JOB_ROWS = 1024  # pixel rows of one strip read
 
 
-@dataclass(frozen=True)
+@dataclass
 class Candidate:
     """A chip position that passed the image filters; its image is written under ``tmp_name``.
 
     ``lab_idx``: flat (row-major) indexes of the chip's labelled pixels, ``lab_val`` their AGBD (Mg/ha).
-    ``bounds`` in the source CRS, metres.
+    ``bounds`` in the source CRS, metres. ``stats`` (image band stats) is set by the job that writes the
+    image (see :func:`cut_source`); everything else is known when the strip is read.
     """
 
     source: int
@@ -175,26 +176,32 @@ def _filter(sel: np.ndarray, strip: tuple[np.ndarray, ...], r0: int, c0: int, pa
     return kept
 
 
-def _cut_chips(si: int, src: Source, keep: list[_Keep], strip: tuple[np.ndarray, ...], r0: int, c0: int,
-               params: ChipParams, out: Out) -> list[Candidate]:
-    """Write the images of the kept chips of a strip read at (r0, c0) under temp names, with their stats
-    and labelled pixels. Runs in a pool thread."""
-    img, agbd, valid, _ = strip
-    cs = params.chip_size
+def _candidates(si: int, src: Source, keep: list[_Keep], strip: tuple[np.ndarray, ...], r0: int, c0: int,
+                cs: int) -> list[Candidate]:
+    """The kept chips of a strip read at (r0, c0) as candidates with their labelled pixels (no stats yet)."""
+    _, agbd, valid, _ = strip
     cands = []
     for k in keep:
         y, x = k.row - r0, k.col - c0
         t = src.grid.affine @ rasterio.Affine.translation(k.col, k.row)
-        name = f"_tmp_{si}_{k.row}_{k.col}"
-        chip_img = img[:, y:y + cs, x:x + cs].astype(np.float32, order="C")  # one copy (and int16 -> float32)
-        _write_image(out, name, chip_img, t)
         rr, cc = np.nonzero(valid[y:y + cs, x:x + cs])
-        has_nodata = k.n_nodata > 0 if len(img) == 6 else None  # the strip's mask covers the six bands
         cands.append(Candidate(si, k.row, k.col, len(rr), k.n_nodata / (cs * cs),
-                               (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f), name,
-                               chip_band_stats(chip_img, IMAGE_NODATA, has_nodata=has_nodata),
+                               (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f), f"_tmp_{si}_{k.row}_{k.col}", None,
                                (rr * cs + cc).astype(np.int32), agbd[y + rr, x + cc]))
     return cands
+
+
+def _write_images(src: Source, cands: list[Candidate], keep: list[_Keep], img: np.ndarray, r0: int, c0: int,
+                  cs: int, out: Out) -> None:
+    """Write the image chips of ``cands`` (from the strip image ``img`` read at (r0, c0)) under their temp
+    names and set their stats. Runs in a pool thread."""
+    for c, k in zip(cands, keep, strict=True):
+        y, x = c.row - r0, c.col - c0
+        t = src.grid.affine @ rasterio.Affine.translation(c.col, c.row)
+        chip_img = img[:, y:y + cs, x:x + cs].astype(np.float32, order="C")  # one copy (and int16 -> float32)
+        _write_image(out, c.tmp_name, chip_img, t)
+        has_nodata = k.n_nodata > 0 if len(img) == 6 else None  # the strip's mask covers the six bands
+        c.stats = chip_band_stats(chip_img, IMAGE_NODATA, has_nodata=has_nodata)
 
 
 def _strips(src: Source, positions: np.ndarray, params: ChipParams
@@ -231,14 +238,16 @@ def _row_groups(rows: np.ndarray, cs: int, max_rows: int) -> list[np.ndarray]:
 
 def cut_source(si: int, src: Source, positions: np.ndarray, params: ChipParams, out: Out,
                pool: ThreadPoolExecutor, cands: list[Candidate], counters: dict[str, int],
-               taken: set[tuple[Any, ...]]) -> None:
-    """Cut, filter and write the image chips of one source; appends them to ``cands`` in row-major order.
+               taken: set[tuple[Any, ...]]) -> list[Future[None]]:
+    """Cut and filter the chips of one source; appends them to ``cands`` in row-major order (with their
+    labelled pixels) and returns the pool jobs writing their images (and setting their stats).
 
-    This thread reads the strips in order and applies the filters; ``pool`` writes the images of the
-    strip before (one job per chip row) and computes their stats meanwhile. At most two strips (up to
-    ``JOB_ROWS`` rows each, ~50 MB of a 3660 px wide 7-band int16 strip) are held: before a strip is
-    read, the jobs of the one two back are finished. ``taken`` holds lattice positions already exported
-    (same zone and season) from an overlapping tile: those are skipped, so a ground position is exported once.
+    This thread reads the strips in order, applies the filters and takes each kept chip's labelled
+    pixels; ``pool`` writes the images of the strip before (one job per chip row) meanwhile, and the
+    caller can plan the split before the last images are written. At most two strips (up to ``JOB_ROWS``
+    rows each, ~50 MB of a 3660 px wide 7-band int16 strip) are held: before a strip is read, the jobs of
+    the one two back are finished. ``taken`` holds lattice positions already exported (same zone and season)
+    from an overlapping tile: those are skipped, so a ground position is exported once.
     """
     gy0, gx0 = grid_lattice_origin(src.grid)
     keys = [(src.grid.epsg, src.season, gy0 + int(r), gx0 + int(c)) for r, c in positions]
@@ -246,20 +255,23 @@ def cut_source(si: int, src: Source, positions: np.ndarray, params: ChipParams, 
     counters["duplicate_overlap"] += int((~fresh).sum())
     positions = positions[fresh]
     if len(positions) == 0:
-        return
-    jobs: list[Future[list[Candidate]]] = []
-    by_strip: list[list[Future[list[Candidate]]]] = []
+        return []
+    cs = params.chip_size
+    jobs: list[Future[None]] = []
+    by_strip: list[list[Future[None]]] = []
     for k, (sel, strip, r0, c0) in enumerate(_strips(src, positions, params)):
-        keep = _filter(sel, strip, r0, c0, params, counters)
+        keep = sorted(_filter(sel, strip, r0, c0, params, counters), key=lambda c: c.row)  # by chip row (stable)
         taken.update((src.grid.epsg, src.season, gy0 + c.row, gx0 + c.col) for c in keep)
-        by_strip.append([pool.submit(_cut_chips, si, src, [c for c in keep if c.row == r], strip, r0, c0, params, out)
-                         for r in sorted({c.row for c in keep})])
+        mine = _candidates(si, src, keep, strip, r0, c0, cs)
+        cands += mine
+        rows = [[i for i, c in enumerate(keep) if c.row == r] for r in sorted({c.row for c in keep})]
+        by_strip.append([pool.submit(_write_images, src, [mine[i] for i in row], [keep[i] for i in row], strip[0],
+                                     r0, c0, cs, out) for row in rows])
         jobs += by_strip[-1]
         del strip
         if k >= 1:
             wait(by_strip[k - 1])
-    for job in jobs:
-        cands += job.result()
+    return jobs
 
 
 def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -197,9 +197,11 @@ def _contract(params: ChipParams, sources: Sequence[Source], label_nodata: float
 
 
 def _cut_all(out: Out, sources: list[Source], params: ChipParams, label_nodata: float, pool: ThreadPoolExecutor
-             ) -> tuple[list[Candidate], dict[str, int]]:
-    """Cut every source's candidate chips (images written under temporary names); returns them and counters."""
+             ) -> tuple[list[Candidate], dict[str, int], list[Future[None]]]:
+    """Cut every source's candidate chips; returns them, counters and the pool jobs still writing their
+    images under temporary names."""
     cands: list[Candidate] = []
+    jobs: list[Future[None]] = []
     counters = {"candidates": 0, "image_nodata": 0, "unlabeled": 0, "duplicate_overlap": 0}
     taken: set[tuple[Any, ...]] = set()
     for si, src in enumerate(sources):
@@ -211,12 +213,12 @@ def _cut_all(out: Out, sources: list[Source], params: ChipParams, label_nodata: 
             continue
         o = Out(out.images, out.labels, src.grid.epsg, out.image_descriptions, label_nodata, out.tfw,
                 params.chip_writer, out.layout)
-        cut_source(si, src, pos, params, o, pool, cands, counters, taken)
+        jobs += cut_source(si, src, pos, params, o, pool, cands, counters, taken)
     if not cands:
         raise ChipExportError(f"no chip passed the filters (candidates {counters['candidates']}, "
                               f"too much image nodata {counters['image_nodata']}, too few labelled pixels "
                               f"{counters['unlabeled']}); sources: {[s.composite for s in sources]}")
-    return cands, counters
+    return cands, counters, jobs
 
 
 def _split_doc(kept: list[Chip], sources: Sequence[Source], params: ChipParams, stems: dict[str, str],
@@ -269,8 +271,10 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
     out.images.mkdir(parents=True)
     out.labels.mkdir(parents=True)
     with ThreadPoolExecutor(max_workers=params.workers) as pool:
-        cands, counters = _cut_all(out, sources, params, label_nodata, pool)
-        plan = plan_splits(cands, sources, params)
+        cands, counters, image_jobs = _cut_all(out, sources, params, label_nodata, pool)
+        plan = plan_splits(cands, sources, params)  # while the last images are written
+        for job in image_jobs:
+            job.result()
         check_plan(plan, params, sources)
         kept = write_copies(out, sources, cands, plan.copies, params.chip_size, 0, pool)
     _check_train(kept, params)
