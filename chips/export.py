@@ -272,9 +272,11 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
     out.labels.mkdir(parents=True)
     with ThreadPoolExecutor(max_workers=params.workers) as pool:
         cands, counters, image_jobs = _cut_all(out, sources, params, label_nodata, pool)
-        plan = plan_splits(cands, sources, params)  # while the last images are written
-        for job in image_jobs:
-            job.result()
+        try:
+            plan = plan_splits(cands, sources, params)  # while the last images are written
+        finally:
+            for job in image_jobs:  # an image that failed to write is the error to report, if any
+                job.result()
         check_plan(plan, params, sources)
         kept = write_copies(out, sources, cands, plan.copies, params.chip_size, 0, pool)
     _check_train(kept, params)
