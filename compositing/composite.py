@@ -497,6 +497,13 @@ def choose_dask_unit(client: Any, requested: str, n_tiles: int, output_dir: str)
     return "tile"
 
 
+def region_dask_unit(dask_address: str | None, requested: str, n_tiles: int, output_dir: str) -> str | None:
+    """:func:`choose_dask_unit` for a region composited one call per tile (a flow's per-tile tasks, each
+    given the unit chosen here): None without a cluster (local threads)."""
+    with dask_client(dask_address) as client:
+        return None if client is None else choose_dask_unit(client, requested, n_tiles, output_dir)
+
+
 def _run_tiles_on_workers(groups: dict[str, list[dict[str, Any]]], opts: dict[str, Any], client: Any
                           ) -> dict[str, TileComposite | CompositeError]:
     """One Dask task per tile (:func:`composite_tile_task`); only the small results travel back. Temps left

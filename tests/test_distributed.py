@@ -250,3 +250,29 @@ def test_dask_unit_choice(tmp_path: Path) -> None:
     with pytest.raises(CompositeError, match="does not see|not every Dask worker sees"):
         choose_dask_unit(FakeClient(two, False), "tile", 4, out)
     assert not list(Path(out).iterdir()), "probe marker left behind"
+
+
+def test_hls_composite_flow_runs_tiles_on_the_workers(small_world: dict[str, Any], stac_url: str,
+                                                      dask_cluster: str, prefect_harness: None,
+                                                      tmp_path: Path) -> None:
+    """The hls-composite flow with ``dask_address``: the unit is chosen once for the region (auto: the small
+    world's 2 tiles on 2 worker threads, output folder shared: tiles); its per-tile tasks run concurrently,
+    one Dask task per tile; the COGs equal the local run's."""
+    from distributed import Client, get_task_stream
+
+    from compositing.composite import TILE_TASK_KEY
+    from flows.params import HlsCompositeParams
+    from flows.stages import hls_composite
+
+    _, local = _search_and_local_composite(small_world, stac_url, tmp_path)
+    params = HlsCompositeParams(aoi=small_world["aoi"], year=small_world["year"], season=small_world["season"],
+                                stac_url=stac_url, max_cloud_cover=80, output_dir=str(tmp_path / "flow"),
+                                dask_address=dask_cluster)
+    with Client(dask_cluster) as client, get_task_stream(client) as ts:
+        comps = hls_composite(params).result.composites
+    keys = [str(t["key"]) for t in ts.data]
+    assert comps.dask_unit == "tile"
+    assert sorted(k.split("-")[1] for k in keys if k.startswith(TILE_TASK_KEY)) == sorted(local.tiles), keys
+    assert not [k for k in keys if k.startswith("chunk_task")], keys
+    for tile, res in local.tiles.items():
+        assert np.array_equal(_read(res.path)[0], _read(comps.tiles[tile].path)[0]), tile
