@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,10 +32,11 @@ import numpy as np
 from core.area import Season, parse_aoi
 from core.bands import L30_BY_ID, bands_of, collection_of_item, parse_collections
 from core.constants import HLS_L30, HLS_REFLECTANCE_SCALE
-from core.files import atomic_path, contained, read_json, remove_temps_of, write_json_atomic
+from core.files import atomic_path, contained, read_json, write_json_atomic
 from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, northing_offset, tile_of_item_id
 
 from .contracts import CompositeOptions, CompositeResult, TileComposite
+from .dask_tiles import TILE_TASK_THREADS, choose_dask_unit, run_tiles_on_workers
 from .fetch import io_pool, is_remote
 from .fmask import FmaskRule
 from .granite import granite_path, write_granite_composite
@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 
 SCALE_FACTOR = HLS_REFLECTANCE_SCALE
 ENGINE_VERSION = "3"  # 3: int16 means rounded to whole HLS units; 2: band ids B02..B07, S30 and L30+S30
-TILE_TASK_THREADS = 1  # threads of a whole-tile Dask task's windows: the one thread Dask gave the task
-TILE_TASK_KEY = "composite_tile_task"  # key prefix of the whole-tile Dask tasks (dask_unit "tile")
 
 
 class CompositeError(RuntimeError):
@@ -328,6 +326,15 @@ def _engine_key(key: str, engine: str) -> str:
     return key if engine == "kernel" else hashlib.sha256(f"{key}:{engine}".encode()).hexdigest()
 
 
+def _windows_on(client: Any, dask_address: str | None, unit: str, threads: int | None
+                ) -> tuple[contextlib.AbstractContextManager[Any], int | None]:
+    """(the client context of a tile's windows, their local threads): inside a Dask task, given no client,
+    none and :data:`TILE_TASK_THREADS` (the task is the tile) unless ``unit == "window"`` (fan out)."""
+    if client is None and not dask_address and unit != "window" and in_dask_worker():
+        return contextlib.nullcontext(None), threads or TILE_TASK_THREADS
+    return dask_client(None if client else dask_address), threads
+
+
 def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: Any, output_dir: str,
                    options: CompositeOptions = CompositeOptions(), dask_address: str | None = None,
                    reader: AssetReader | None = None, threads: int | None = None, gdal_cache_mb: int = 64,
@@ -335,8 +342,7 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
     """Composite one MGRS tile (its items only) into ``composites/<TILE>/<SEASON>.tif``.
 
     Skips the work when the COG and its sidecar exist for the same inputs (``reused=True``). Inside a Dask
-    task without ``client``/``dask_address`` the windows run on :data:`TILE_TASK_THREADS` local thread(s)
-    (``threads`` to change it) unless ``options.dask_unit == "window"``, which fans them out to the cluster.
+    task the windows stay on the task's thread unless ``options.dask_unit == "window"`` (:func:`_windows_on`).
     """
     o = options
     min_observations, collection, chunk_size = o.min_observations, o.collection, o.chunk_size
@@ -359,15 +365,11 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
         raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
                              f"(skipped: {json.dumps(skipped)[:1000]})")
     stats = _Stats(min_observations)
-    whole_tile_task = client is None and not dask_address and o.dask_unit != "window" and in_dask_worker()
-    if whole_tile_task:
-        threads = threads or TILE_TASK_THREADS
+    windows_client, threads = _windows_on(client, dask_address, o.dask_unit, threads)
     with atomic_path(cog) as tmp:
         writer = TileWriter(tmp.with_name(tmp.name + ".scratch.tif"), grid, len(BANDS) + 1, NODATA)
         try:
-            found_client = contextlib.nullcontext(None) if whole_tile_task else dask_client(None if client else
-                                                                                           dask_address)
-            with writer, found_client as found:
+            with writer, windows_client as found:
                 used, bad = _engine_compute(o.engine, items)(writer, reader, sources, grid, rule, min_observations,
                                                              fail_fast, chunk_size, client or found, gdal_cache_mb,
                                                              threads, stats)
@@ -447,112 +449,6 @@ def _run_tiles(groups: dict[str, list[dict[str, Any]]], opts: dict[str, Any], cl
         return {tile: fut.result() for tile, fut in futures.items()}
 
 
-def composite_tile_task(tile: str, items: list[dict[str, Any]], opts: dict[str, Any]) -> TileComposite:
-    """A whole tile as one Dask task: :func:`composite_tile` on the worker's thread, writing its COG itself."""
-    return composite_tile(tile=tile, items=items, **opts)
-
-
-def workers_see(client: Any, output_dir: str | os.PathLike[str]) -> bool:
-    """Whether every worker of ``client`` sees ``output_dir``: the driver writes a marker file there, each
-    worker reads it back (``client.run``), the marker is removed. No worker: False."""
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    marker = folder / f".dask-probe-{token}"
-    marker.write_text(token)
-    try:
-        seen = client.run(_reads_token, str(marker), token)
-    except Exception as exc:  # noqa: BLE001 - a worker that cannot answer cannot be relied on
-        log.info("output folder probe failed on a worker: %s", exc)
-        return False
-    finally:
-        marker.unlink(missing_ok=True)
-    return bool(seen) and all(seen.values())
-
-
-def _reads_token(path: str, token: str) -> bool:
-    try:
-        return Path(path).read_text() == token
-    except OSError:
-        return False
-
-
-def choose_dask_unit(client: Any, requested: str, n_tiles: int, output_dir: str) -> str:
-    """``tile`` or ``window`` for ``CompositeOptions.dask_unit`` (see there) on ``client``'s cluster.
-
-    ``tile`` asked for while a worker does not see ``output_dir`` is a :class:`CompositeError`."""
-    if requested == "window":
-        return "window"
-    worker_threads = sum(client.nthreads().values())
-    if requested == "auto" and (n_tiles < max(2, worker_threads) or worker_threads == 0):
-        log.info("dask unit: window (%d tiles, %d worker threads)", n_tiles, worker_threads)
-        return "window"
-    if not workers_see(client, output_dir):
-        if requested == "tile":
-            raise CompositeError(f"dask_unit 'tile': not every Dask worker sees {output_dir} (each tile task "
-                                 "writes its COG there: mount it on the workers, or use dask_unit 'window')")
-        log.info("dask unit: window (the workers do not all see %s)", output_dir)
-        return "window"
-    log.info("dask unit: tile (%d tiles, %d worker threads, output folder shared)", n_tiles, worker_threads)
-    return "tile"
-
-
-def region_dask_unit(dask_address: str | None, requested: str, n_tiles: int, output_dir: str) -> str | None:
-    """:func:`choose_dask_unit` for a region composited one call per tile (a flow's per-tile tasks, each
-    given the unit chosen here): None without a cluster (local threads)."""
-    with dask_client(dask_address) as client:
-        return None if client is None else choose_dask_unit(client, requested, n_tiles, output_dir)
-
-
-def _run_tiles_on_workers(groups: dict[str, list[dict[str, Any]]], opts: dict[str, Any], client: Any
-                          ) -> dict[str, TileComposite | CompositeError]:
-    """One Dask task per tile (:func:`composite_tile_task`); only the small results travel back. Temps left
-    in the tiles' folders by workers lost meanwhile are removed (their pids, from before and after)."""
-    from distributed import as_completed
-
-    before = client.run(os.getpid)
-    task_opts = {**opts, "threads": None, "options": dataclasses.replace(opts["options"], dask_unit="tile")}
-    run_id = uuid.uuid4().hex[:8]
-    pending = {client.submit(composite_tile_task, tile, items, task_opts, key=f"{TILE_TASK_KEY}-{tile}-{run_id}"): tile
-               for tile, items in groups.items()}
-    results: dict[str, TileComposite | CompositeError] = {}
-    try:
-        for fut in as_completed(list(pending)):
-            tile = pending.pop(fut)
-            try:
-                results[tile] = fut.result()
-            except CompositeError as exc:
-                if opts["options"].on_read_error == "fail":
-                    raise
-                results[tile] = exc
-            finally:
-                fut.release()
-    finally:
-        for fut in pending:
-            fut.cancel()
-        _remove_lost_temps(client, before, list(groups), opts)
-    return {tile: results[tile] for tile in groups}
-
-
-def _remove_lost_temps(client: Any, before: dict[str, int], tiles: list[str], opts: dict[str, Any]) -> None:
-    """Remove the temps of the tiles' outputs written by workers that left the cluster during the run."""
-    try:
-        now = client.run(os.getpid)
-    except Exception:  # noqa: BLE001 - no worker left to ask: every earlier one is gone
-        now = {}
-    lost = {pid for addr, pid in before.items() if addr not in now}
-    if not lost:
-        return
-    season = Season.from_any(opts["season"])
-    for tile in tiles:
-        folders = [output_paths(opts["output_dir"], tile, season)[0].parent]
-        if opts["options"].granite_layout:
-            folders.append(granite_path(opts["output_dir"], tile, season).parent)
-        for folder in folders:
-            for p in remove_temps_of(folder, lost):
-                log.info("removed %s, left by a lost Dask worker (pid %s)", p, p.name.rsplit("-", 1)[-1])
-
-
 def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
                      options: CompositeOptions = CompositeOptions(), tiles: list[str] | None = None,
                      dask_address: str | None = None, reader: AssetReader | None = None,
@@ -560,7 +456,7 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
     """Composite every MGRS tile of a saved search (``search/hls_items.json``).
 
     On a Dask cluster the unit of work is ``options.dask_unit``: whole tiles on the workers (each writes its
-    COG) or windows whose arrays come back here (:func:`choose_dask_unit`). Raises :class:`CompositeError`
+    COG) or windows whose arrays come back here (:func:`compositing.dask_tiles.choose_dask_unit`). Raises :class:`CompositeError`
     naming every tile without a readable scene (after doing the others).
     """
     groups = group_by_tile(load_items(items_json), str(items_json))
@@ -582,7 +478,7 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
     with dask_client(dask_address) as client:
         if client is not None and inside:
             unit = choose_dask_unit(client, options.dask_unit, len(inside), output_dir)
-        run = _run_tiles_on_workers if unit == "tile" else _run_tiles
+        run = run_tiles_on_workers if unit == "tile" else _run_tiles
         results = run(inside, opts, client)
     done = {t: r for t, r in results.items() if isinstance(r, TileComposite)}  # in tile order
     errors = {t: str(r) for t, r in results.items() if isinstance(r, CompositeError)}

@@ -184,7 +184,7 @@ def composite_tiles(items_json: str, tiles: list[str], aoi: Any, season: dict[st
     tile. With a Dask cluster the unit of Dask work (whole tiles written by the workers, or windows written
     here: ``CompositeOptions.dask_unit``) is chosen once for the region and every tile's task is in flight at
     once; on local threads one tile after the other, each on every core. ``on_tile(n)``: n tiles done."""
-    from compositing.composite import region_dask_unit
+    from compositing.dask_tiles import region_dask_unit
 
     unit = region_dask_unit(dask_address, options.dask_unit, len(tiles), output_dir)
     if unit:  # decided once for the region: each per-tile call below sees one tile only

@@ -117,7 +117,8 @@ def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], sta
                                                 tmp_path: Path, unit: str) -> None:
     from distributed import Client, get_task_stream
 
-    from compositing.composite import TILE_TASK_KEY, build_composites
+    from compositing.composite import build_composites
+    from compositing.dask_tiles import TILE_TASK_KEY
 
     common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
     with Client(dask_cluster) as client:
@@ -226,7 +227,8 @@ def test_tile_task_on_a_worker_does_not_fan_out(small_world: dict[str, Any], sta
 def test_dask_unit_choice(tmp_path: Path) -> None:
     """auto: tiles when >= 2 tiles, >= worker threads and every worker sees the output folder (the probe's
     marker is removed); 'tile' where a worker does not see it is an error naming the folder."""
-    from compositing.composite import CompositeError, choose_dask_unit
+    from compositing.composite import CompositeError
+    from compositing.dask_tiles import choose_dask_unit
 
     class FakeClient:
         def __init__(self, threads: dict[str, int], sees: bool) -> None:
@@ -260,7 +262,7 @@ def test_hls_composite_flow_runs_tiles_on_the_workers(small_world: dict[str, Any
     one Dask task per tile; the COGs equal the local run's."""
     from distributed import Client, get_task_stream
 
-    from compositing.composite import TILE_TASK_KEY
+    from compositing.dask_tiles import TILE_TASK_KEY
     from flows.params import HlsCompositeParams
     from flows.stages import hls_composite
 
