@@ -280,7 +280,7 @@ def spawn(variant: str, args: argparse.Namespace, out: Path, address: str | None
     if proc.returncode:
         raise SystemExit(f"variant {variant} failed:\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"  {variant:<8} time={res['time_s']:7.2f} s  driver cpu={res['cpu_s']:6.2f} s"
+    print(f"  {variant:<12} time={res['time_s']:7.2f} s  driver cpu={res['cpu_s']:6.2f} s"
           + (f"  workers cpu={res['worker_cpu_s']:6.2f} s" if "worker_cpu_s" in res else "")
           + f"  driver peak RSS={res['driver_peak_rss_mb']:6.0f} MB", flush=True)
     return res

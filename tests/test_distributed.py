@@ -278,3 +278,37 @@ def test_hls_composite_flow_runs_tiles_on_the_workers(small_world: dict[str, Any
     assert not [k for k in keys if k.startswith("chunk_task")], keys
     for tile, res in local.tiles.items():
         assert np.array_equal(_read(res.path)[0], _read(comps.tiles[tile].path)[0]), tile
+
+
+def test_dask_task_runner_tile_tasks_do_not_fan_out(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
+                                                    prefect_harness: None, tmp_path: Path) -> None:
+    """A flow on Prefect's ``DaskTaskRunner`` with one task per tile calling ``composite_tile`` (the
+    ``prefect`` variant of benchmarks/bench_region.py): one Dask task per tile, no chunk task, COGs equal
+    to the local run's."""
+    from distributed import Client, get_task_stream
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect_dask import DaskTaskRunner
+
+    from compositing.composite import composite_tile, group_by_tile, load_items
+
+    common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
+    groups = group_by_tile(load_items(common["items_json"]))
+    out = str(tmp_path / "prefect")
+
+    @task(cache_policy=NO_CACHE)
+    def tile_task(tile: str) -> str:
+        return composite_tile(tile=tile, items=groups[tile], aoi=common["aoi"], season=common["season"],
+                              options=common["options"], output_dir=out).path
+
+    @flow(task_runner=DaskTaskRunner(address=dask_cluster))
+    def region() -> dict[str, str]:
+        futures = {tile: tile_task.submit(tile) for tile in groups}
+        return {tile: f.result() for tile, f in futures.items()}
+
+    with Client(dask_cluster) as client, get_task_stream(client) as ts:
+        paths = region()
+    keys = [str(t["key"]) for t in ts.data]
+    assert len(keys) == len(set(keys)) == len(groups) and not [k for k in keys if k.startswith("chunk_task")], keys
+    for tile, res in local.tiles.items():
+        assert np.array_equal(_read(res.path)[0], _read(paths[tile])[0]), tile
