@@ -456,7 +456,8 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
     """Composite every MGRS tile of a saved search (``search/hls_items.json``).
 
     On a Dask cluster the unit of work is ``options.dask_unit``: whole tiles on the workers (each writes its
-    COG) or windows whose arrays come back here (:func:`compositing.dask_tiles.choose_dask_unit`). Raises :class:`CompositeError`
+    COG) or windows whose arrays come back here (:func:`compositing.dask_tiles.choose_dask_unit`);
+    ``threads``: local threads (no cluster; a tile task uses its one Dask thread). Raises :class:`CompositeError`
     naming every tile without a readable scene (after doing the others).
     """
     groups = group_by_tile(load_items(items_json), str(items_json))
