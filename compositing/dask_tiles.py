@@ -101,7 +101,7 @@ def run_tiles_on_workers(groups: dict[str, list[dict[str, Any]]], opts: dict[str
 
     from .composite import CompositeError
 
-    before = client.run(os.getpid)
+    before = client.run(os.getpid, on_error="ignore")  # a worker dying right now is not one of ours
     task_opts = {**opts, "threads": None, "options": dataclasses.replace(opts["options"], dask_unit="tile")}
     run_id = uuid.uuid4().hex[:8]
     pending = {client.submit(composite_tile_task, tile, items, task_opts, key=f"{TILE_TASK_KEY}-{tile}-{run_id}"): tile
@@ -127,8 +127,8 @@ def run_tiles_on_workers(groups: dict[str, list[dict[str, Any]]], opts: dict[str
 
 def _remove_lost_temps(client: Any, before: dict[str, int], tiles: list[str], opts: dict[str, Any]) -> None:
     """Remove the temps of the tiles' outputs written by workers that left the cluster during the run."""
-    try:
-        now = client.run(os.getpid)
+    try:  # every tile task of the run is over: a temp of a worker that does not answer is a leftover
+        now = client.run(os.getpid, on_error="ignore")
     except Exception:  # noqa: BLE001 - no worker left to ask: every earlier one is gone
         now = {}
     lost = {pid for addr, pid in before.items() if addr not in now}
