@@ -234,7 +234,8 @@ def run_prefect(world: dict[str, Any], out: Path, args: argparse.Namespace) -> d
 
 def run_prefect_flow(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
     with _prefect(args) as client:
-        from prefect import flow
+        from prefect import flow, task
+        from prefect.cache_policies import NO_CACHE
 
         from compositing.composite import group_by_tile, load_items
         from compositing.contracts import CompositeOptions
@@ -246,6 +247,16 @@ def run_prefect_flow(world: dict[str, Any], out: Path, args: argparse.Namespace)
         def region_composite() -> Any:
             return composite_tiles(world["hls"]["items_json"], tiles, world["aoi"], world["season"],
                                    CompositeOptions(chunk_size=args.chunk), str(out), args.address)
+
+        @task(cache_policy=NO_CACHE)
+        def noop(i: int) -> int:
+            return i
+
+        @flow
+        def warm_up() -> list[int]:  # a long-running flow process has Prefect's engine set up already
+            return [f.result() for f in [noop.submit(i) for i in range(len(tiles))]]
+
+        warm_up()
 
         def run() -> tuple[dict[str, str], str]:
             res = region_composite()
