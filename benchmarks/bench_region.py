@@ -1,24 +1,30 @@
 """Region-scale composite on a real Dask cluster (a script, not a test).
 
     python -m sampleworld generate /tmp/rw --size region
-    python benchmarks/bench_region.py --world /tmp/rw [--workers 2] [--chunk 1024] [--skip-prefect]
+    python benchmarks/bench_region.py --world /tmp/rw [--workers 2] [--chunk 1024] [--variants dask,prefect]
 
 The ``region`` world has four MGRS tiles in two UTM zones (10TGK, 10TGL, 11TKE, 11TKF; tile windows of
 about 2400 x 1300 px, 12 scenes). Every variant runs in a fresh driver process (its own peak RSS) and
-composites all tiles of the world's AOI into its own folder:
+composites all tiles of the world's AOI into its own folder; each Dask variant on a fresh loopback
+``dask scheduler`` + ``--workers`` ``dask worker`` processes (one thread each), as tests/test_distributed.py:
 
-* ``local``    ``build_composites`` in one process on ``--workers`` local threads: the baseline;
-* ``dask``     ``build_composites(dask_address=...)`` against a ``dask scheduler`` + ``--workers``
-               ``dask worker`` processes (one thread each) started here on loopback, as
-               tests/test_distributed.py does; tiles run concurrently (one driver thread per tile);
-* ``prefect``  a Prefect flow with ``prefect_dask.DaskTaskRunner(address=...)`` on a fresh cluster of
-               the same shape, one task per tile calling ``composite_tile``; inside the task the engine
-               finds the worker's client and submits its windows to the same cluster.
+* ``local``        ``build_composites`` in one process on ``--workers`` local threads: the baseline;
+* ``dask``         ``build_composites(dask_address=...)`` with ``dask_unit="tile"``: one Dask task per tile,
+                   each computing its windows on its worker's thread and writing its COG there;
+* ``dask-window``  the same with ``dask_unit="window"``: one Dask task per window, the int16 arrays travel to
+                   the driver, which writes the COGs (tiles concurrently, one driver thread per tile);
+* ``prefect``      a Prefect flow with ``prefect_dask.DaskTaskRunner(address=...)``, one task per tile calling
+                   ``composite_tile``; inside a Dask task the engine runs the tile's windows on that task's
+                   thread (no fan-out back to the cluster);
+* ``prefect-flow`` the user-facing path: the hls-composite flow's composite step
+                   (``flows.stages.composite_tiles``: one ``composite-<TILE>`` Prefect task per tile on the
+                   flow's default thread runner, ``dask_address`` given, ``dask_unit`` "auto" decided once).
 
-For each Dask variant it counts the executions of chunk tasks (scheduler task stream: every
-``chunk_task`` key, which must be unique and as many as the windows: no chunk computed twice), reads the
-peak RSS of each worker process, checks the composites equal the local run's pixel for pixel, and
-prints throughput per core (input Mpx per wall second per core) against the local run.
+For each Dask variant it counts the Dask tasks executed (scheduler task stream: every key must be unique
+and there must be one per tile in tile mode, with no chunk task, or one per window in window mode: no
+tile or chunk computed twice), reads the peak RSS of each worker process, checks the composites equal the
+local run's pixel for pixel, and prints throughput per core (input Mpx per wall second per core) against
+the local run of the same round.
 """
 
 from __future__ import annotations
@@ -132,7 +138,7 @@ def run_local(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dic
     return {"time_s": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0, "paths": _paths(res)}
 
 
-def run_dask(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _run_build(world: dict[str, Any], out: Path, args: argparse.Namespace, unit: str) -> dict[str, Any]:
     from distributed import Client, get_task_stream
 
     from compositing.composite import build_composites
@@ -144,63 +150,123 @@ def run_dask(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict
         with get_task_stream(client) as ts:
             t0, c0 = time.perf_counter(), _cpu_s()
             res = build_composites(items_json=world["hls"]["items_json"], aoi=world["aoi"], season=world["season"],
-                                   output_dir=str(out), options=CompositeOptions(chunk_size=args.chunk),
+                                   output_dir=str(out), options=CompositeOptions(chunk_size=args.chunk, dask_unit=unit),
                                    dask_address=args.address)
             dt, dc = time.perf_counter() - t0, _cpu_s() - c0
         return {"time_s": dt, "cpu_s": dc, "worker_cpu_s": _worker_cpu_s(client) - w0, "paths": _paths(res),
-                "chunk_keys": [t["key"] for t in ts.data if str(t["key"]).startswith("chunk_task")],
-                "worker_peak_rss_mb": _worker_rss_mb(client)}
+                "unit": res.dask_unit, "task_keys": _keys(ts), "worker_peak_rss_mb": _worker_rss_mb(client)}
 
 
-def run_prefect(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_dask(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return _run_build(world, out, args, "tile")
+
+
+def run_dask_window(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return _run_build(world, out, args, "window")
+
+
+def _keys(ts: Any) -> list[str]:
+    return [str(t["key"]) for t in ts.data]
+
+
+@contextlib.contextmanager
+def _prefect(args: argparse.Namespace) -> Iterator[Any]:
+    """The Prefect test harness and a client of the cluster, modules imported on the workers."""
     import importlib
 
     importlib.import_module("flows._env")  # the project's Prefect settings defaults, before Prefect loads
-    from distributed import Client, get_task_stream
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
+    from distributed import Client
     from prefect.testing.utilities import prefect_test_harness
-    from prefect_dask import DaskTaskRunner
-
-    from compositing.composite import composite_tile, group_by_tile, load_items
-    from compositing.contracts import CompositeOptions
-
-    groups = group_by_tile(load_items(world["hls"]["items_json"]))
-
-    @task(cache_policy=NO_CACHE)
-    def composite_tile_task(tile: str) -> dict[str, Any]:
-        return composite_tile(tile=tile, items=groups[tile], aoi=world["aoi"], season=world["season"],
-                              output_dir=str(out), options=CompositeOptions(chunk_size=args.chunk)).to_dict()
-
-    @flow(task_runner=DaskTaskRunner(address=args.address))
-    def region_composite() -> dict[str, Any]:
-        futures = {tile: composite_tile_task.with_options(name=f"composite-{tile}").submit(tile) for tile in groups}
-        return {tile: f.result() for tile, f in futures.items()}
-
-    @task(cache_policy=NO_CACHE)
-    def noop(i: int) -> int:
-        return i
-
-    @flow(task_runner=DaskTaskRunner(address=args.address))
-    def warm_up() -> list[int]:  # long-running workers have their Prefect task engine set up already
-        return [f.result() for f in [noop.submit(i) for i in range(2 * len(groups))]]
 
     with prefect_test_harness(server_startup_timeout=300), Client(args.address) as client:
         warm_workers(client, ("compositing.composite", "rasterio", "flows._env", "prefect", "prefect_dask",
                               "prefect.task_engine"))
+        yield client
+
+
+def _timed_flow(client: Any, run: Any) -> dict[str, Any]:
+    from distributed import get_task_stream
+
+    w0 = _worker_cpu_s(client)
+    with get_task_stream(client) as ts:
+        t0, c0 = time.perf_counter(), _cpu_s()
+        paths, unit = run()
+        dt, dc = time.perf_counter() - t0, _cpu_s() - c0
+    return {"time_s": dt, "cpu_s": dc, "worker_cpu_s": _worker_cpu_s(client) - w0, "paths": paths, "unit": unit,
+            "task_keys": _keys(ts), "worker_peak_rss_mb": _worker_rss_mb(client)}
+
+
+def run_prefect(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with _prefect(args) as client:
+        from prefect import flow, task
+        from prefect.cache_policies import NO_CACHE
+        from prefect_dask import DaskTaskRunner
+
+        from compositing.composite import composite_tile, group_by_tile, load_items
+        from compositing.contracts import CompositeOptions
+
+        groups = group_by_tile(load_items(world["hls"]["items_json"]))
+
+        @task(cache_policy=NO_CACHE)
+        def prefect_tile_task(tile: str) -> dict[str, Any]:
+            return composite_tile(tile=tile, items=groups[tile], aoi=world["aoi"], season=world["season"],
+                                  output_dir=str(out), options=CompositeOptions(chunk_size=args.chunk)).to_dict()
+
+        @flow(task_runner=DaskTaskRunner(address=args.address))
+        def region_composite() -> dict[str, Any]:
+            futures = {tile: prefect_tile_task.with_options(name=f"composite-{tile}").submit(tile) for tile in groups}
+            return {tile: f.result() for tile, f in futures.items()}
+
+        @task(cache_policy=NO_CACHE)
+        def noop(i: int) -> int:
+            return i
+
+        @flow(task_runner=DaskTaskRunner(address=args.address))
+        def warm_up() -> list[int]:  # long-running workers have their Prefect task engine set up already
+            return [f.result() for f in [noop.submit(i) for i in range(2 * len(groups))]]
+
         warm_up()
-        w0 = _worker_cpu_s(client)
-        with get_task_stream(client) as ts:
-            t0, c0 = time.perf_counter(), _cpu_s()
+
+        def run() -> tuple[dict[str, str], str]:
+            return {t: r["path"] for t, r in region_composite().items()}, "tile"
+        return _timed_flow(client, run)
+
+
+def run_prefect_flow(world: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with _prefect(args) as client:
+        from prefect import flow, task
+        from prefect.cache_policies import NO_CACHE
+
+        from compositing.composite import group_by_tile, load_items
+        from compositing.contracts import CompositeOptions
+        from flows.stages import composite_tiles
+
+        tiles = list(group_by_tile(load_items(world["hls"]["items_json"])))
+
+        @flow
+        def region_composite() -> Any:
+            return composite_tiles(world["hls"]["items_json"], tiles, world["aoi"], world["season"],
+                                   CompositeOptions(chunk_size=args.chunk), str(out), args.address)
+
+        @task(cache_policy=NO_CACHE)
+        def noop(i: int) -> int:
+            return i
+
+        @flow
+        def warm_up() -> list[int]:  # a long-running flow process has Prefect's engine set up already
+            return [f.result() for f in [noop.submit(i) for i in range(len(tiles))]]
+
+        warm_up()
+
+        def run() -> tuple[dict[str, str], str]:
             res = region_composite()
-            dt, dc = time.perf_counter() - t0, _cpu_s() - c0
-        return {"time_s": dt, "cpu_s": dc, "worker_cpu_s": _worker_cpu_s(client) - w0,
-                "paths": {t: r["path"] for t, r in res.items()},
-                "chunk_keys": [t["key"] for t in ts.data if str(t["key"]).startswith("chunk_task")],
-                "worker_peak_rss_mb": _worker_rss_mb(client)}
+            return _paths(res), res.dask_unit
+        return _timed_flow(client, run)
 
 
-VARIANTS = {"local": run_local, "dask": run_dask, "prefect": run_prefect}
+VARIANTS = {"local": run_local, "dask": run_dask, "dask-window": run_dask_window, "prefect": run_prefect,
+            "prefect-flow": run_prefect_flow}
+DASK_VARIANTS = tuple(v for v in VARIANTS if v != "local")
 
 
 def _paths(res: Any) -> dict[str, str]:
@@ -225,7 +291,7 @@ def spawn(variant: str, args: argparse.Namespace, out: Path, address: str | None
     if proc.returncode:
         raise SystemExit(f"variant {variant} failed:\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"  {variant:<8} time={res['time_s']:7.2f} s  driver cpu={res['cpu_s']:6.2f} s"
+    print(f"  {variant:<12} time={res['time_s']:7.2f} s  driver cpu={res['cpu_s']:6.2f} s"
           + (f"  workers cpu={res['worker_cpu_s']:6.2f} s" if "worker_cpu_s" in res else "")
           + f"  driver peak RSS={res['driver_peak_rss_mb']:6.0f} MB", flush=True)
     return res
@@ -236,6 +302,12 @@ def expected_windows(world: dict[str, Any], chunk: int) -> int:
 
     return sum(len(chunk_windows(tile_grid(t, world["aoi"]), chunk))
                for t in group_by_tile(load_items(world["hls"]["items_json"])))
+
+
+def n_tiles(world: dict[str, Any]) -> int:
+    from compositing.composite import group_by_tile, load_items
+
+    return len(group_by_tile(load_items(world["hls"]["items_json"])))
 
 
 def input_mpx(world: dict[str, Any]) -> float:
@@ -264,30 +336,38 @@ def same_pixels(a: dict[str, str], b: dict[str, str]) -> bool:
     return True
 
 
-def report(name: str, res: dict[str, Any], local: dict[str, Any], mpx: float, cores: int, windows: int) -> dict:
-    keys = res["chunk_keys"]
+def report(name: str, res: dict[str, Any], local: dict[str, Any], mpx: float, cores: int, windows: int,
+           tiles: int) -> dict:
+    keys = res["task_keys"]
+    chunks = [k for k in keys if k.startswith("chunk_task")]
+    expected = tiles if res["unit"] == "tile" else windows
+    each_once = len(keys) == len(set(keys)) == expected and (res["unit"] != "tile" or not chunks)
     per_core = mpx / res["time_s"] / cores
     base = mpx / local["time_s"] / cores
     fig = {"time_s": res["time_s"], "mpx_s_per_core": per_core, "per_core_vs_local": per_core / base,
-           "chunk_executions": len(keys), "unique_chunk_keys": len(set(keys)), "windows": windows,
+           "cpu_vs_local": local["cpu_s"] / (res["worker_cpu_s"] + res["cpu_s"]), "unit": res["unit"],
+           "task_executions": len(keys), "unique_task_keys": len(set(keys)), "chunk_task_executions": len(chunks),
+           "expected_tasks": expected, "each_task_once": each_once, "windows": windows, "tiles": tiles,
+           "worker_cpu_s": res["worker_cpu_s"], "driver_cpu_s": res["cpu_s"],
            "worker_peak_rss_mb": res["worker_peak_rss_mb"], "driver_peak_rss_mb": res["driver_peak_rss_mb"],
            "pixel_identical_to_local": same_pixels(res["paths"], local["paths"])}
-    print(f"  {name}: {per_core:.1f} input Mpx/s per core = {fig['per_core_vs_local']:.2f} x local  [>= 0.90]; "
-          f"chunk tasks executed {len(keys)} (unique {len(set(keys))}, windows {windows})  [each once]; "
+    print(f"  {name}: unit {res['unit']}; {per_core:.1f} input Mpx/s per core = {fig['per_core_vs_local']:.2f} x local "
+          f"[>= 0.90] (CPU {fig['cpu_vs_local']:.2f} x); Dask tasks executed {len(keys)} (unique {len(set(keys))}, "
+          f"expected {expected} = one per {res['unit']}; chunk tasks {len(chunks)}) [each once: {each_once}]; "
           f"worker peak RSS {res['worker_peak_rss_mb']} MB; identical to local: {fig['pixel_identical_to_local']}")
     return fig
 
 
-def run_round(args: argparse.Namespace, tmp: Path, mpx: float, windows: int) -> dict[str, Any]:
+def run_round(args: argparse.Namespace, tmp: Path, mpx: float, windows: int, tiles: int) -> dict[str, Any]:
     """One local run, then each Dask variant on a fresh cluster; ratios against this round's local run."""
     local = spawn("local", args, tmp / "local")
     figs: dict[str, Any] = {"local": {"time_s": local["time_s"], "mpx_s_per_core": mpx / local["time_s"] / args.workers,
                                       "cpu_s": local["cpu_s"], "peak_rss_mb": local["driver_peak_rss_mb"]}}
-    for name in ("dask", *(() if args.skip_prefect else ("prefect",))):
+    for name in args.variants:
         (tmp / f"c-{name}").mkdir()
         with dask_cluster(tmp / f"c-{name}", args.workers, args.memory_limit) as address:
             res = spawn(name, args, tmp / name, address)
-        figs[name] = report(name, res, local, mpx, args.workers, windows)
+        figs[name] = report(name, res, local, mpx, args.workers, windows, tiles)
     return figs
 
 
@@ -298,8 +378,10 @@ def main() -> None:
                     "each) = local threads of the baseline")
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--memory-limit", default="2GiB", help="per dask worker")
-    ap.add_argument("--repeat", type=int, default=2, help="rounds (local, dask, prefect) for the spread")
-    ap.add_argument("--skip-prefect", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds (local + the variants) for the spread")
+    ap.add_argument("--variants", default=",".join(DASK_VARIANTS), help=f"Dask variants, comma-separated, of "
+                    f"{','.join(DASK_VARIANTS)} (default: all)")
+    ap.add_argument("--skip-prefect", action="store_true", help="leave out the Prefect variants")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     ap.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -307,21 +389,25 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    args.variants = [v for v in args.variants.split(",") if v and not (args.skip_prefect and v.startswith("prefect"))]
+    if unknown := set(args.variants) - set(DASK_VARIANTS):
+        ap.error(f"unknown variants {sorted(unknown)}; choose among {DASK_VARIANTS}")
     world = json.loads((Path(args.world) / "world.json").read_text())
-    mpx, windows = input_mpx(world), expected_windows(world, args.chunk)
+    mpx, windows, tiles = input_mpx(world), expected_windows(world, args.chunk), n_tiles(world)
     print(f"world {args.world}: tiles {world['tiles']}, {world['hls']['n_scenes']} granules, {mpx:.0f} input Mpx, "
           f"{windows} windows of {args.chunk} px; {args.workers} cores", flush=True)
     rounds = []
     for r in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix=f"bench-region-{r}-") as tmp:
-            rounds.append(run_round(args, Path(tmp), mpx, windows))
-    figs: dict[str, Any] = {"input_mpx": mpx, "windows": windows, "cores": args.workers, "rounds": rounds}
+            rounds.append(run_round(args, Path(tmp), mpx, windows, tiles))
+    figs: dict[str, Any] = {"input_mpx": mpx, "windows": windows, "tiles": tiles, "cores": args.workers,
+                            "rounds": rounds}
     print(f"\nper-core throughput vs the same round's local run, median [min-max] of {args.repeat} rounds:")
     for name in rounds[0]:
         if name != "local":
             v = sorted(rd[name]["per_core_vs_local"] for rd in rounds)
             figs[f"{name}_per_core_vs_local"] = {"median": statistics.median(v), "min": v[0], "max": v[-1]}
-            print(f"  {name:<8} {statistics.median(v):.2f} [{v[0]:.2f}-{v[-1]:.2f}]  [>= 0.90]")
+            print(f"  {name:<12} {statistics.median(v):.2f} [{v[0]:.2f}-{v[-1]:.2f}]  [>= 0.90]")
     if args.json:
         Path(args.json).write_text(json.dumps(figs, indent=2))
     print(json.dumps(figs))

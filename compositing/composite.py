@@ -16,6 +16,7 @@ of scenes. Chunks run on the current Dask client (or ``dask_address``), else on 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,13 +36,14 @@ from core.files import atomic_path, contained, read_json, write_json_atomic
 from core.grid import Grid, GridError, mgrs_tile_grid, normalise_tile, northing_offset, tile_of_item_id
 
 from .contracts import CompositeOptions, CompositeResult, TileComposite
+from .dask_tiles import TILE_TASK_THREADS, choose_dask_unit, run_tiles_on_workers
 from .fetch import io_pool, is_remote
 from .fmask import FmaskRule
 from .granite import granite_path, write_granite_composite
 from .kernel import BANDS, FMASK, NODATA, SceneSource, chunk_task
 from .output import TileWriter
 from .reader import AssetReader, AssetReadError, RasterInfo, RasterioReader
-from .runner import dask_client, limit_malloc_arenas, run_tasks
+from .runner import dask_client, in_dask_worker, limit_malloc_arenas, run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -324,13 +326,23 @@ def _engine_key(key: str, engine: str) -> str:
     return key if engine == "kernel" else hashlib.sha256(f"{key}:{engine}".encode()).hexdigest()
 
 
+def _windows_on(client: Any, dask_address: str | None, unit: str, threads: int | None
+                ) -> tuple[contextlib.AbstractContextManager[Any], int | None]:
+    """(the client context of a tile's windows, their local threads): inside a Dask task, given no client,
+    none and :data:`TILE_TASK_THREADS` (the task is the tile) unless ``unit == "window"`` (fan out)."""
+    if client is None and not dask_address and unit != "window" and in_dask_worker():
+        return contextlib.nullcontext(None), threads or TILE_TASK_THREADS
+    return dask_client(None if client else dask_address), threads
+
+
 def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: Any, output_dir: str,
                    options: CompositeOptions = CompositeOptions(), dask_address: str | None = None,
                    reader: AssetReader | None = None, threads: int | None = None, gdal_cache_mb: int = 64,
                    client: Any = None) -> TileComposite:
     """Composite one MGRS tile (its items only) into ``composites/<TILE>/<SEASON>.tif``.
 
-    Skips the work when the COG and its sidecar exist for the same inputs (``reused=True``).
+    Skips the work when the COG and its sidecar exist for the same inputs (``reused=True``). Inside a Dask
+    task the windows stay on the task's thread unless ``options.dask_unit == "window"`` (:func:`_windows_on`).
     """
     o = options
     min_observations, collection, chunk_size = o.min_observations, o.collection, o.chunk_size
@@ -353,10 +365,11 @@ def composite_tile(*, tile: str, items: list[dict[str, Any]], aoi: Any, season: 
         raise CompositeError(f"tile {tile}: no readable scene among {len(items)} "
                              f"(skipped: {json.dumps(skipped)[:1000]})")
     stats = _Stats(min_observations)
+    windows_client, threads = _windows_on(client, dask_address, o.dask_unit, threads)
     with atomic_path(cog) as tmp:
         writer = TileWriter(tmp.with_name(tmp.name + ".scratch.tif"), grid, len(BANDS) + 1, NODATA)
         try:
-            with writer, dask_client(None if client else dask_address) as found:
+            with writer, windows_client as found:
                 used, bad = _engine_compute(o.engine, items)(writer, reader, sources, grid, rule, min_observations,
                                                              fail_fast, chunk_size, client or found, gdal_cache_mb,
                                                              threads, stats)
@@ -442,7 +455,10 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
                      threads: int | None = None) -> CompositeResult:
     """Composite every MGRS tile of a saved search (``search/hls_items.json``).
 
-    Raises :class:`CompositeError` naming every tile without a readable scene (after doing the others).
+    On a Dask cluster the unit of work is ``options.dask_unit``: whole tiles on the workers (each writes its
+    COG) or windows whose arrays come back here (:func:`compositing.dask_tiles.choose_dask_unit`);
+    ``threads``: local threads (no cluster; a tile task uses its one Dask thread). Raises :class:`CompositeError`
+    naming every tile without a readable scene (after doing the others).
     """
     groups = group_by_tile(load_items(items_json), str(items_json))
     if tiles:
@@ -459,11 +475,15 @@ def build_composites(*, items_json: str, aoi: Any, season: Any, output_dir: str,
         except GridError:
             outside.append(tile)
     opts = dict(aoi=aoi, season=season, output_dir=output_dir, options=options, reader=reader, threads=threads)
+    unit = None
     with dask_client(dask_address) as client:
-        results = _run_tiles(inside, opts, client)
+        if client is not None and inside:
+            unit = choose_dask_unit(client, options.dask_unit, len(inside), output_dir)
+        run = run_tiles_on_workers if unit == "tile" else _run_tiles
+        results = run(inside, opts, client)
     done = {t: r for t, r in results.items() if isinstance(r, TileComposite)}  # in tile order
     errors = {t: str(r) for t, r in results.items() if isinstance(r, CompositeError)}
     if errors:
         raise CompositeError("tiles without a composite: " + "; ".join(f"{t}: {e}" for t, e in errors.items()))
     return CompositeResult(season=Season.from_any(season).to_dict(), items_json=str(items_json), tiles=done,
-                           tiles_outside_aoi=outside)
+                           tiles_outside_aoi=outside, dask_unit=unit)

@@ -15,6 +15,7 @@ from core.contracts import Contract
 READ_ERROR_MODES = ("skip", "fail")
 ENGINES = ("kernel", "stackstac")  # compositing.kernel (default) / compositing.stackstac_engine: the same composite
 DEFAULT_CHUNK = 1024
+DASK_UNITS = ("auto", "tile", "window")  # the unit of Dask work of a multi-tile composite (CompositeOptions.dask_unit)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,13 @@ class CompositeOptions(Contract):
     granite-geospatial-biomass's 10-band chip layout (B01, B02..B07, B09, B10, B11; the bands not
     composited are nodata -9999), a folder of same-size GeoTIFFs only (for ``inference_on_dir``).
     ``engine``: ``kernel`` (default, fastest) or ``stackstac`` (the same composite computed with stackstac).
+    ``dask_unit`` (where it runs, not what it computes; not in the inputs key): on a Dask cluster, ``tile``
+    runs one task per tile on the workers, each writing its COG under ``output_dir`` itself (the workers
+    must see ``output_dir``: shared disk or volume); ``window`` runs one task per window whose array
+    travels to the caller, which writes the COG (no shared storage needed); ``auto`` picks ``tile`` when
+    there are at least 2 tiles and at least as many as worker threads and a probe shows every worker sees
+    ``output_dir``, else ``window``. Inside a Dask task (e.g. Prefect's ``DaskTaskRunner``) a tile runs its
+    windows on that task's thread unless ``window`` (then they fan out to the cluster).
     """
 
     mask_snow: bool = False
@@ -92,9 +100,12 @@ class CompositeOptions(Contract):
     collection: str = HLS_L30
     granite_layout: bool = False
     engine: str = "kernel"
+    dask_unit: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collection", ",".join(parse_collections(self.collection)))
+        if self.dask_unit not in DASK_UNITS:
+            raise ValueError(f"dask_unit must be one of {DASK_UNITS}, got {self.dask_unit!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.engine == "stackstac" and self.collection != HLS_L30:
@@ -137,12 +148,14 @@ class TileComposite(Contract):
 
 @dataclass(frozen=True)
 class CompositeResult(Contract):
-    """Composites of every tile of a search; ``tiles_outside_aoi``: tiles of the search the area misses."""
+    """Composites of every tile of a search; ``tiles_outside_aoi``: tiles of the search the area misses;
+    ``dask_unit``: the unit of the Dask run (``tile`` or ``window``), None on local threads."""
 
     season: dict[str, str]
     items_json: str
     tiles: dict[str, TileComposite]
     tiles_outside_aoi: list[str] = field(default_factory=list)
+    dask_unit: str | None = None
 
     @property
     def paths(self) -> list[str]:

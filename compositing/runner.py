@@ -14,6 +14,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 
+def in_dask_worker() -> bool:
+    """Whether this code runs inside a Dask task (on a worker's thread)."""
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def dask_client(address: str | None) -> Iterator[Any | None]:
     """The Dask client to use: ``address`` if given, the worker's client inside a Dask task, the current
@@ -30,13 +43,9 @@ def dask_client(address: str | None) -> Iterator[Any | None]:
     if "distributed" not in sys.modules:  # nobody started a client in this process: skip the heavy import
         yield None
         return
-    from distributed import get_worker, worker_client
+    if in_dask_worker():  # inside a Dask task (e.g. Prefect's DaskTaskRunner): secede while our chunks run
+        from distributed import worker_client
 
-    try:
-        get_worker()
-    except ValueError:
-        pass
-    else:  # inside a Dask task (e.g. Prefect's DaskTaskRunner): secede while our chunks run
         with worker_client() as client:
             yield client
         return

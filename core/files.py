@@ -86,6 +86,22 @@ def clean_dead_temps(root: str | os.PathLike[str], skip: tuple[str, ...] = ()) -
     return removed
 
 
+def remove_temps_of(folder: str | os.PathLike[str], pids: set[int]) -> list[Path]:
+    """Remove the temps (:data:`TEMP_NAME`) directly in ``folder`` written by the processes ``pids``, known
+    to be gone (e.g. Dask workers lost during a run, whose pids mean nothing in this process's namespace);
+    returns what was removed."""
+    base = Path(folder)
+    if not pids or not base.is_dir():
+        return []
+    removed = []
+    for p in base.iterdir():
+        m = TEMP_NAME.match(p.name)
+        if m is not None and int(m["pid"]) in pids:
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
 CRASH_ENV = "AGB_CRASH_AT_RENAME"  # fault injection for the crash trials, see replace_into
 _renames: dict[str, int] = {}
 

@@ -8,8 +8,9 @@ STAC searches hold a slot of the server-wide ``stac-requests`` concurrency limit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,9 +177,40 @@ def composite_task(items_json: str, tile: str, aoi: Any, season: dict[str, str],
                             tiles=[tile], dask_address=dask_address)
 
 
+def composite_tiles(items_json: str, tiles: list[str], aoi: Any, season: dict[str, str], options: CompositeOptions,
+                    output_dir: str, dask_address: str | None, on_tile: Callable[[int], Any] | None = None
+                    ) -> CompositeResult:
+    """The composites of ``tiles`` (inside a flow), one ``composite-<TILE>`` task each: a failure names its
+    tile. With a Dask cluster the unit of Dask work (whole tiles written by the workers, or windows written
+    here: ``CompositeOptions.dask_unit``) is chosen once for the region and every tile's task is in flight at
+    once; on local threads one tile after the other, each on every core. ``on_tile(n)``: n tiles done."""
+    from compositing.dask_tiles import region_dask_unit
+
+    unit = region_dask_unit(dask_address, options.dask_unit, len(tiles), output_dir)
+    if unit:  # decided once for the region: each per-tile call below sees one tile only
+        options = dataclasses.replace(options, dask_unit=unit)
+    calls = [(composite_task.with_options(name=f"composite-{tile}"),
+              (items_json, tile, aoi, season, options, output_dir, dask_address)) for tile in tiles]
+    if unit is None:
+        results: Iterator[CompositeResult] = (t(*a) for t, a in calls)
+    else:
+        futures = [t.submit(*a) for t, a in calls]
+        results = (f.result() for f in futures)
+    done: dict[str, Any] = {}
+    outside: list[str] = []
+    for i, res in enumerate(results):
+        done.update(res.tiles)
+        outside += res.tiles_outside_aoi
+        if on_tile:
+            on_tile(i + 1)
+    return CompositeResult(season=season, items_json=items_json, tiles=done, tiles_outside_aoi=outside,
+                           dask_unit=unit)
+
+
 @flow(name="hls-composite", log_prints=True)
 def hls_composite(params: HlsCompositeParams) -> Stage[HlsStageResult]:
-    """Search HLS L30 for the area's season and build one cloud-free mean composite per MGRS tile."""
+    """Search HLS L30 for the area's season and build one cloud-free mean composite per MGRS tile
+    (:func:`composite_tiles`)."""
     from flows import artifacts as art
 
     out = str(Path(params.output_dir).resolve())
@@ -189,16 +221,9 @@ def hls_composite(params: HlsCompositeParams) -> Stage[HlsStageResult]:
         if not search.tiles:
             raise RuntimeError(f"no composite: the search found no HLS scene over the area ({search.items_json})")
         progress = art.Progress("hls-composite-progress", "MGRS tiles composited")
-        tiles, outside = {}, []
-        for i, tile in enumerate(search.tiles):  # one task per MGRS tile: a failure names its tile
-            res = composite_task.with_options(name=f"composite-{tile}")(
-                search.items_json, tile, params.aoi, season.to_dict(), params.composite_options(), out,
-                params.dask_address)
-            tiles.update(res.tiles)
-            outside += res.tiles_outside_aoi
-            progress.update((i + 1) / len(search.tiles))
-        comps = CompositeResult(season=season.to_dict(), items_json=search.items_json, tiles=tiles,
-                                tiles_outside_aoi=outside)
+        comps = composite_tiles(search.items_json, search.tiles, params.aoi, season.to_dict(),
+                                params.composite_options(), out, params.dask_address,
+                                on_tile=lambda done: progress.update(done / len(search.tiles)))
         return HlsStageResult(search=search, composites=comps, output_dir=out)
 
     return cached_stage("hls-composite", params.model_dump(mode="json"), [], out, params.force, HlsStageResult,

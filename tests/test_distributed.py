@@ -1,6 +1,7 @@
 """The composite stage on a real Dask cluster on loopback: ``dask scheduler`` + two ``dask worker`` processes
 (one thread each) started as subprocesses; the result must equal the local run pixel for pixel, and both
-workers must have done part of the work."""
+workers must have done part of the work, per window (``dask_unit="window"``: arrays back to the driver) and
+per tile (``dask_unit="tile"``: each worker writes its tiles' COGs)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import rasterio
 DASK = [sys.executable, "-m", "dask"]
 START_TIMEOUT_S = 120.0
 CHUNK = 256  # the smallest allowed (HLS block): 4 chunks per small-world tile, spread over both workers
+UNITS = ("window", "tile")  # CompositeOptions.dask_unit; the small world's 2 tiles on 2 threads: auto = tile
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -104,22 +106,39 @@ def _search_and_local_composite(w: dict[str, Any], stac_url: str, tmp_path: Path
     return common, build_composites(**common, output_dir=str(tmp_path / "local"), dask_address=None, threads=2)
 
 
+def _with_unit(common: dict[str, Any], unit: str) -> dict[str, Any]:
+    import dataclasses
+
+    return {**common, "options": dataclasses.replace(common["options"], dask_unit=unit)}
+
+
+@pytest.mark.parametrize("unit", UNITS)
 def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
-                                                tmp_path: Path) -> None:
-    from distributed import Client
+                                                tmp_path: Path, unit: str) -> None:
+    from distributed import Client, get_task_stream
 
     from compositing.composite import build_composites
+    from compositing.dask_tiles import TILE_TASK_KEY
 
     common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
     with Client(dask_cluster) as client:
         before = client.run(lambda dask_worker: dask_worker.state.executed_count)
-    dist = build_composites(**common, output_dir=str(tmp_path / "dask"), dask_address=dask_cluster)
-    with Client(dask_cluster) as client:
+        with get_task_stream(client) as ts:
+            dist = build_composites(**_with_unit(common, unit), output_dir=str(tmp_path / "dask"),
+                                    dask_address=dask_cluster)
         after = client.run(lambda dask_worker: dask_worker.state.executed_count)
 
+    assert dist.dask_unit == unit
     assert sorted(dist.tiles) == sorted(local.tiles) == sorted(small_world["tiles"])
     done = {addr: after[addr] - before.get(addr, 0) for addr in after}
     assert len(done) == 2 and all(n > 0 for n in done.values()), f"tasks per worker: {done}"
+    keys = [str(t["key"]) for t in ts.data]
+    tile_keys = [k for k in keys if k.startswith(TILE_TASK_KEY)]
+    chunk_keys = [k for k in keys if k.startswith("chunk_task")]
+    if unit == "tile":  # one task per tile, each run once, and no window fanned back out to the cluster
+        assert len(tile_keys) == len(set(tile_keys)) == len(local.tiles) and not chunk_keys, keys
+    else:
+        assert not tile_keys and chunk_keys and len(chunk_keys) == len(set(chunk_keys)), keys
     for tile, res in local.tiles.items():
         a, meta_a = _read(res.path)
         b, meta_b = _read(dist.tiles[tile].path)
@@ -132,10 +151,12 @@ def test_composite_on_dask_cluster_equals_local(small_world: dict[str, Any], sta
         assert json.loads(meta_a["tags"]["SCENE_IDS"]) == json.loads(meta_b["tags"]["SCENE_IDS"])
 
 
+@pytest.mark.parametrize("unit", UNITS)
 def test_composite_survives_a_killed_dask_worker(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
-                                                tmp_path: Path) -> None:
-    """kill -9 of a worker process while it runs a composite chunk: the scheduler reruns the lost chunks on
-    the other worker (or the nanny's restarted one) and the composite equals the local run pixel for pixel."""
+                                                tmp_path: Path, unit: str) -> None:
+    """kill -9 of a worker process while it runs a composite chunk (or a whole tile): the scheduler reruns
+    the lost tasks on the other worker (or the nanny's restarted one) and the composite equals the local run
+    pixel for pixel; no temp is left (tile mode: the driver removes the lost worker's)."""
     import threading
 
     from distributed import Client
@@ -165,7 +186,8 @@ def test_composite_survives_a_killed_dask_worker(small_world: dict[str, Any], st
         t.start()
         t0 = time.monotonic()
         try:
-            dist = build_composites(**common, output_dir=str(tmp_path / "dask"), dask_address=dask_cluster)
+            dist = build_composites(**_with_unit(common, unit), output_dir=str(tmp_path / "dask"),
+                                    dask_address=dask_cluster)
         finally:
             stop.set()
             t.join(10)
@@ -181,3 +203,112 @@ def test_composite_survives_a_killed_dask_worker(small_world: dict[str, Any], st
         assert np.array_equal(a, b), f"{tile}: {np.count_nonzero(a != b)} pixels differ after the worker was killed"
         assert (a[:6] != -9999).any()
     assert not list((tmp_path / "dask").rglob(".*.tmp-*")), "temp files left by the composite"
+
+
+def test_tile_task_on_a_worker_does_not_fan_out(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
+                                               tmp_path: Path) -> None:
+    """``composite_tile`` inside a Dask task (Prefect's DaskTaskRunner's case) runs its windows on that task's
+    thread: the cluster executes that one task and no chunk task; the COG equals the local run's."""
+    from distributed import Client, get_task_stream
+
+    from compositing.composite import composite_tile, group_by_tile, load_items
+
+    common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
+    tile = sorted(local.tiles)[0]
+    items = group_by_tile(load_items(common["items_json"]))[tile]
+    kwargs = dict(tile=tile, items=items, aoi=common["aoi"], season=common["season"], options=common["options"],
+                  output_dir=str(tmp_path / "task"))
+    with Client(dask_cluster) as client, get_task_stream(client) as ts:
+        res = client.submit(composite_tile, **kwargs, pure=False).result()
+    assert [str(t["key"]).split("-")[0] for t in ts.data] == ["composite_tile"], [t["key"] for t in ts.data]
+    assert np.array_equal(_read(res.path)[0], _read(local.tiles[tile].path)[0])
+
+
+def test_dask_unit_choice(tmp_path: Path) -> None:
+    """auto: tiles when >= 2 tiles, >= worker threads and every worker sees the output folder (the probe's
+    marker is removed); 'tile' where a worker does not see it is an error naming the folder."""
+    from compositing.composite import CompositeError
+    from compositing.dask_tiles import choose_dask_unit
+
+    class FakeClient:
+        def __init__(self, threads: dict[str, int], sees: bool) -> None:
+            self.threads, self.sees = threads, sees
+
+        def nthreads(self) -> dict[str, int]:
+            return self.threads
+
+        def run(self, fn: Any, *args: Any) -> dict[str, Any]:
+            return {a: fn(*args) if self.sees else False for a in self.threads}
+
+    two = {"w1": 1, "w2": 1}
+    out = str(tmp_path / "out")
+    assert choose_dask_unit(FakeClient(two, True), "auto", 2, out) == "tile"
+    assert choose_dask_unit(FakeClient(two, True), "auto", 1, out) == "window"
+    assert choose_dask_unit(FakeClient({"w1": 4}, True), "auto", 3, out) == "window"
+    assert choose_dask_unit(FakeClient(two, False), "auto", 4, out) == "window"
+    assert choose_dask_unit(FakeClient(two, True), "window", 4, out) == "window"
+    assert choose_dask_unit(FakeClient(two, True), "tile", 1, out) == "tile"
+    assert choose_dask_unit(FakeClient({}, True), "auto", 4, out) == "window"
+    with pytest.raises(CompositeError, match="does not see|not every Dask worker sees"):
+        choose_dask_unit(FakeClient(two, False), "tile", 4, out)
+    assert not list(Path(out).iterdir()), "probe marker left behind"
+
+
+def test_hls_composite_flow_runs_tiles_on_the_workers(small_world: dict[str, Any], stac_url: str,
+                                                      dask_cluster: str, prefect_harness: None,
+                                                      tmp_path: Path) -> None:
+    """The hls-composite flow with ``dask_address``: the unit is chosen once for the region (auto: the small
+    world's 2 tiles on 2 worker threads, output folder shared: tiles); its per-tile tasks run concurrently,
+    one Dask task per tile; the COGs equal the local run's."""
+    from distributed import Client, get_task_stream
+
+    from compositing.dask_tiles import TILE_TASK_KEY
+    from flows.params import HlsCompositeParams
+    from flows.stages import hls_composite
+
+    _, local = _search_and_local_composite(small_world, stac_url, tmp_path)
+    params = HlsCompositeParams(aoi=small_world["aoi"], year=small_world["year"], season=small_world["season"],
+                                stac_url=stac_url, max_cloud_cover=80, output_dir=str(tmp_path / "flow"),
+                                dask_address=dask_cluster)
+    with Client(dask_cluster) as client, get_task_stream(client) as ts:
+        comps = hls_composite(params).result.composites
+    keys = [str(t["key"]) for t in ts.data]
+    assert comps.dask_unit == "tile"
+    assert sorted(k.split("-")[1] for k in keys if k.startswith(TILE_TASK_KEY)) == sorted(local.tiles), keys
+    assert not [k for k in keys if k.startswith("chunk_task")], keys
+    for tile, res in local.tiles.items():
+        assert np.array_equal(_read(res.path)[0], _read(comps.tiles[tile].path)[0]), tile
+
+
+def test_dask_task_runner_tile_tasks_do_not_fan_out(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
+                                                    prefect_harness: None, tmp_path: Path) -> None:
+    """A flow on Prefect's ``DaskTaskRunner`` with one task per tile calling ``composite_tile`` (the
+    ``prefect`` variant of benchmarks/bench_region.py): one Dask task per tile, no chunk task, COGs equal
+    to the local run's."""
+    from distributed import Client, get_task_stream
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect_dask import DaskTaskRunner
+
+    from compositing.composite import composite_tile, group_by_tile, load_items
+
+    common, local = _search_and_local_composite(small_world, stac_url, tmp_path)
+    groups = group_by_tile(load_items(common["items_json"]))
+    out = str(tmp_path / "prefect")
+
+    @task(cache_policy=NO_CACHE)
+    def tile_task(tile: str) -> str:
+        return composite_tile(tile=tile, items=groups[tile], aoi=common["aoi"], season=common["season"],
+                              options=common["options"], output_dir=out).path
+
+    @flow(task_runner=DaskTaskRunner(address=dask_cluster))
+    def region() -> dict[str, str]:
+        futures = {tile: tile_task.submit(tile) for tile in groups}
+        return {tile: f.result() for tile, f in futures.items()}
+
+    with Client(dask_cluster) as client, get_task_stream(client) as ts:
+        paths = region()
+    keys = [str(t["key"]) for t in ts.data]
+    assert len(keys) == len(set(keys)) == len(groups) and not [k for k in keys if k.startswith("chunk_task")], keys
+    for tile, res in local.tiles.items():
+        assert np.array_equal(_read(res.path)[0], _read(paths[tile])[0]), tile
