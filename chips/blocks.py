@@ -67,11 +67,13 @@ def _lookup(keys: np.ndarray, rc: np.ndarray) -> np.ndarray:
     return np.where(inside & (packed[pos] == q), pos, -1)
 
 
-def _neighbours(xy: np.ndarray, table: BlockTable, dist: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _neighbours(xy: np.ndarray, table: BlockTable, dist: float, edge_d: np.ndarray | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each block offset around a point's own block: (points closer than ``dist`` to that block, the
-    block's index in ``table`` or -1 where it holds no point)."""
+    block's index in ``table`` or -1 where it holds no point). ``edge_d``: :func:`edge_distance` if known."""
     b = table.block_m
-    edge = edge_near(xy, table, dist)  # only these can be closer than ``dist`` to another block
+    edge_d = edge_distance(xy, table) if edge_d is None else edge_d
+    edge = np.flatnonzero(edge_d < dist)  # only these can be closer than ``dist`` to another block
     own = table.keys[table.of_point[edge]]
     x, s = xy[edge, 0], -xy[edge, 1]
     k = math.ceil(dist / b)
@@ -86,22 +88,23 @@ def _neighbours(xy: np.ndarray, table: BlockTable, dist: float) -> Iterator[tupl
             yield edge[near], _lookup(table.keys, np.stack([r[near], c[near]], axis=1))
 
 
-def edge_near(xy: np.ndarray, table: BlockTable, dist: float) -> np.ndarray:
-    """Indexes of the points closer than ``dist`` to an edge of their own block: any other block is at least
-    that far from a point, so only these can be closer than ``dist`` to one (metres, reference CRS)."""
+def edge_distance(xy: np.ndarray, table: BlockTable) -> np.ndarray:
+    """Distance (metres, reference CRS) of each point to the nearest edge of its own block: any other block
+    is at least that far, so only points with ``edge_distance < dist`` can be closer than ``dist`` to one."""
     b = table.block_m
     own = table.keys[table.of_point]
     x, s = xy[:, 0], -xy[:, 1]
     ex = np.minimum(x - own[:, 1] * b, (own[:, 1] + 1) * b - x)
     es = np.minimum(s - own[:, 0] * b, (own[:, 0] + 1) * b - s)
-    return np.flatnonzero(np.minimum(ex, es) < dist)
+    return np.minimum(ex, es)
 
 
-def near_blocks(xy: np.ndarray, table: BlockTable, dist: float) -> tuple[np.ndarray, np.ndarray]:
+def near_blocks(xy: np.ndarray, table: BlockTable, dist: float, edge_d: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(point, block) index pairs: blocks of ``table`` other than the point's own, closer than ``dist``."""
     if dist <= 0 or len(xy) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pairs = [(near[idx >= 0], idx[idx >= 0]) for near, idx in _neighbours(xy, table, dist)]
+    pairs = [(near[idx >= 0], idx[idx >= 0]) for near, idx in _neighbours(xy, table, dist, edge_d)]
     return np.concatenate([p for p, _ in pairs]), np.concatenate([b for _, b in pairs])
 
 
@@ -114,14 +117,15 @@ def buffer_mask(table: BlockTable, pairs: tuple[np.ndarray, np.ndarray], codes: 
     return masked
 
 
-def facing_other(xy: np.ndarray, table: BlockTable, codes: np.ndarray, dist: float) -> np.ndarray:
+def facing_other(xy: np.ndarray, table: BlockTable, codes: np.ndarray, dist: float,
+                 edge_d: np.ndarray | None = None) -> np.ndarray:
     """Points (bool, n) closer than ``dist`` to a block that is not of their split: another split's, or one
     holding no point (a point of another split closer than ``dist`` can only be found from these)."""
     out = np.zeros(len(xy), dtype=bool)
     if dist <= 0 or len(xy) == 0:
         return out
     mine = codes[table.of_point]
-    for near, idx in _neighbours(xy, table, dist):
+    for near, idx in _neighbours(xy, table, dist, edge_d):
         out[near[(idx < 0) | (codes[np.maximum(idx, 0)] != mine[near])]] = True
     return out
 
@@ -179,9 +183,9 @@ def _greedy(keys: list[BlockKey], sizes: Mapping[BlockKey, int], fr: tuple[float
     out: dict[BlockKey, str] = {}
     seeding = [i for i, f in enumerate(fr) if f > 0]  # train, then val, then test
     total = 0
+    size_of = [int(sizes[k]) for k in keys]
     for i, idx in enumerate(order.tolist()):
-        key = keys[idx]
-        size = int(sizes[key])
+        key, size = keys[idx], size_of[idx]
         if i < len(seeding):
             best = seeding[i]
         else:  # the split furthest below its share (the first of equals, in SPLITS order)

@@ -135,7 +135,11 @@ def _read_strip(c: Any, la: Any, src: Source, win: Window,
     bad = ~np.isfinite(raw) if raw.dtype.kind == "f" else None
     if foreign:
         bad = (raw == src.image_nodata) if bad is None else bad | (raw == src.image_nodata)
-    nodata = (raw[:6] == IMAGE_NODATA).any(axis=0)
+    if raw.dtype.kind == "f" or (raw.dtype.kind == "i" and np.iinfo(raw.dtype).min <= IMAGE_NODATA):
+        # compared in the strip's type: an int16 strip compared with the Python float is cast to float64
+        nodata = (raw[:6] == raw.dtype.type(IMAGE_NODATA)).any(axis=0)
+    else:  # an unsigned or narrow type cannot hold -9999
+        nodata = np.zeros(raw.shape[1:], dtype=bool)
     img = raw if raw.dtype in (np.int16, np.float32) else raw.astype(np.float32)
     if bad is not None and bad.any():
         img = img.astype(np.float32, copy=False)
@@ -184,10 +188,10 @@ def _candidates(si: int, src: Source, keep: list[_Keep], strip: tuple[np.ndarray
     for k in keep:
         y, x = k.row - r0, k.col - c0
         t = src.grid.affine @ rasterio.Affine.translation(k.col, k.row)
-        rr, cc = np.nonzero(valid[y:y + cs, x:x + cs])
-        cands.append(Candidate(si, k.row, k.col, len(rr), k.n_nodata / (cs * cs),
+        idx = np.flatnonzero(valid[y:y + cs, x:x + cs]).astype(np.int32)  # row-major flat indexes in the chip
+        cands.append(Candidate(si, k.row, k.col, len(idx), k.n_nodata / (cs * cs),
                                (t.c, t.f + t.e * cs, t.c + t.a * cs, t.f), f"_tmp_{si}_{k.row}_{k.col}", None,
-                               (rr * cs + cc).astype(np.int32), agbd[y + rr, x + cc]))
+                               idx, agbd[y:y + cs, x:x + cs].ravel()[idx]))
     return cands
 
 

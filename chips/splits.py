@@ -22,6 +22,7 @@ from chips.blocks import (
     block_table,
     buffer_mask,
     close_to_other_split,
+    edge_distance,
     facing_other,
     near_blocks,
 )
@@ -64,26 +65,27 @@ def _points(cands: Sequence[Candidate], sources: Sequence[Source], cs: int) -> _
     res = sources[0].grid.resolution
     if any(s.grid.resolution != res for s in sources):
         raise ChipExportError(f"sources have different pixel sizes: {sorted({s.grid.resolution for s in sources})}")
-    parts = []
-    for c in cands:
-        gy0, gx0 = origin[c.source]
-        src = sources[c.source]
-        idx = c.lab_idx.astype(np.int64)
-        parts.append(np.stack([np.full(len(idx), zones.index(src.grid.epsg)), np.full(len(idx), seasons.index(src.season)),
-                               gy0 + c.row + idx // cs, gx0 + c.col + idx % cs], axis=1))
-    allp = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
-    lo = allp.min(axis=0) if len(allp) else np.zeros(4, np.int64)
-    span = (allp.max(axis=0) - lo + 1) if len(allp) else np.ones(4, np.int64)
-    if float(np.prod(span.astype(float))) >= 2.0**62:
+    counts = np.array([len(c.lab_idx) for c in cands], dtype=np.int64)
+    per_cand = np.array([(zones.index(sources[c.source].grid.epsg), seasons.index(sources[c.source].season),
+                          origin[c.source][0] + c.row, origin[c.source][1] + c.col) for c in cands],
+                        dtype=np.int64).reshape(-1, 4)  # zone, season, global row and column of the chip
+    idx = np.concatenate([c.lab_idx for c in cands]).astype(np.int64) if len(cands) else np.zeros(0, np.int64)
+    cols = [np.repeat(per_cand[:, k], counts) for k in range(4)]
+    cols[2] += idx // cs
+    cols[3] += idx % cs
+    lo = [int(col.min()) if len(idx) else 0 for col in cols]
+    span = [int(col.max()) - lo[k] + 1 if len(idx) else 1 for k, col in enumerate(cols)]
+    if float(np.prod(np.array(span, dtype=float))) >= 2.0**62:
         raise ChipExportError(f"the sources span too large an area to split ({span[2]} x {span[3]} px)")
-    key = (((allp[:, 0] - lo[0]) * span[1] + allp[:, 1] - lo[1]) * span[2] + allp[:, 2] - lo[2]) * span[3] \
-        + allp[:, 3] - lo[3]
+    key = cols[0] - lo[0]
+    for k in range(1, 4):
+        key = key * span[k] + (cols[k] - lo[k])
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    uniq = allp[first]
-    x, y = (uniq[:, 3] + 0.5) * res, -(uniq[:, 2] + 0.5) * res
+    x, y = (cols[3][first] + 0.5) * res, -(cols[2][first] + 0.5) * res
+    zone_of = cols[0][first]
     ref = zones[0]
     for zi, epsg in enumerate(zones[1:], start=1):
-        sel = uniq[:, 0] == zi
+        sel = zone_of == zi
         if sel.any():
             from pyproj import Transformer
 
@@ -96,11 +98,13 @@ def _points(cands: Sequence[Candidate], sources: Sequence[Source], cs: int) -> _
 
 def _assign(pts: _Points, table: BlockTable, params: Any) -> tuple[np.ndarray, np.ndarray]:
     """(split code per block, masked flag per point): blocks assigned on the labels each split keeps."""
-    pairs = near_blocks(pts.xy, table, params.split_buffer_m / 2)
+    edge_d = edge_distance(pts.xy, table)
+    pairs = near_blocks(pts.xy, table, params.split_buffer_m / 2, edge_d)
     keys = [(int(r), int(c)) for r, c in table.keys]
+    code = {s: i for i, s in enumerate(SPLITS)}
 
     def codes_of(assignment: dict[tuple[int, int], str]) -> np.ndarray:
-        return np.array([SPLITS.index(assignment[k]) for k in keys], dtype=np.int64)
+        return np.fromiter((code[assignment[k]] for k in keys), dtype=np.int64, count=len(keys))
 
     # kept = each block's labelled pixels minus the points with a block of another split among their pairs
     # (buffer_mask's points), computed on the paired points only: most points have no pair
@@ -120,7 +124,7 @@ def _assign(pts: _Points, table: BlockTable, params: Any) -> tuple[np.ndarray, n
     masked = buffer_mask(table, pairs, codes)
     # exact check (also across blocks without labels): still closer than the buffer to another split
     dist = max(params.split_buffer_m, 1.5 * pts.res)  # pixels of different splits never overlap
-    consider = ~masked & facing_other(pts.xy, table, codes, dist)
+    consider = ~masked & facing_other(pts.xy, table, codes, dist, edge_d)
     masked |= close_to_other_split(pts.xy, codes[table.of_point], dist, consider)
     return codes, masked
 
