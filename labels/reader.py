@@ -96,6 +96,34 @@ def index_runs(idx: np.ndarray, merge_gap: int = 0) -> list[tuple[int, int]]:
 Prefetch = Callable[[list[tuple[int, int]]], None]
 
 
+class _Beam:
+    """A beam group whose datasets are opened once: the reader asks for the same ones in every phase
+    (ranges, reads), and h5py opens a new object (an HDF5 call under its global lock) per ``group[name]``.
+    Lazy, so a dataset is opened (and can fail) exactly where it was opened before."""
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.group = group
+        self.id = group.id
+        self._ds: dict[str, Any] = {}
+        self._has: dict[str, bool] = {}
+
+    def __contains__(self, name: str) -> bool:
+        has = self._has.get(name)
+        if has is None:
+            has = self._has[name] = name in self.group
+        return has
+
+    def __getitem__(self, name: str) -> Any:
+        ds = self._ds.get(name)
+        if ds is None:
+            ds = self._ds[name] = self.group[name]
+        return ds
+
+
+GroupLike = h5py.Group | _Beam
+"""A beam group, or the same wrapped so its datasets are opened once."""
+
+
 def chunk_byte_ranges(ds: h5py.Dataset, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(file offset, length) of the stored bytes holding index ranges ``runs`` of a 1-D dataset.
 
@@ -122,7 +150,7 @@ def _prefetch(prefetch: Prefetch | None, datasets: list[h5py.Dataset], runs: lis
     prefetch(ranges)
 
 
-def _data_datasets(group: h5py.Group, names: tuple[str, ...]) -> list[h5py.Dataset]:
+def _data_datasets(group: GroupLike, names: tuple[str, ...]) -> list[h5py.Dataset]:
     """The datasets of ``names`` other than lat/lon that the beam has."""
     return [group[n] for n in names if n not in ("lat_lowestmode", "lon_lowestmode") and n in group]
 
@@ -139,13 +167,13 @@ def _fill_column(name: str, n: int) -> np.ndarray:
     return np.full(n, UINT8_NA, dtype=np.uint8)
 
 
-def _beam_runs(group: h5py.Group, sel: np.ndarray) -> list[tuple[int, int]]:
+def _beam_runs(group: GroupLike, sel: np.ndarray) -> list[tuple[int, int]]:
     """Index ranges covering the selected indices ``sel`` (runs closer than one chunk merged)."""
     chunk = group["agbd"].chunks
     return index_runs(sel, merge_gap=int(chunk[0]) if chunk else 0)
 
 
-def _read_beam(group: h5py.Group, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: np.ndarray,
+def _read_beam(group: GroupLike, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: np.ndarray,
                names: tuple[str, ...], prefetch: Prefetch | None = None) -> dict[str, np.ndarray]:
     """Columns ``names`` for the selected indices ``sel`` of one beam (missing optional -> fill);
     ``lat_sel``/``lon_sel``: lat/lon already read at ``sel``. With ``prefetch``, the chunks are
@@ -277,7 +305,7 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
     per_beam: dict[str, dict[str, int]] = {}
     kept_parts: list[dict[str, np.ndarray]] = []
     missing_optional: set[str] = set()
-    groups = {beam: h5[beam] for beam in beams}
+    groups: dict[str, GroupLike] = {beam: _Beam(h5[beam]) for beam in beams}
     for group in groups.values():
         missing_optional.update(n for n in OPTIONAL_DATASETS if n not in group)
     if prefetch_blocks is not None:
@@ -307,7 +335,7 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
                         columns=columns, counts=counts, per_beam=per_beam, warnings=notes)
 
 
-def _prefetch_headers(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str,
+def _prefetch_headers(groups: dict[str, GroupLike], names: tuple[str, ...], name: str,
                       prefetch_blocks: Callable[[list[tuple[int, int]]], None]) -> None:
     """The object headers of ``names`` in every beam, in two batches ("a" of "a/b" first); after the
     metadata walk (:mod:`labels.h5meta`) they are cached and this costs no request."""
@@ -320,7 +348,7 @@ def _prefetch_headers(groups: dict[str, h5py.Group], names: tuple[str, ...], nam
         prefetch_blocks([(off, 1024) for off in offsets])
 
 
-def _select_all(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str, geom: BaseGeometry,
+def _select_all(groups: dict[str, GroupLike], names: tuple[str, ...], name: str, geom: BaseGeometry,
                 per_beam: dict[str, dict[str, int]],
                 prefetch: Prefetch | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{beam: (lat, lon, indices)}`` of the shots in ``geom`` of every beam that has any; fills
@@ -349,7 +377,7 @@ def _select_all(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str
     return selected
 
 
-def _header_offsets(group: h5py.Group, names: list[str]) -> list[int]:
+def _header_offsets(group: GroupLike, names: list[str]) -> list[int]:
     """File offsets of the object headers of ``names`` in ``group`` (hard links found; others skipped),
     read from the group's symbol table without opening the objects."""
     out = []
@@ -362,19 +390,19 @@ def _header_offsets(group: h5py.Group, names: list[str]) -> list[int]:
     return out
 
 
-def _latlon_ranges(group: h5py.Group) -> list[tuple[int, int]]:
+def _latlon_ranges(group: GroupLike) -> list[tuple[int, int]]:
     """Byte ranges of a beam's whole lat/lon datasets (empty for a beam without 1-D lat)."""
     lat = group["lat_lowestmode"]
     n = lat.shape[0] if lat.ndim == 1 else 0
     return chunk_byte_ranges(lat, [(0, n)]) + chunk_byte_ranges(group["lon_lowestmode"], [(0, n)]) if n else []
 
 
-def _data_ranges(group: h5py.Group, names: tuple[str, ...], runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _data_ranges(group: GroupLike, names: tuple[str, ...], runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Byte ranges of the chunks of ``runs`` of the beam's other datasets (object datasets skipped)."""
     return [r for ds in _data_datasets(group, names) if ds.dtype.kind != "O" for r in chunk_byte_ranges(ds, runs)]
 
 
-def _beam_selection(group: h5py.Group, geom: BaseGeometry) -> tuple[dict[str, int], np.ndarray, np.ndarray,
+def _beam_selection(group: GroupLike, geom: BaseGeometry) -> tuple[dict[str, int], np.ndarray, np.ndarray,
                                                                       np.ndarray]:
     """(counts with ``input`` and ``outside_area``, lat, lon, inside mask) of one beam."""
     lat = group["lat_lowestmode"][()]
