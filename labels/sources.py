@@ -8,12 +8,14 @@ Credentials live only in the ``requests`` session; URLs and byte counts are all 
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.earthdata_http import EarthdataHttpError, describe_failure, host_of
 from core.http import RetryPolicy
@@ -92,6 +94,9 @@ class HTTPRangeFile(io.RawIOBase):
         self._workers = max(1, int(fetch_workers))
         self._lock = threading.Lock()  # counters: concurrent batches update them from pool threads
         self._extents: list[tuple[int, bytes]] = []
+        self._starts: list[int] = []  # the extents' start offsets (sorted), for bisect
+        self._overlap = False
+        self._env: dict[tuple[str, str], dict[str, Any]] = {}
         self._merge_gap = int(merge_gap)
         self._max_span = int(max_span)
         self._data_url = url
@@ -121,7 +126,11 @@ class HTTPRangeFile(io.RawIOBase):
 
         def attempt(_: int) -> Any:
             try:
-                r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=policy.timeouts)
+                prepped = self._session.prepare_request(
+                    requests.Request("GET", url, headers={"Range": f"bytes={start}-{end}"}))
+                settings = self._environment(url)
+                r = self._session.send(prepped, timeout=policy.timeouts, allow_redirects=True,
+                                       **{**settings, "proxies": dict(settings["proxies"])})
             except broken as e:
                 raise Transient(f"{type(e).__name__} (host {host_of(url)})") from None
             with self._lock:
@@ -135,6 +144,16 @@ class HTTPRangeFile(io.RawIOBase):
             return r
 
         return with_retries(attempt, url=self.url, host=host_of(url), policy=policy)
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """What ``session.get`` would take from the environment for ``url`` (proxies, CA bundle), looked up
+        once per scheme and host of this file: requests reads every environment variable on each request
+        (two scans of ``os.environ`` a request, a large part of its per-request CPU)."""
+        key = urlsplit(url)[:2]
+        got = self._env.get(key)
+        if got is None:
+            got = self._env[key] = self._session.merge_environment_settings(url, {}, None, None, None)
+        return got
 
     def _request(self, start: int, end: int) -> Any:
         """The 206 answer for ``start..end``: through the remembered signed URL, re-resolved through the
@@ -247,7 +266,7 @@ class HTTPRangeFile(io.RawIOBase):
         the requests concurrently; the previous prefetch is dropped, so memory stays bounded by one
         prefetch's selection (the reader's: one granule's lat/lon, then its selected chunks).
         """
-        self._extents = []
+        self._extents, self._starts = [], []
         spans: list[list[int]] = []
         for off, length in sorted(r for r in ranges if r[1] > 0):
             end = off + length
@@ -258,6 +277,8 @@ class HTTPRangeFile(io.RawIOBase):
         spans = [[a, min(b, self.size)] for a, b in spans if a < self.size]
         datas = self._get_many([(a, b - 1) for a, b in spans])
         self._extents = [(a, d) for (a, _), d in zip(spans, datas, strict=True)]
+        self._starts = [a for a, _ in self._extents]
+        self._overlap = any(b > a2 for (_, b), (a2, _) in zip(spans, spans[1:], strict=False))
 
     def prefetch_blocks(self, ranges: list[tuple[int, int]]) -> None:
         """Put the cached blocks holding the byte ranges ``(offset, length)`` into the block cache, missing
@@ -303,7 +324,11 @@ class HTTPRangeFile(io.RawIOBase):
         return out
 
     def _from_extents(self, view: Any, want: int) -> bool:
-        for start, data in self._extents:
+        i = bisect.bisect_right(self._starts, self._pos) - 1  # the extents are sorted by start
+        cands = [self._extents[i]] if i >= 0 else []
+        if self._overlap:  # spans cut at max_span may overlap: any extent may hold the read
+            cands = self._extents
+        for start, data in cands:
             if start <= self._pos and self._pos + want <= start + len(data):
                 off = self._pos - start
                 view[:want] = data[off:off + want]
