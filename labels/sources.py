@@ -115,22 +115,27 @@ class HTTPRangeFile(io.RawIOBase):
         self.failure: tuple[str, str, int | None, str] | None = None  # (message, host, status, stage)
         self.size = self._probe_size()
 
-    def _send(self, url: str, start: int, end: int) -> Any:
-        """One GET (redirects followed) whose body is read whole; 408/429/5xx answers, connection errors,
-        timeouts and bodies shorter than announced are retried with :func:`core.reads.read_policy` (a
-        dead endpoint: :class:`core.reads.EndpointDownError`). Other answers are returned."""
+    def _send(self, url: str, start: int, end: int) -> tuple[Any, bytes | None]:
+        """One GET (redirects followed): (answer, its body when 206, else None: ``answer.content`` reads
+        it). 408/429/5xx answers, connection errors, timeouts and bodies shorter than announced are
+        retried with :func:`core.reads.read_policy` (a dead endpoint: :class:`core.reads.EndpointDownError`).
+        Other answers are returned. A 206 body is read in one urllib3 read (``Response.content`` reads
+        it in 10 KiB pieces, each through several Python layers: most of a large range's CPU)."""
         import requests
+        import urllib3
 
-        broken = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+        broken = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                  urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+                  urllib3.exceptions.SSLError)  # the last three: requests' errors for them, read raw
         policy = self._policy or read_policy()
 
-        def attempt(_: int) -> Any:
+        def attempt(_: int) -> tuple[Any, bytes | None]:
             try:
                 prepped = self._session.prepare_request(
                     requests.Request("GET", url, headers={"Range": f"bytes={start}-{end}"}))
                 settings = self._environment(url)
                 r = self._session.send(prepped, timeout=policy.timeouts, allow_redirects=True,
-                                       **{**settings, "proxies": dict(settings["proxies"])})
+                                       **{**settings, "proxies": dict(settings["proxies"]), "stream": True})
             except broken as e:
                 raise Transient(f"{type(e).__name__} (host {host_of(url)})") from None
             with self._lock:
@@ -138,10 +143,23 @@ class HTTPRangeFile(io.RawIOBase):
             if r.status_code in RETRY_STATUSES:
                 r.close()
                 raise Transient(f"HTTP {r.status_code} from {host_of(r.url or url)}", r.headers.get("Retry-After"))
+            if r.status_code != 206:
+                try:
+                    r.content  # noqa: B018 (read now, as a non-streamed answer is: describe_failure uses it)
+                except broken as e:
+                    r.close()
+                    raise Transient(f"{type(e).__name__} (host {host_of(r.url or url)})") from None
+                return r, None
+            try:  # the whole body at once; the connection goes back to the pool when it is read
+                body = r.raw.read(decode_content=True)
+            except broken as e:
+                r.close()
+                raise Transient(f"{type(e).__name__} (host {host_of(r.url or url)})") from None
             announced = r.headers.get("Content-Length")
-            if r.status_code == 206 and announced is not None and len(r.content) != int(announced):
-                raise Transient(f"a body of {len(r.content)} of {announced} bytes from {host_of(r.url or url)}")
-            return r
+            if announced is not None and len(body) != int(announced):
+                r.close()
+                raise Transient(f"a body of {len(body)} of {announced} bytes from {host_of(r.url or url)}")
+            return r, body
 
         return with_retries(attempt, url=self.url, host=host_of(url), policy=policy)
 
@@ -155,18 +173,18 @@ class HTTPRangeFile(io.RawIOBase):
             got = self._env[key] = self._session.merge_environment_settings(url, {}, None, None, None)
         return got
 
-    def _request(self, start: int, end: int) -> Any:
-        """The 206 answer for ``start..end``: through the remembered signed URL, re-resolved through the
+    def _request(self, start: int, end: int) -> tuple[Any, bytes]:
+        """The 206 answer for ``start..end`` and its body: through the remembered signed URL, re-resolved through the
         original URL when the signed host refuses (budget ``resolve_retries``). Errors name the original
         URL and the refusing host, never a signed URL."""
         resolves = 0
         while True:
             via_signed = self._data_url != self.url
-            r = self._send(self._data_url, start, end)
-            if r.status_code == 206:
+            r, body = self._send(self._data_url, start, end)
+            if body is not None:  # 206
                 if r.history:
                     self._data_url = r.url  # the pre-signed URL the data host handed out
-                return r
+                return r, body
             err = describe_failure(r, self.url)
             r.close()
             refused = r.status_code in (400, 401, 403) and (via_signed or err.stage == "signed")
@@ -182,8 +200,7 @@ class HTTPRangeFile(io.RawIOBase):
 
     def _fetch(self, start: int, end: int) -> tuple[bytes, int]:
         """(bytes ``start..end`` inclusive, round trips it took: 1 + redirect hops); counts the bytes."""
-        r = self._request(start, end)
-        data = r.content
+        r, data = self._request(start, end)
         with self._lock:
             self.bytes_read += len(data)
         return data, 1 + len(r.history)
@@ -208,13 +225,12 @@ class HTTPRangeFile(io.RawIOBase):
 
     def _probe_size(self) -> int:
         """Fetch the first block (file size from Content-Range, and the HDF5 superblock) outside h5py."""
-        r = self._request(0, self._block - 1)
+        r, data = self._request(0, self._block - 1)
         cr = r.headers.get("Content-Range", "")
         if "/" not in cr or cr.rsplit("/", 1)[1] == "*":
             r.close()
             raise OSError(f"{self.url}: no file size in Content-Range {cr!r}")
         size = int(cr.rsplit("/", 1)[1])
-        data = r.content
         self.bytes_read += len(data)
         self.round_trips += 1 + len(r.history)
         if len(data) == min(size, self._block):
