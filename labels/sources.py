@@ -13,7 +13,7 @@ import io
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +97,7 @@ class HTTPRangeFile(io.RawIOBase):
         self._starts: list[int] = []  # the extents' start offsets (sorted), for bisect
         self._overlap = False
         self._env: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._merge_gap = int(merge_gap)
         self._max_span = int(max_span)
         self._data_url = url
@@ -217,8 +218,11 @@ class HTTPRangeFile(io.RawIOBase):
         so one round trip per wave of requests); the first error (in span order) is raised."""
         if len(spans) <= 1 or self._workers == 1:
             return [self._get(a, b) for a, b in spans]
-        with ThreadPoolExecutor(max_workers=min(self._workers, len(spans)), thread_name_prefix="range") as pool:
-            got = list(pool.map(lambda ab: self._fetch(*ab), spans))
+        if self._pool is None:  # one pool for the file's batches (a pool a batch: ~0.9 ms CPU a request more)
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="range")
+        futures = [self._pool.submit(self._fetch, a, b) for a, b in spans]
+        wait(futures)  # every request of the batch has ended before any error is raised
+        got = [f.result() for f in futures]
         with self._lock:
             self.round_trips += -(-len(spans) // self._workers) * max(h for _, h in got)
         return [d for d, _ in got]
@@ -236,6 +240,13 @@ class HTTPRangeFile(io.RawIOBase):
         if len(data) == min(size, self._block):
             self._cache[0] = data
         return size
+
+    def close(self) -> None:
+        """Close the file; the batches' threads end (after their requests, if any is running)."""
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        super().close()
 
     def failure_error(self) -> EarthdataHttpError | EndpointDownError | None:
         """A fresh error for the failure recorded inside :meth:`readinto` (None when there was none)."""

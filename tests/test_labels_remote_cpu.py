@@ -140,3 +140,21 @@ def test_each_beam_dataset_opened_once(served: EarthdataEmulator, folder: Path, 
     assert local.counts == remote.counts and local.counts["kept"] > 0
     for k, v in local.columns.items():
         np.testing.assert_array_equal(remote.columns[k], v)
+
+
+def test_batches_share_one_pool_that_close_ends(served: EarthdataEmulator, folder: Path) -> None:
+    """Every batch of a file runs on the same threads (at most ``fetch_workers``); ``close`` ends them."""
+    import threading
+
+    before = {t for t in threading.enumerate() if t.name.startswith("range")}  # other files' threads
+    data = (folder / "blob.bin").read_bytes()
+    f = HTTPRangeFile(served.data_url("gedi", "blob.bin"), earthdata_session(), fetch_workers=3, merge_gap=0)
+    for k in range(4):  # four batches of five spans each
+        f.prefetch([(k * 1000 + j * 60_000, 500) for j in range(5)])
+        f.seek(k * 1000 + 240_000)
+        assert f.read(500) == data[k * 1000 + 240_000:k * 1000 + 240_500]
+    ours = {t for t in threading.enumerate() if t.name.startswith("range")} - before
+    assert 1 <= len(ours) <= 3, ours
+    f.close()
+    assert not any(t.is_alive() for t in ours)
+
