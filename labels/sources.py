@@ -358,7 +358,7 @@ class HTTPRangeFile(io.RawIOBase):
         for start, data in cands:
             if start <= self._pos and self._pos + want <= start + len(data):
                 off = self._pos - start
-                view[:want] = data[off:off + want]
+                view[:want] = memoryview(data)[off:off + want]  # one copy, not two
                 return True
         return False
 
