@@ -7,11 +7,13 @@ A source with a ``prefetch`` method (HTTP) is first told the byte ranges of the 
 touch (from the HDF5 chunk index), so it can fetch them in a few merged range requests. Over HTTP every
 request is a round trip, so the reader works on all beams at once, in three batches: the object headers
 of the datasets it will open (``prefetch_blocks``: their addresses come from the beams' symbol tables),
-then every beam's lat/lon chunks, then every beam's selected chunks.
+then every beam's lat/lon chunks, then every beam's selected chunks. The lat/lon chunks are inflated here
+(:func:`decode_whole`: deflate and shuffle), not by h5py, which decodes under one lock for all files.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -142,6 +144,47 @@ def chunk_byte_ranges(ds: h5py.Dataset, runs: list[tuple[int, int]]) -> list[tup
     return out
 
 
+Prefetched = Callable[[int, int], "memoryview | None"]
+"""Stored bytes ``(offset, length)`` a remote source already holds (None: not held)."""
+
+
+def decode_whole(ds: h5py.Dataset, stored: Prefetched) -> np.ndarray | None:
+    """A whole 1-D chunked dataset decoded here from its stored chunks, outside h5py, or None when it cannot
+    be (other filters than deflate and shuffle, a chunk not stored or not held, a non-numeric type).
+
+    h5py inflates chunks under one lock for every file; zlib here releases the GIL, so granules read in
+    threads decode their lat/lon at once. The result is the array ``ds[()]`` gives, bit for bit."""
+    if ds.ndim != 1 or ds.chunks is None or ds.dtype.kind not in "iuf":
+        return None
+    dcpl = ds.id.get_create_plist()
+    filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+    if any(f not in (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE) for f in filters):
+        return None
+    n, c, item = ds.shape[0], ds.chunks[0], ds.dtype.itemsize
+    out = np.empty(n, dtype=ds.dtype)
+    for k in range(-(-n // c)):
+        info = ds.id.get_chunk_info_by_coord((k * c,))
+        data = None if info.byte_offset is None else stored(int(info.byte_offset), int(info.size))
+        if data is None:
+            return None
+        buf: Any = data
+        try:
+            for i in reversed(range(len(filters))):  # undo the pipeline last filter first
+                if info.filter_mask & (1 << i):
+                    continue  # this filter was skipped for this chunk
+                if filters[i] == h5py.h5z.FILTER_DEFLATE:
+                    buf = zlib.decompress(buf)
+                else:
+                    buf = np.frombuffer(buf, np.uint8).reshape(item, -1).T.tobytes()
+        except (zlib.error, ValueError):
+            return None  # h5py reads it and reports what is wrong
+        if len(buf) != c * item:
+            return None
+        m = min(c, n - k * c)
+        out[k * c:k * c + m] = np.frombuffer(buf, dtype=ds.dtype, count=m)
+    return out
+
+
 def _prefetch(prefetch: Prefetch | None, datasets: list[h5py.Dataset], runs: list[tuple[int, int]]) -> None:
     """Hand the byte ranges the coming reads need to the source (HTTP: few merged range requests)."""
     if prefetch is None:
@@ -257,7 +300,7 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
             with h5:
                 gname = _resolve_name(href, h5)
                 out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None),
-                                         getattr(src, "prefetch_blocks", None))
+                                         getattr(src, "prefetch_blocks", None), getattr(src, "prefetched", None))
     except EndpointDownError as exc:  # from a prefetch (outside h5py): recorded as one inside it would be,
         if getattr(src, "failure", None) is None:  # so the caller raises a fresh error, no h5py frame in it
             src.failure = (str(exc), exc.host, None, "outage")
@@ -296,7 +339,8 @@ def metadata_spec(filters: ShotFilters) -> Spec:
 
 def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: ShotFilters,
                        geom: BaseGeometry, prefetch: Prefetch | None = None,
-                       prefetch_blocks: Callable[[list[tuple[int, int]]], None] | None = None) -> GranuleShots:
+                       prefetch_blocks: Callable[[list[tuple[int, int]]], None] | None = None,
+                       stored: Prefetched | None = None) -> GranuleShots:
     required = filters.required_datasets()
     beams = check_l4a_structure(h5, name, required)
     notes = _version_notes(h5, name, gname)
@@ -310,7 +354,7 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
         missing_optional.update(n for n in OPTIONAL_DATASETS if n not in group)
     if prefetch_blocks is not None:
         _prefetch_headers(groups, names, name, prefetch_blocks)
-    selected = _select_all(groups, names, name, geom, per_beam, prefetch)
+    selected = _select_all(groups, names, name, geom, per_beam, prefetch, stored)
     for beam, group in groups.items():  # 3. read the selection (from the prefetched chunks) and filter
         bc = per_beam[beam]
         if beam in selected:
@@ -349,8 +393,8 @@ def _prefetch_headers(groups: dict[str, GroupLike], names: tuple[str, ...], name
 
 
 def _select_all(groups: dict[str, GroupLike], names: tuple[str, ...], name: str, geom: BaseGeometry,
-                per_beam: dict[str, dict[str, int]],
-                prefetch: Prefetch | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                per_beam: dict[str, dict[str, int]], prefetch: Prefetch | None,
+                stored: Prefetched | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{beam: (lat, lon, indices)}`` of the shots in ``geom`` of every beam that has any; fills
     ``per_beam`` with each beam's input/outside-area counts. With ``prefetch``: every beam's lat/lon
     chunks in one batch, then every beam's selected chunks of the other datasets in one batch."""
@@ -364,7 +408,7 @@ def _select_all(groups: dict[str, GroupLike], names: tuple[str, ...], name: str,
     ranges = []
     for beam, group in groups.items():  # 2. the area's shots of every beam, their chunks in one prefetch
         with _beam_errors(name, beam):
-            bc, lat, lon, inside = _beam_selection(group, geom)
+            bc, lat, lon, inside = _beam_selection(group, geom, stored)
         per_beam[beam] = bc
         if inside.any():
             sel = np.flatnonzero(inside)
@@ -402,11 +446,17 @@ def _data_ranges(group: GroupLike, names: tuple[str, ...], runs: list[tuple[int,
     return [r for ds in _data_datasets(group, names) if ds.dtype.kind != "O" for r in chunk_byte_ranges(ds, runs)]
 
 
-def _beam_selection(group: GroupLike, geom: BaseGeometry) -> tuple[dict[str, int], np.ndarray, np.ndarray,
-                                                                      np.ndarray]:
+def _whole(ds: h5py.Dataset, stored: Prefetched | None) -> np.ndarray:
+    """``ds[()]``, decoded outside h5py from the prefetched chunks when it can be (:func:`decode_whole`)."""
+    got = decode_whole(ds, stored) if stored is not None else None
+    return ds[()] if got is None else got
+
+
+def _beam_selection(group: GroupLike, geom: BaseGeometry, stored: Prefetched | None = None
+                    ) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
     """(counts with ``input`` and ``outside_area``, lat, lon, inside mask) of one beam."""
-    lat = group["lat_lowestmode"][()]
-    lon = group["lon_lowestmode"][()]
+    lat = _whole(group["lat_lowestmode"], stored)
+    lon = _whole(group["lon_lowestmode"], stored)
     if lat.shape != lon.shape or lat.ndim != 1:
         raise ValueError(f"lat/lon shapes differ or are not 1-D: {lat.shape} vs {lon.shape}")
     counts = empty_counts()

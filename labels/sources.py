@@ -350,6 +350,14 @@ class HTTPRangeFile(io.RawIOBase):
             out.append(b"".join(parts))
         return out
 
+    def prefetched(self, offset: int, length: int) -> memoryview | None:
+        """Bytes ``offset..offset+length`` when the last :meth:`prefetch` holds them (no request), else None."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        for start, data in (self._extents if self._overlap else self._extents[i:i + 1] if i >= 0 else []):
+            if start <= offset and offset + length <= start + len(data):
+                return memoryview(data)[offset - start:offset - start + length]
+        return None
+
     def _from_extents(self, view: Any, want: int) -> bool:
         i = bisect.bisect_right(self._starts, self._pos) - 1  # the extents are sorted by start
         cands = [self._extents[i]] if i >= 0 else []

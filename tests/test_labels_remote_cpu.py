@@ -158,3 +158,47 @@ def test_batches_share_one_pool_that_close_ends(served: EarthdataEmulator, folde
     f.close()
     assert not any(t.is_alive() for t in ours)
 
+
+
+@pytest.mark.parametrize(("dtype", "n", "chunk", "opts", "decoded"), [
+    ("<f8", 10_000, 1000, {"compression": "gzip", "compression_opts": 6}, True),
+    ("<f8", 10_001, 1000, {"compression": "gzip", "compression_opts": 1}, True),  # a partial last chunk
+    ("<f4", 5000, 700, {"compression": "gzip", "shuffle": True}, True),           # shuffle, then deflate
+    (">f8", 3000, 512, {"compression": "gzip", "shuffle": True}, True),           # big-endian on disk
+    ("<u1", 4000, 999, {"compression": "gzip"}, True),
+    ("<i8", 4000, 1000, {}, True),                                                # chunked, no filter
+    ("<f8", 4000, 1000, {"compression": "gzip", "fletcher32": True}, False),      # a filter not decoded here
+    ("<f8", 4000, 1000, {"compression": "lzf"}, False),
+    ("<f8", 4000, None, {}, False),                                               # contiguous
+], ids=["gzip6", "partial", "shuffle", "big-endian", "uint8", "unfiltered", "fletcher32", "lzf", "contiguous"])
+def test_decode_whole_equals_h5py(tmp_path: Path, dtype: str, n: int, chunk: int | None, opts: dict[str, Any],
+                                  decoded: bool) -> None:
+    from labels.reader import decode_whole
+
+    values = (np.random.default_rng(n).normal(40.0, 5.0, n) * (100 if dtype[1] in "iu" else 1)).astype(dtype)
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("x", data=values, chunks=(chunk,) if chunk else None, **opts)
+    raw = path.read_bytes()
+    with h5py.File(path, "r") as h5:
+        ds = h5["x"]
+        got = decode_whole(ds, lambda off, size: memoryview(raw)[off:off + size])
+        assert (got is not None) == decoded
+        if got is not None:
+            assert got.dtype == ds.dtype and got.tobytes() == ds[()].tobytes()
+        assert decode_whole(ds, lambda off, size: None) is None  # bytes not held: h5py reads it
+
+
+def test_decode_whole_leaves_unwritten_and_corrupt_chunks_to_h5py(tmp_path: Path) -> None:
+    from labels.reader import decode_whole
+
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("x", shape=(4000,), dtype="<f8", chunks=(1000,), compression="gzip")[:1000] = 1.0
+    raw = bytearray(path.read_bytes())
+    with h5py.File(path, "r") as h5:  # chunks 1-3 never written: fill value, not stored
+        assert decode_whole(h5["x"], lambda off, size: memoryview(bytes(raw))[off:off + size]) is None
+        info = h5["x"].id.get_chunk_info_by_coord((0,))
+    raw[info.byte_offset + 2:info.byte_offset + 40] = bytes(38)  # a corrupt deflate stream
+    with h5py.File(path, "r") as h5:
+        assert decode_whole(h5["x"], lambda off, size: memoryview(bytes(raw))[off:off + size]) is None
