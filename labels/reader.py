@@ -7,11 +7,13 @@ A source with a ``prefetch`` method (HTTP) is first told the byte ranges of the 
 touch (from the HDF5 chunk index), so it can fetch them in a few merged range requests. Over HTTP every
 request is a round trip, so the reader works on all beams at once, in three batches: the object headers
 of the datasets it will open (``prefetch_blocks``: their addresses come from the beams' symbol tables),
-then every beam's lat/lon chunks, then every beam's selected chunks.
+then every beam's lat/lon chunks, then every beam's selected chunks. The lat/lon chunks are inflated here
+(:func:`decode_whole`: deflate and shuffle), not by h5py, which decodes under one lock for all files.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +98,34 @@ def index_runs(idx: np.ndarray, merge_gap: int = 0) -> list[tuple[int, int]]:
 Prefetch = Callable[[list[tuple[int, int]]], None]
 
 
+class _Beam:
+    """A beam group whose datasets are opened once: the reader asks for the same ones in every phase
+    (ranges, reads), and h5py opens a new object (an HDF5 call under its global lock) per ``group[name]``.
+    Lazy, so a dataset is opened (and can fail) exactly where it was opened before."""
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.group = group
+        self.id = group.id
+        self._ds: dict[str, Any] = {}
+        self._has: dict[str, bool] = {}
+
+    def __contains__(self, name: str) -> bool:
+        has = self._has.get(name)
+        if has is None:
+            has = self._has[name] = name in self.group
+        return has
+
+    def __getitem__(self, name: str) -> Any:
+        ds = self._ds.get(name)
+        if ds is None:
+            ds = self._ds[name] = self.group[name]
+        return ds
+
+
+GroupLike = h5py.Group | _Beam
+"""A beam group, or the same wrapped so its datasets are opened once."""
+
+
 def chunk_byte_ranges(ds: h5py.Dataset, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(file offset, length) of the stored bytes holding index ranges ``runs`` of a 1-D dataset.
 
@@ -114,6 +144,47 @@ def chunk_byte_ranges(ds: h5py.Dataset, runs: list[tuple[int, int]]) -> list[tup
     return out
 
 
+Prefetched = Callable[[int, int], "memoryview | None"]
+"""Stored bytes ``(offset, length)`` a remote source already holds (None: not held)."""
+
+
+def decode_whole(ds: h5py.Dataset, stored: Prefetched) -> np.ndarray | None:
+    """A whole 1-D chunked dataset decoded here from its stored chunks, outside h5py, or None when it cannot
+    be (other filters than deflate and shuffle, a chunk not stored or not held, a non-numeric type).
+
+    h5py inflates chunks under one lock for every file; zlib here releases the GIL, so granules read in
+    threads decode their lat/lon at once. The result is the array ``ds[()]`` gives, bit for bit."""
+    if ds.ndim != 1 or ds.chunks is None or ds.dtype.kind not in "iuf":
+        return None
+    dcpl = ds.id.get_create_plist()
+    filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+    if any(f not in (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE) for f in filters):
+        return None
+    n, c, item = ds.shape[0], ds.chunks[0], ds.dtype.itemsize
+    out = np.empty(n, dtype=ds.dtype)
+    for k in range(-(-n // c)):
+        info = ds.id.get_chunk_info_by_coord((k * c,))
+        data = None if info.byte_offset is None else stored(int(info.byte_offset), int(info.size))
+        if data is None:
+            return None
+        buf: Any = data
+        try:
+            for i in reversed(range(len(filters))):  # undo the pipeline last filter first
+                if info.filter_mask & (1 << i):
+                    continue  # this filter was skipped for this chunk
+                if filters[i] == h5py.h5z.FILTER_DEFLATE:
+                    buf = zlib.decompress(buf)
+                else:
+                    buf = np.frombuffer(buf, np.uint8).reshape(item, -1).T.tobytes()
+        except (zlib.error, ValueError):
+            return None  # h5py reads it and reports what is wrong
+        if len(buf) != c * item:
+            return None
+        m = min(c, n - k * c)
+        out[k * c:k * c + m] = np.frombuffer(buf, dtype=ds.dtype, count=m)
+    return out
+
+
 def _prefetch(prefetch: Prefetch | None, datasets: list[h5py.Dataset], runs: list[tuple[int, int]]) -> None:
     """Hand the byte ranges the coming reads need to the source (HTTP: few merged range requests)."""
     if prefetch is None:
@@ -122,7 +193,7 @@ def _prefetch(prefetch: Prefetch | None, datasets: list[h5py.Dataset], runs: lis
     prefetch(ranges)
 
 
-def _data_datasets(group: h5py.Group, names: tuple[str, ...]) -> list[h5py.Dataset]:
+def _data_datasets(group: GroupLike, names: tuple[str, ...]) -> list[h5py.Dataset]:
     """The datasets of ``names`` other than lat/lon that the beam has."""
     return [group[n] for n in names if n not in ("lat_lowestmode", "lon_lowestmode") and n in group]
 
@@ -139,13 +210,13 @@ def _fill_column(name: str, n: int) -> np.ndarray:
     return np.full(n, UINT8_NA, dtype=np.uint8)
 
 
-def _beam_runs(group: h5py.Group, sel: np.ndarray) -> list[tuple[int, int]]:
+def _beam_runs(group: GroupLike, sel: np.ndarray) -> list[tuple[int, int]]:
     """Index ranges covering the selected indices ``sel`` (runs closer than one chunk merged)."""
     chunk = group["agbd"].chunks
     return index_runs(sel, merge_gap=int(chunk[0]) if chunk else 0)
 
 
-def _read_beam(group: h5py.Group, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: np.ndarray,
+def _read_beam(group: GroupLike, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: np.ndarray,
                names: tuple[str, ...], prefetch: Prefetch | None = None) -> dict[str, np.ndarray]:
     """Columns ``names`` for the selected indices ``sel`` of one beam (missing optional -> fill);
     ``lat_sel``/``lon_sel``: lat/lon already read at ``sel``. With ``prefetch``, the chunks are
@@ -229,7 +300,7 @@ def _read_h5(src: Any, href: str, name: str, filters: ShotFilters,
             with h5:
                 gname = _resolve_name(href, h5)
                 out = _read_open_granule(h5, name, gname, filters, geom, getattr(src, "prefetch", None),
-                                         getattr(src, "prefetch_blocks", None))
+                                         getattr(src, "prefetch_blocks", None), getattr(src, "prefetched", None))
     except EndpointDownError as exc:  # from a prefetch (outside h5py): recorded as one inside it would be,
         if getattr(src, "failure", None) is None:  # so the caller raises a fresh error, no h5py frame in it
             src.failure = (str(exc), exc.host, None, "outage")
@@ -268,7 +339,8 @@ def metadata_spec(filters: ShotFilters) -> Spec:
 
 def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: ShotFilters,
                        geom: BaseGeometry, prefetch: Prefetch | None = None,
-                       prefetch_blocks: Callable[[list[tuple[int, int]]], None] | None = None) -> GranuleShots:
+                       prefetch_blocks: Callable[[list[tuple[int, int]]], None] | None = None,
+                       stored: Prefetched | None = None) -> GranuleShots:
     required = filters.required_datasets()
     beams = check_l4a_structure(h5, name, required)
     notes = _version_notes(h5, name, gname)
@@ -277,12 +349,12 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
     per_beam: dict[str, dict[str, int]] = {}
     kept_parts: list[dict[str, np.ndarray]] = []
     missing_optional: set[str] = set()
-    groups = {beam: h5[beam] for beam in beams}
+    groups: dict[str, GroupLike] = {beam: _Beam(h5[beam]) for beam in beams}
     for group in groups.values():
         missing_optional.update(n for n in OPTIONAL_DATASETS if n not in group)
     if prefetch_blocks is not None:
         _prefetch_headers(groups, names, name, prefetch_blocks)
-    selected = _select_all(groups, names, name, geom, per_beam, prefetch)
+    selected = _select_all(groups, names, name, geom, per_beam, prefetch, stored)
     for beam, group in groups.items():  # 3. read the selection (from the prefetched chunks) and filter
         bc = per_beam[beam]
         if beam in selected:
@@ -307,7 +379,7 @@ def _read_open_granule(h5: h5py.File, name: str, gname: GranuleName, filters: Sh
                         columns=columns, counts=counts, per_beam=per_beam, warnings=notes)
 
 
-def _prefetch_headers(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str,
+def _prefetch_headers(groups: dict[str, GroupLike], names: tuple[str, ...], name: str,
                       prefetch_blocks: Callable[[list[tuple[int, int]]], None]) -> None:
     """The object headers of ``names`` in every beam, in two batches ("a" of "a/b" first); after the
     metadata walk (:mod:`labels.h5meta`) they are cached and this costs no request."""
@@ -320,9 +392,9 @@ def _prefetch_headers(groups: dict[str, h5py.Group], names: tuple[str, ...], nam
         prefetch_blocks([(off, 1024) for off in offsets])
 
 
-def _select_all(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str, geom: BaseGeometry,
-                per_beam: dict[str, dict[str, int]],
-                prefetch: Prefetch | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _select_all(groups: dict[str, GroupLike], names: tuple[str, ...], name: str, geom: BaseGeometry,
+                per_beam: dict[str, dict[str, int]], prefetch: Prefetch | None,
+                stored: Prefetched | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{beam: (lat, lon, indices)}`` of the shots in ``geom`` of every beam that has any; fills
     ``per_beam`` with each beam's input/outside-area counts. With ``prefetch``: every beam's lat/lon
     chunks in one batch, then every beam's selected chunks of the other datasets in one batch."""
@@ -336,7 +408,7 @@ def _select_all(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str
     ranges = []
     for beam, group in groups.items():  # 2. the area's shots of every beam, their chunks in one prefetch
         with _beam_errors(name, beam):
-            bc, lat, lon, inside = _beam_selection(group, geom)
+            bc, lat, lon, inside = _beam_selection(group, geom, stored)
         per_beam[beam] = bc
         if inside.any():
             sel = np.flatnonzero(inside)
@@ -349,7 +421,7 @@ def _select_all(groups: dict[str, h5py.Group], names: tuple[str, ...], name: str
     return selected
 
 
-def _header_offsets(group: h5py.Group, names: list[str]) -> list[int]:
+def _header_offsets(group: GroupLike, names: list[str]) -> list[int]:
     """File offsets of the object headers of ``names`` in ``group`` (hard links found; others skipped),
     read from the group's symbol table without opening the objects."""
     out = []
@@ -362,23 +434,29 @@ def _header_offsets(group: h5py.Group, names: list[str]) -> list[int]:
     return out
 
 
-def _latlon_ranges(group: h5py.Group) -> list[tuple[int, int]]:
+def _latlon_ranges(group: GroupLike) -> list[tuple[int, int]]:
     """Byte ranges of a beam's whole lat/lon datasets (empty for a beam without 1-D lat)."""
     lat = group["lat_lowestmode"]
     n = lat.shape[0] if lat.ndim == 1 else 0
     return chunk_byte_ranges(lat, [(0, n)]) + chunk_byte_ranges(group["lon_lowestmode"], [(0, n)]) if n else []
 
 
-def _data_ranges(group: h5py.Group, names: tuple[str, ...], runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _data_ranges(group: GroupLike, names: tuple[str, ...], runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Byte ranges of the chunks of ``runs`` of the beam's other datasets (object datasets skipped)."""
     return [r for ds in _data_datasets(group, names) if ds.dtype.kind != "O" for r in chunk_byte_ranges(ds, runs)]
 
 
-def _beam_selection(group: h5py.Group, geom: BaseGeometry) -> tuple[dict[str, int], np.ndarray, np.ndarray,
-                                                                      np.ndarray]:
+def _whole(ds: h5py.Dataset, stored: Prefetched | None) -> np.ndarray:
+    """``ds[()]``, decoded outside h5py from the prefetched chunks when it can be (:func:`decode_whole`)."""
+    got = decode_whole(ds, stored) if stored is not None else None
+    return ds[()] if got is None else got
+
+
+def _beam_selection(group: GroupLike, geom: BaseGeometry, stored: Prefetched | None = None
+                    ) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
     """(counts with ``input`` and ``outside_area``, lat, lon, inside mask) of one beam."""
-    lat = group["lat_lowestmode"][()]
-    lon = group["lon_lowestmode"][()]
+    lat = _whole(group["lat_lowestmode"], stored)
+    lon = _whole(group["lon_lowestmode"], stored)
     if lat.shape != lon.shape or lat.ndim != 1:
         raise ValueError(f"lat/lon shapes differ or are not 1-D: {lat.shape} vs {lon.shape}")
     counts = empty_counts()

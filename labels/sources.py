@@ -8,12 +8,14 @@ Credentials live only in the ``requests`` session; URLs and byte counts are all 
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.earthdata_http import EarthdataHttpError, describe_failure, host_of
 from core.http import RetryPolicy
@@ -92,6 +94,10 @@ class HTTPRangeFile(io.RawIOBase):
         self._workers = max(1, int(fetch_workers))
         self._lock = threading.Lock()  # counters: concurrent batches update them from pool threads
         self._extents: list[tuple[int, bytes]] = []
+        self._starts: list[int] = []  # the extents' start offsets (sorted), for bisect
+        self._overlap = False
+        self._env: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._merge_gap = int(merge_gap)
         self._max_span = int(max_span)
         self._data_url = url
@@ -110,18 +116,27 @@ class HTTPRangeFile(io.RawIOBase):
         self.failure: tuple[str, str, int | None, str] | None = None  # (message, host, status, stage)
         self.size = self._probe_size()
 
-    def _send(self, url: str, start: int, end: int) -> Any:
-        """One GET (redirects followed) whose body is read whole; 408/429/5xx answers, connection errors,
-        timeouts and bodies shorter than announced are retried with :func:`core.reads.read_policy` (a
-        dead endpoint: :class:`core.reads.EndpointDownError`). Other answers are returned."""
+    def _send(self, url: str, start: int, end: int) -> tuple[Any, bytes | None]:
+        """One GET (redirects followed): (answer, its body when 206, else None: ``answer.content`` reads
+        it). 408/429/5xx answers, connection errors, timeouts and bodies shorter than announced are
+        retried with :func:`core.reads.read_policy` (a dead endpoint: :class:`core.reads.EndpointDownError`).
+        Other answers are returned. A 206 body is read in one urllib3 read (``Response.content`` reads
+        it in 10 KiB pieces, each through several Python layers: most of a large range's CPU)."""
         import requests
+        import urllib3
 
-        broken = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+        broken = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                  urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+                  urllib3.exceptions.SSLError)  # the last three: requests' errors for them, read raw
         policy = self._policy or read_policy()
 
-        def attempt(_: int) -> Any:
+        def attempt(_: int) -> tuple[Any, bytes | None]:
             try:
-                r = self._session.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=policy.timeouts)
+                prepped = self._session.prepare_request(
+                    requests.Request("GET", url, headers={"Range": f"bytes={start}-{end}"}))
+                settings = self._environment(url)
+                r = self._session.send(prepped, timeout=policy.timeouts, allow_redirects=True,
+                                       **{**settings, "proxies": dict(settings["proxies"]), "stream": True})
             except broken as e:
                 raise Transient(f"{type(e).__name__} (host {host_of(url)})") from None
             with self._lock:
@@ -129,25 +144,48 @@ class HTTPRangeFile(io.RawIOBase):
             if r.status_code in RETRY_STATUSES:
                 r.close()
                 raise Transient(f"HTTP {r.status_code} from {host_of(r.url or url)}", r.headers.get("Retry-After"))
+            if r.status_code != 206:
+                try:
+                    r.content  # noqa: B018 (read now, as a non-streamed answer is: describe_failure uses it)
+                except broken as e:
+                    r.close()
+                    raise Transient(f"{type(e).__name__} (host {host_of(r.url or url)})") from None
+                return r, None
+            try:  # the whole body at once; the connection goes back to the pool when it is read
+                body = r.raw.read(decode_content=True)
+            except broken as e:
+                r.close()
+                raise Transient(f"{type(e).__name__} (host {host_of(r.url or url)})") from None
             announced = r.headers.get("Content-Length")
-            if r.status_code == 206 and announced is not None and len(r.content) != int(announced):
-                raise Transient(f"a body of {len(r.content)} of {announced} bytes from {host_of(r.url or url)}")
-            return r
+            if announced is not None and len(body) != int(announced):
+                r.close()
+                raise Transient(f"a body of {len(body)} of {announced} bytes from {host_of(r.url or url)}")
+            return r, body
 
         return with_retries(attempt, url=self.url, host=host_of(url), policy=policy)
 
-    def _request(self, start: int, end: int) -> Any:
-        """The 206 answer for ``start..end``: through the remembered signed URL, re-resolved through the
+    def _environment(self, url: str) -> dict[str, Any]:
+        """What ``session.get`` would take from the environment for ``url`` (proxies, CA bundle), looked up
+        once per scheme and host of this file: requests reads every environment variable on each request
+        (two scans of ``os.environ`` a request, a large part of its per-request CPU)."""
+        key = urlsplit(url)[:2]
+        got = self._env.get(key)
+        if got is None:
+            got = self._env[key] = self._session.merge_environment_settings(url, {}, None, None, None)
+        return got
+
+    def _request(self, start: int, end: int) -> tuple[Any, bytes]:
+        """The 206 answer for ``start..end`` and its body: through the remembered signed URL, re-resolved through the
         original URL when the signed host refuses (budget ``resolve_retries``). Errors name the original
         URL and the refusing host, never a signed URL."""
         resolves = 0
         while True:
             via_signed = self._data_url != self.url
-            r = self._send(self._data_url, start, end)
-            if r.status_code == 206:
+            r, body = self._send(self._data_url, start, end)
+            if body is not None:  # 206
                 if r.history:
                     self._data_url = r.url  # the pre-signed URL the data host handed out
-                return r
+                return r, body
             err = describe_failure(r, self.url)
             r.close()
             refused = r.status_code in (400, 401, 403) and (via_signed or err.stage == "signed")
@@ -163,8 +201,7 @@ class HTTPRangeFile(io.RawIOBase):
 
     def _fetch(self, start: int, end: int) -> tuple[bytes, int]:
         """(bytes ``start..end`` inclusive, round trips it took: 1 + redirect hops); counts the bytes."""
-        r = self._request(start, end)
-        data = r.content
+        r, data = self._request(start, end)
         with self._lock:
             self.bytes_read += len(data)
         return data, 1 + len(r.history)
@@ -181,26 +218,35 @@ class HTTPRangeFile(io.RawIOBase):
         so one round trip per wave of requests); the first error (in span order) is raised."""
         if len(spans) <= 1 or self._workers == 1:
             return [self._get(a, b) for a, b in spans]
-        with ThreadPoolExecutor(max_workers=min(self._workers, len(spans)), thread_name_prefix="range") as pool:
-            got = list(pool.map(lambda ab: self._fetch(*ab), spans))
+        if self._pool is None:  # one pool for the file's batches (a pool a batch: ~0.9 ms CPU a request more)
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="range")
+        futures = [self._pool.submit(self._fetch, a, b) for a, b in spans]
+        wait(futures)  # every request of the batch has ended before any error is raised
+        got = [f.result() for f in futures]
         with self._lock:
             self.round_trips += -(-len(spans) // self._workers) * max(h for _, h in got)
         return [d for d, _ in got]
 
     def _probe_size(self) -> int:
         """Fetch the first block (file size from Content-Range, and the HDF5 superblock) outside h5py."""
-        r = self._request(0, self._block - 1)
+        r, data = self._request(0, self._block - 1)
         cr = r.headers.get("Content-Range", "")
         if "/" not in cr or cr.rsplit("/", 1)[1] == "*":
             r.close()
             raise OSError(f"{self.url}: no file size in Content-Range {cr!r}")
         size = int(cr.rsplit("/", 1)[1])
-        data = r.content
         self.bytes_read += len(data)
         self.round_trips += 1 + len(r.history)
         if len(data) == min(size, self._block):
             self._cache[0] = data
         return size
+
+    def close(self) -> None:
+        """Close the file; the batches' threads end (after their requests, if any is running)."""
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        super().close()
 
     def failure_error(self) -> EarthdataHttpError | EndpointDownError | None:
         """A fresh error for the failure recorded inside :meth:`readinto` (None when there was none)."""
@@ -247,7 +293,7 @@ class HTTPRangeFile(io.RawIOBase):
         the requests concurrently; the previous prefetch is dropped, so memory stays bounded by one
         prefetch's selection (the reader's: one granule's lat/lon, then its selected chunks).
         """
-        self._extents = []
+        self._extents, self._starts = [], []
         spans: list[list[int]] = []
         for off, length in sorted(r for r in ranges if r[1] > 0):
             end = off + length
@@ -258,6 +304,8 @@ class HTTPRangeFile(io.RawIOBase):
         spans = [[a, min(b, self.size)] for a, b in spans if a < self.size]
         datas = self._get_many([(a, b - 1) for a, b in spans])
         self._extents = [(a, d) for (a, _), d in zip(spans, datas, strict=True)]
+        self._starts = [a for a, _ in self._extents]
+        self._overlap = any(b > a2 for (_, b), (a2, _) in zip(spans, spans[1:], strict=False))
 
     def prefetch_blocks(self, ranges: list[tuple[int, int]]) -> None:
         """Put the cached blocks holding the byte ranges ``(offset, length)`` into the block cache, missing
@@ -302,11 +350,23 @@ class HTTPRangeFile(io.RawIOBase):
             out.append(b"".join(parts))
         return out
 
+    def prefetched(self, offset: int, length: int) -> memoryview | None:
+        """Bytes ``offset..offset+length`` when the last :meth:`prefetch` holds them (no request), else None."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        for start, data in (self._extents if self._overlap else self._extents[i:i + 1] if i >= 0 else []):
+            if start <= offset and offset + length <= start + len(data):
+                return memoryview(data)[offset - start:offset - start + length]
+        return None
+
     def _from_extents(self, view: Any, want: int) -> bool:
-        for start, data in self._extents:
+        i = bisect.bisect_right(self._starts, self._pos) - 1  # the extents are sorted by start
+        cands = [self._extents[i]] if i >= 0 else []
+        if self._overlap:  # spans cut at max_span may overlap: any extent may hold the read
+            cands = self._extents
+        for start, data in cands:
             if start <= self._pos and self._pos + want <= start + len(data):
                 off = self._pos - start
-                view[:want] = data[off:off + want]
+                view[:want] = memoryview(data)[off:off + want]  # one copy, not two
                 return True
         return False
 
