@@ -33,10 +33,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 
 from chips.bandlayout import BandLayout
-from chips.cutting import ESRI_NAME_DIGITS, Candidate, Chip, Out, cut_source, write_copies
+from chips.cutting import (
+    ESRI_NAME_DIGITS,
+    Candidate,
+    Chip,
+    LabelPass,
+    Out,
+    candidate,
+    cut_source,
+    fresh_positions,
+    take,
+    write_copies,
+)
 from chips.esri import LABEL_DIR
 from chips.esri_layout import ESRI_DIR, EsriSpec, write_metadata, write_split_folders
 from chips.lattice import SPLITS, chip_positions
@@ -58,6 +70,8 @@ from core.constants import AGB_UNITS, HLS_L30, IMAGE_NODATA
 from core.files import UnsafePathError, atomic_path, contained
 
 log = logging.getLogger(__name__)
+PLAN_AHEAD = True  # plan the split from the label rasters while the composites are read (see _cut_all)
+STAGE_DIR = "_stage"  # per-thread folders where chip files are created before their rename (removed)
 
 # ---------------------------------------------------------------- inputs
 
@@ -196,29 +210,74 @@ def _contract(params: ChipParams, sources: Sequence[Source], label_nodata: float
         labelled_pixels=labelled)
 
 
-def _cut_all(out: Out, sources: list[Source], params: ChipParams, label_nodata: float, pool: ThreadPoolExecutor
-             ) -> tuple[list[Candidate], dict[str, int], list[Future[None]]]:
-    """Cut every source's candidate chips; returns them, counters and the pool jobs still writing their
-    images under temporary names."""
+def _expected_candidates(sources: Sequence[Source], labelled: Sequence[tuple[np.ndarray, LabelPass]],
+                         params: ChipParams) -> list[Candidate]:
+    """The candidates :func:`_cut_all` gives when no chip fails the image-nodata filter, from the label
+    rasters alone (same order, same overlap rule): the split is planned on them while the composites are
+    read, and used when the cut gives exactly these positions."""
+    taken: set[tuple[Any, ...]] = set()
+    cands: list[Candidate] = []
+    for si, (src, (pos, lab)) in enumerate(zip(sources, labelled, strict=True)):
+        if len(pos) == 0:
+            continue
+        lab.wait(np.iinfo(np.int64).max - 1)
+        ok = [i for i in np.flatnonzero(fresh_positions(src, pos, taken)) if lab.n[i] >= params.min_labeled_pixels]
+        rows_cols = [(int(pos[i, 0]), int(pos[i, 1])) for i in ok]  # positions are row-major, as the cut's order
+        take(src, rows_cols, taken)
+        cands += [candidate(si, src, r, c, params.chip_size, lab.pixels[(r, c)]) for r, c in rows_cols]
+    return cands
+
+
+def _plan_expected(sources: Sequence[Source], labelled: Sequence[tuple[np.ndarray, LabelPass]],
+                   params: ChipParams) -> tuple[list[tuple[int, int, int]], SplitPlan]:
+    """(positions, split plan) of :func:`_expected_candidates`."""
+    cands = _expected_candidates(sources, labelled, params)
+    return [(c.source, c.row, c.col) for c in cands], plan_splits(cands, sources, params)
+
+
+def _cut_all(out: Out, sources: list[Source], params: ChipParams, pool: ThreadPoolExecutor,
+             planner: ThreadPoolExecutor) -> tuple[list[Candidate], dict[str, int], list[Future[None]],
+                                                   Future[tuple[list[tuple[int, int, int]], SplitPlan]] | None]:
+    """Cut every source's candidate chips; returns them, counters, the pool jobs still writing their
+    images under temporary names, and the split planned on ``planner`` from the label rasters meanwhile
+    (:func:`_plan_expected`)."""
     cands: list[Candidate] = []
     jobs: list[Future[None]] = []
     counters = {"candidates": 0, "image_nodata": 0, "unlabeled": 0, "duplicate_overlap": 0}
     taken: set[tuple[Any, ...]] = set()
-    for si, src in enumerate(sources):
+    labelled = []
+    for src in sources:
         pos = chip_positions(src.grid, params.layout)
+        labelled.append((pos, LabelPass(src, pos, params)))
+        planner.submit(labelled[-1][1].run)
+    expected = planner.submit(_plan_expected, sources, labelled, params) if PLAN_AHEAD else None
+    for si, (src, (pos, lab)) in enumerate(zip(sources, labelled, strict=True)):
         counters["candidates"] += len(pos)
         if len(pos) == 0:
             log.warning("%s: grid %dx%d holds no %d px chip", src.composite, src.grid.height,
                         src.grid.width, params.chip_size)
             continue
-        o = Out(out.images, out.labels, src.grid.epsg, out.image_descriptions, label_nodata, out.tfw,
-                params.chip_writer, out.layout)
-        jobs += cut_source(si, src, pos, params, o, pool, cands, counters, taken)
+        o = dataclasses.replace(out, epsg=src.grid.epsg)
+        jobs += cut_source(si, src, pos, lab, params, o, pool, cands, counters, taken)
     if not cands:
         raise ChipExportError(f"no chip passed the filters (candidates {counters['candidates']}, "
                               f"too much image nodata {counters['image_nodata']}, too few labelled pixels "
                               f"{counters['unlabeled']}); sources: {[s.composite for s in sources]}")
-    return cands, counters, jobs
+    return cands, counters, jobs, expected
+
+
+def _plan(cands: list[Candidate], sources: Sequence[Source], params: ChipParams,
+          expected: Future[tuple[list[tuple[int, int, int]], SplitPlan]] | None) -> SplitPlan:
+    """The split plan of ``cands``: the one planned ahead when the cut gave the expected positions (the
+    plan depends only on the candidates' positions and labelled pixels), else planned now."""
+    if expected is None:
+        return plan_splits(cands, sources, params)
+    positions, plan = expected.result()
+    if positions == [(c.source, c.row, c.col) for c in cands]:
+        return plan
+    log.info("re-planning the split: %d of %d expected chips failed the image-nodata filter",
+             len(positions) - len(cands), len(positions))
+    return plan_splits(cands, sources, params)
 
 
 def _split_doc(kept: list[Chip], sources: Sequence[Source], params: ChipParams, stems: dict[str, str],
@@ -267,18 +326,20 @@ def _run_export(tmp: Path, final: Path, sources: list[Source], params: ChipParam
     layout = _band_layout(sources, params)
     ids = list(layout.ids)
     out = Out(store_root / "images", store_root / LABEL_DIR, sources[0].grid.epsg, layout.ids, label_nodata,
-              tfw="esri" in params.layouts, writer=params.chip_writer, layout=layout)
+              tfw="esri" in params.layouts, writer=params.chip_writer, layout=layout, stage=tmp / STAGE_DIR)
     out.images.mkdir(parents=True)
     out.labels.mkdir(parents=True)
-    with ThreadPoolExecutor(max_workers=params.workers) as pool:
-        cands, counters, image_jobs = _cut_all(out, sources, params, label_nodata, pool)
+    with ThreadPoolExecutor(max_workers=params.workers) as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="split-plan") as planner:
+        cands, counters, image_jobs, expected = _cut_all(out, sources, params, pool, planner)
         try:
-            plan = plan_splits(cands, sources, params)  # while the last images are written
+            plan = _plan(cands, sources, params, expected)
         finally:
             for job in image_jobs:  # an image that failed to write is the error to report, if any
                 job.result()
         check_plan(plan, params, sources)
         kept = write_copies(out, sources, cands, plan.copies, params.chip_size, 0, pool)
+    shutil.rmtree(tmp / STAGE_DIR, ignore_errors=True)  # the per-thread folders, empty by now
     _check_train(kept, params)
     acc, lacc = _stats(kept, layout)
     counts = {s: sum(1 for c in kept if c.split == s) for s in SPLITS}

@@ -448,3 +448,46 @@ def test_chip_profile_matches_real_granite_chip(tmp_path: Path) -> None:
                 assert (a >= 0).mean() < 0.2 and (b >= 0).mean() < 0.2 and (a >= 0).any() and (b >= 0).any()
             else:
                 assert o.count == 6 and t.count == 10  # granite keeps 10 bands and selects 6 in its config
+
+
+def _file_digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes().replace(str(root).encode(), b"ROOT")).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "chips_export.json"}
+
+
+def test_split_planned_ahead_equals_the_split_planned_after_the_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The split is planned from the label rasters while the composites are read; it is used only when the
+    cut gives the expected chips, and the export is byte-identical to one planned after the cut."""
+    import chips.export as ex
+
+    g1, g2 = _windows()
+    write_pair(tmp_path / "w", g1)
+    write_pair(tmp_path / "w", g2)
+    kw = dict(chip_size=CS, **SPLIT, min_labeled_pixels=5, seed=0)
+    with caplog.at_level("INFO", logger="chips.export"):
+        ahead = run_export(composites=tmp_path / "w", labels=tmp_path / "w", output_dir=tmp_path / "a", **kw)
+    assert "re-planning" not in caplog.text  # no chip fails the image-nodata filter: the plan ahead is used
+    orig = ex._plan_expected
+    monkeypatch.setattr(ex, "_plan_expected", lambda *a: ([], orig(*a)[1]))  # expected positions never match
+    with caplog.at_level("INFO", logger="chips.export"):
+        after = run_export(composites=tmp_path / "w", labels=tmp_path / "w", output_dir=tmp_path / "b", **kw)
+    assert "re-planning the split" in caplog.text
+    assert ahead.n_chips == after.n_chips > 0
+    a, b = _file_digests(Path(ahead.export_dir)), _file_digests(Path(after.export_dir))
+    assert a == b and len(a) > 4 * ahead.n_chips
+
+
+def test_chips_failing_the_nodata_filter_re_plan_the_split(export: dict[str, Any], world: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A composite with a nodata corner drops chips the label rasters alone would keep: the split is planned
+    again on the chips actually cut (the module export's filters and splits are checked by the tests above)."""
+    assert export.dropped["image_nodata"] > 0
+    with caplog.at_level("INFO", logger="chips.export"):
+        again = run_export(composites=world, labels=world, output_dir=tmp_path, chip_size=CS, **SPLIT,
+                           max_nodata_fraction=0.3, min_labeled_pixels=5, seed=0)
+    assert "re-planning the split" in caplog.text
+    assert json.loads(Path(again.split_file).read_text()) == json.loads(Path(export.split_file).read_text().replace(
+        str(Path(export.export_dir)), str(Path(again.export_dir))))
