@@ -86,8 +86,8 @@ class CompositeOptions(Contract):
     runs one task per tile on the workers, each writing its COG under ``output_dir`` itself (the workers
     must see ``output_dir``: shared disk or volume); ``window`` runs one task per window whose array
     travels to the caller, which writes the COG (no shared storage needed); ``auto`` picks ``tile`` when
-    there are at least 2 tiles and at least as many as worker threads and a probe shows every worker sees
-    ``output_dir``, else ``window``. Inside a Dask task (e.g. Prefect's ``DaskTaskRunner``) a tile runs its
+    there are at least 4 tiles per worker thread (``dask_tiles.AUTO_TILES_PER_THREAD``) and a probe shows
+    every worker sees ``output_dir``, else ``window``. Inside a Dask task (e.g. Prefect's ``DaskTaskRunner``) a tile runs its
     windows on that task's thread unless ``window`` (then they fan out to the cluster).
     """
 

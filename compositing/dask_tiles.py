@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 TILE_TASK_THREADS = 1  # threads of a whole-tile Dask task's windows: the one thread Dask gave the task
 TILE_TASK_KEY = "composite_tile_task"  # key prefix of the whole-tile Dask tasks (dask_unit "tile")
+# auto picks tile mode from this many tiles per worker thread: a tile task is the unit of balance, and with
+# fewer tiles the threads finish unevenly (4 tiles on 2 single-thread workers, benchmarks/bench_region.py:
+# 0.81-0.89x the one-process throughput per core in tile mode, 1.04-1.08x in windows)
+AUTO_TILES_PER_THREAD = 4
 
 
 def composite_tile_task(tile: str, items: list[dict[str, Any]], opts: dict[str, Any]) -> TileComposite:
@@ -73,7 +77,7 @@ def choose_dask_unit(client: Any, requested: str, n_tiles: int, output_dir: str)
     if requested == "window":
         return "window"
     worker_threads = sum(client.nthreads().values())
-    if requested == "auto" and (n_tiles < max(2, worker_threads) or worker_threads == 0):
+    if requested == "auto" and (n_tiles < max(2, AUTO_TILES_PER_THREAD * worker_threads) or worker_threads == 0):
         log.info("dask unit: window (%d tiles, %d worker threads)", n_tiles, worker_threads)
         return "window"
     if not workers_see(client, output_dir):

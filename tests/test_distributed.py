@@ -22,7 +22,7 @@ import rasterio
 DASK = [sys.executable, "-m", "dask"]
 START_TIMEOUT_S = 120.0
 CHUNK = 256  # the smallest allowed (HLS block): 4 chunks per small-world tile, spread over both workers
-UNITS = ("window", "tile")  # CompositeOptions.dask_unit; the small world's 2 tiles on 2 threads: auto = tile
+UNITS = ("window", "tile")  # CompositeOptions.dask_unit; the small world's 2 tiles on 2 threads: auto = window
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -225,8 +225,8 @@ def test_tile_task_on_a_worker_does_not_fan_out(small_world: dict[str, Any], sta
 
 
 def test_dask_unit_choice(tmp_path: Path) -> None:
-    """auto: tiles when >= 2 tiles, >= worker threads and every worker sees the output folder (the probe's
-    marker is removed); 'tile' where a worker does not see it is an error naming the folder."""
+    """auto: tiles when >= 4 tiles per worker thread (and >= 2) and every worker sees the output folder (the
+    probe's marker is removed); 'tile' where a worker does not see it is an error naming the folder."""
     from compositing.composite import CompositeError
     from compositing.dask_tiles import choose_dask_unit
 
@@ -242,10 +242,13 @@ def test_dask_unit_choice(tmp_path: Path) -> None:
 
     two = {"w1": 1, "w2": 1}
     out = str(tmp_path / "out")
-    assert choose_dask_unit(FakeClient(two, True), "auto", 2, out) == "tile"
-    assert choose_dask_unit(FakeClient(two, True), "auto", 1, out) == "window"
-    assert choose_dask_unit(FakeClient({"w1": 4}, True), "auto", 3, out) == "window"
-    assert choose_dask_unit(FakeClient(two, False), "auto", 4, out) == "window"
+    assert choose_dask_unit(FakeClient(two, True), "auto", 8, out) == "tile"
+    assert choose_dask_unit(FakeClient(two, True), "auto", 7, out) == "window"  # < 4 tiles per thread
+    assert choose_dask_unit(FakeClient(two, True), "auto", 2, out) == "window"
+    assert choose_dask_unit(FakeClient({"w1": 1}, True), "auto", 4, out) == "tile"
+    assert choose_dask_unit(FakeClient({"w1": 1}, True), "auto", 1, out) == "window"  # one tile: windows
+    assert choose_dask_unit(FakeClient({"w1": 4}, True), "auto", 15, out) == "window"
+    assert choose_dask_unit(FakeClient(two, False), "auto", 8, out) == "window"
     assert choose_dask_unit(FakeClient(two, True), "window", 4, out) == "window"
     assert choose_dask_unit(FakeClient(two, True), "tile", 1, out) == "tile"
     assert choose_dask_unit(FakeClient({}, True), "auto", 4, out) == "window"
@@ -254,18 +257,22 @@ def test_dask_unit_choice(tmp_path: Path) -> None:
     assert not list(Path(out).iterdir()), "probe marker left behind"
 
 
-def test_hls_composite_flow_runs_tiles_on_the_workers(small_world: dict[str, Any], stac_url: str,
-                                                      dask_cluster: str, prefect_harness: None,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(("tiles_per_thread", "unit"), [(1, "tile"), (None, "window")])
+def test_hls_composite_flow_chooses_the_unit_once(small_world: dict[str, Any], stac_url: str, dask_cluster: str,
+                                                  prefect_harness: None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, tiles_per_thread: int | None,
+                                                  unit: str) -> None:
     """The hls-composite flow with ``dask_address``: the unit is chosen once for the region (auto: the small
-    world's 2 tiles on 2 worker threads, output folder shared: tiles); its per-tile tasks run concurrently,
-    one Dask task per tile; the COGs equal the local run's."""
+    world's 2 tiles on 2 worker threads are windows; with ``AUTO_TILES_PER_THREAD`` 1 and the output folder
+    shared, tiles: one Dask task per tile, no chunk task); the COGs equal the local run's."""
     from distributed import Client, get_task_stream
 
-    from compositing.dask_tiles import TILE_TASK_KEY
+    import compositing.dask_tiles as dask_tiles
     from flows.params import HlsCompositeParams
     from flows.stages import hls_composite
 
+    if tiles_per_thread is not None:
+        monkeypatch.setattr(dask_tiles, "AUTO_TILES_PER_THREAD", tiles_per_thread)
     _, local = _search_and_local_composite(small_world, stac_url, tmp_path)
     params = HlsCompositeParams(aoi=small_world["aoi"], year=small_world["year"], season=small_world["season"],
                                 stac_url=stac_url, max_cloud_cover=80, output_dir=str(tmp_path / "flow"),
@@ -273,9 +280,13 @@ def test_hls_composite_flow_runs_tiles_on_the_workers(small_world: dict[str, Any
     with Client(dask_cluster) as client, get_task_stream(client) as ts:
         comps = hls_composite(params).result.composites
     keys = [str(t["key"]) for t in ts.data]
-    assert comps.dask_unit == "tile"
-    assert sorted(k.split("-")[1] for k in keys if k.startswith(TILE_TASK_KEY)) == sorted(local.tiles), keys
-    assert not [k for k in keys if k.startswith("chunk_task")], keys
+    assert comps.dask_unit == unit
+    tile_keys = [k for k in keys if k.startswith(dask_tiles.TILE_TASK_KEY)]
+    chunk_keys = [k for k in keys if k.startswith("chunk_task")]
+    if unit == "tile":
+        assert sorted(k.split("-")[1] for k in tile_keys) == sorted(local.tiles) and not chunk_keys, keys
+    else:
+        assert chunk_keys and not tile_keys, keys
     for tile, res in local.tiles.items():
         assert np.array_equal(_read(res.path)[0], _read(comps.tiles[tile].path)[0]), tile
 
