@@ -31,7 +31,7 @@ TILE_TASK_THREADS = 1  # threads of a whole-tile Dask task's windows: the one th
 TILE_TASK_KEY = "composite_tile_task"  # key prefix of the whole-tile Dask tasks (dask_unit "tile")
 # auto picks tile mode from this many tiles per worker thread: a tile task is the unit of balance, and with
 # fewer tiles the threads finish unevenly (4 tiles on 2 single-thread workers, benchmarks/bench_region.py:
-# 0.81-0.89x the one-process throughput per core in tile mode, 1.04-1.08x in windows)
+# 0.81-0.89x the one-process throughput per core in tile mode, 0.92-1.08x in windows)
 AUTO_TILES_PER_THREAD = 4
 
 
