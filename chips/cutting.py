@@ -1,9 +1,10 @@
 """Cutting chips: read each source in strips of rows, filter chips, write the image chips under temporary
 names and keep each chip's labelled pixels (sparse) until the split decides its label copies.
 
-The calling thread reads the strips in order (GDAL decodes each strip's blocks on ``workers`` threads; the
-label strip is read on a helper thread) and applies the filters; the pool writes the image chips of the
-strip before and computes their stats. int16 composites stay int16 in memory and each chip is converted
+The label raster is read by a :class:`LabelPass` on another thread; the calling thread reads the
+composite's strips in order (GDAL decodes each strip's blocks on ``workers`` threads), waits for their
+rows' labels and applies the filters; the pool writes the image chips of the strip before and computes
+their stats. int16 composites stay int16 in memory and each chip is converted
 to float32 as it is copied out."""
 
 from __future__ import annotations
@@ -249,10 +250,12 @@ class LabelPass:
             if len(idx) >= self.params.min_labeled_pixels:
                 self.pixels[(row, col)] = (idx.astype(np.int32), agbd[y:y + cs, x:x + cs].ravel()[idx])
 
-    def wait(self, row: int) -> None:
-        """Block until every position of chip row ``row`` (and above) is done; raises the pass's error."""
+    def wait(self, row: int | None = None) -> None:
+        """Block until every position of chip row ``row`` (and above; None: every row) is done; raises the
+        pass's error."""
+        last = np.iinfo(np.int64).max - 1 if row is None else row
         with self._cond:
-            self._cond.wait_for(lambda: self._error is not None or self._through > row)
+            self._cond.wait_for(lambda: self._error is not None or self._through > last)
             if isinstance(self._error, ChipExportError):
                 raise ChipExportError(str(self._error)) from self._error
             if self._error is not None:

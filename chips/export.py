@@ -7,11 +7,12 @@ nodata -9999) and labels ``labels/<TILE>/<SEASON>.tif`` (``agbd`` Mg/ha, ``shot_
 docs/DESIGN.md): ``esri/`` (real files), ``terratorch/`` (hard links to them), ``split.json``,
 ``chips_export.json`` (written last; a re-run with the same inputs and parameters returns it unchanged).
 
-Each composite/label pair is read once, in bands of rows (up to ``JOB_ROWS`` pixel rows, whole chip rows),
-by a small thread pool; each worker cuts its chips from memory, filters them, writes their images with
-``chips.geotiff`` (one buffered write per file) under temporary names and keeps their labelled pixels.
-The split (``chips.splits``) then assigns metre-sized blocks of labelled pixels to train/val/test, masks
-the buffer between splits and gives each chip one copy per split keeping labels: the same image (renamed,
+Each composite/label pair is read once, in bands of rows (up to ``JOB_ROWS`` pixel rows, whole chip rows):
+a ``split-plan`` thread reads the label rasters (each position's labelled pixels) and plans the split on
+the chips they alone would keep, while the calling thread reads the composites and filters the chips and
+a small pool writes their images with ``chips.geotiff`` (one buffered write per file, in a folder per
+thread) under temporary names. The split (``chips.splits``; planned again when the image-nodata filter
+dropped a chip) assigns metre-sized blocks of labelled pixels to train/val/test, masks the buffer between splits and gives each chip one copy per split keeping labels: the same image (renamed,
 then hard-linked) and a label chip with only that split's labels, numbered export-wide. Image chips keep
 every pixel of their window (NaN becomes -9999); label chips are the ``agbd`` band with every invalid pixel
 (nodata tag, NaN or negative, e.g. granite-style -1 fills under a -9999 tag), every label of another split
@@ -210,17 +211,18 @@ def _contract(params: ChipParams, sources: Sequence[Source], label_nodata: float
         labelled_pixels=labelled)
 
 
-def _expected_candidates(sources: Sequence[Source], labelled: Sequence[tuple[np.ndarray, LabelPass]],
-                         params: ChipParams) -> list[Candidate]:
+def _expected_candidates(sources: Sequence[Source], labelled: Sequence[LabelPass], params: ChipParams
+                         ) -> list[Candidate]:
     """The candidates :func:`_cut_all` gives when no chip fails the image-nodata filter, from the label
     rasters alone (same order, same overlap rule): the split is planned on them while the composites are
     read, and used when the cut gives exactly these positions."""
     taken: set[tuple[Any, ...]] = set()
     cands: list[Candidate] = []
-    for si, (src, (pos, lab)) in enumerate(zip(sources, labelled, strict=True)):
+    for si, (src, lab) in enumerate(zip(sources, labelled, strict=True)):
+        pos = lab.positions
         if len(pos) == 0:
             continue
-        lab.wait(np.iinfo(np.int64).max - 1)
+        lab.wait()
         ok = [i for i in np.flatnonzero(fresh_positions(src, pos, taken)) if lab.n[i] >= params.min_labeled_pixels]
         rows_cols = [(int(pos[i, 0]), int(pos[i, 1])) for i in ok]  # positions are row-major, as the cut's order
         take(src, rows_cols, taken)
@@ -228,7 +230,7 @@ def _expected_candidates(sources: Sequence[Source], labelled: Sequence[tuple[np.
     return cands
 
 
-def _plan_expected(sources: Sequence[Source], labelled: Sequence[tuple[np.ndarray, LabelPass]],
+def _plan_expected(sources: Sequence[Source], labelled: Sequence[LabelPass],
                    params: ChipParams) -> tuple[list[tuple[int, int, int]], SplitPlan]:
     """(positions, split plan) of :func:`_expected_candidates`."""
     cands = _expected_candidates(sources, labelled, params)
@@ -245,13 +247,12 @@ def _cut_all(out: Out, sources: list[Source], params: ChipParams, pool: ThreadPo
     jobs: list[Future[None]] = []
     counters = {"candidates": 0, "image_nodata": 0, "unlabeled": 0, "duplicate_overlap": 0}
     taken: set[tuple[Any, ...]] = set()
-    labelled = []
-    for src in sources:
-        pos = chip_positions(src.grid, params.layout)
-        labelled.append((pos, LabelPass(src, pos, params)))
-        planner.submit(labelled[-1][1].run)
+    labelled = [LabelPass(src, chip_positions(src.grid, params.layout), params) for src in sources]
+    for lab in labelled:
+        planner.submit(lab.run)
     expected = planner.submit(_plan_expected, sources, labelled, params) if PLAN_AHEAD else None
-    for si, (src, (pos, lab)) in enumerate(zip(sources, labelled, strict=True)):
+    for si, (src, lab) in enumerate(zip(sources, labelled, strict=True)):
+        pos = lab.positions
         counters["candidates"] += len(pos)
         if len(pos) == 0:
             log.warning("%s: grid %dx%d holds no %d px chip", src.composite, src.grid.height,
