@@ -478,6 +478,7 @@ def test_split_planned_ahead_equals_the_split_planned_after_the_cut(tmp_path: Pa
     assert ahead.n_chips == after.n_chips > 0
     a, b = _file_digests(Path(ahead.export_dir)), _file_digests(Path(after.export_dir))
     assert a == b and len(a) > 4 * ahead.n_chips
+    assert not any(p.name == "_stage" for p in Path(ahead.export_dir).rglob("*"))  # the per-thread folders are gone
 
 
 def test_chips_failing_the_nodata_filter_re_plan_the_split(export: dict[str, Any], world: Path, tmp_path: Path,
