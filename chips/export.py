@@ -71,7 +71,6 @@ from core.constants import AGB_UNITS, HLS_L30, IMAGE_NODATA
 from core.files import UnsafePathError, atomic_path, contained
 
 log = logging.getLogger(__name__)
-PLAN_AHEAD = True  # plan the split from the label rasters while the composites are read (see _cut_all)
 STAGE_DIR = "_stage"  # per-thread folders where chip files are created before their rename (removed)
 
 # ---------------------------------------------------------------- inputs
@@ -239,7 +238,7 @@ def _plan_expected(sources: Sequence[Source], labelled: Sequence[LabelPass],
 
 def _cut_all(out: Out, sources: list[Source], params: ChipParams, pool: ThreadPoolExecutor,
              planner: ThreadPoolExecutor) -> tuple[list[Candidate], dict[str, int], list[Future[None]],
-                                                   Future[tuple[list[tuple[int, int, int]], SplitPlan]] | None]:
+                                                   Future[tuple[list[tuple[int, int, int]], SplitPlan]]]:
     """Cut every source's candidate chips; returns them, counters, the pool jobs still writing their
     images under temporary names, and the split planned on ``planner`` from the label rasters meanwhile
     (:func:`_plan_expected`)."""
@@ -250,7 +249,7 @@ def _cut_all(out: Out, sources: list[Source], params: ChipParams, pool: ThreadPo
     labelled = [LabelPass(src, chip_positions(src.grid, params.layout), params) for src in sources]
     for lab in labelled:
         planner.submit(lab.run)
-    expected = planner.submit(_plan_expected, sources, labelled, params) if PLAN_AHEAD else None
+    expected = planner.submit(_plan_expected, sources, labelled, params)
     for si, (src, lab) in enumerate(zip(sources, labelled, strict=True)):
         pos = lab.positions
         counters["candidates"] += len(pos)
@@ -268,11 +267,9 @@ def _cut_all(out: Out, sources: list[Source], params: ChipParams, pool: ThreadPo
 
 
 def _plan(cands: list[Candidate], sources: Sequence[Source], params: ChipParams,
-          expected: Future[tuple[list[tuple[int, int, int]], SplitPlan]] | None) -> SplitPlan:
+          expected: Future[tuple[list[tuple[int, int, int]], SplitPlan]]) -> SplitPlan:
     """The split plan of ``cands``: the one planned ahead when the cut gave the expected positions (the
     plan depends only on the candidates' positions and labelled pixels), else planned now."""
-    if expected is None:
-        return plan_splits(cands, sources, params)
     positions, plan = expected.result()
     if positions == [(c.source, c.row, c.col) for c in cands]:
         return plan
