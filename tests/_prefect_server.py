@@ -8,6 +8,7 @@ it is stopped (SIGTERM, then SIGKILL) when the session ends. Everything runs wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from core.procs import forget, on_death
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -103,6 +106,9 @@ class PrefectStack:
             proc = subprocess.Popen(args, cwd=cwd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.procs.append(proc)
+        # the project's watchdog stops it when this pytest process ends in any way (a worker torn down
+        # before the session's cleanups finish left whole stacks running after the suite)
+        on_death(kill=proc.pid, marker="prefect")
         return proc
 
     def cli(self, *args: str, timeout: float = 180.0) -> str:
@@ -114,8 +120,14 @@ class PrefectStack:
         return res.stdout
 
     def stop(self) -> None:
+        """SIGTERM every process group at once, then wait (SIGKILL what is left after the grace)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
         for proc in reversed(self.procs):
             stop_process(proc)
+            forget(kill=proc.pid)
 
     # ------------------------------------------------------------------ REST API
     def get(self, path: str) -> Any:
