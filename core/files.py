@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,20 @@ def clean_dead_temps(root: str | os.PathLike[str], skip: tuple[str, ...] = ()) -
     returns what was removed. A live process's temps (this one's included) are never touched; a temp
     whose pid was reused by an unrelated live process is kept too (removed by a later run). ``skip``: folder
     names not descended into (e.g. a sample world served read-only)."""
+    return _remove_temps(root, lambda pid: not _alive(pid), skip)
+
+
+def remove_own_temps(root: str | os.PathLike[str], pid: int | None = None) -> list[Path]:
+    """Remove the temp files/folders (:data:`TEMP_NAME`, any suffix) under ``root`` written by this process
+    (or by ``pid``); returns what was removed."""
+    mine = os.getpid() if pid is None else pid
+    return _remove_temps(root, lambda p: p == mine)
+
+
+def _remove_temps(root: str | os.PathLike[str], owned: Callable[[int], bool], skip: tuple[str, ...] = ()
+                  ) -> list[Path]:
+    """Remove every temp (:data:`TEMP_NAME`) under ``root`` whose pid ``owned`` accepts (a temp folder is
+    removed whole, not descended into); returns what was removed."""
     removed: list[Path] = []
     base = Path(root)
     if not base.is_dir():
@@ -76,7 +90,7 @@ def clean_dead_temps(root: str | os.PathLike[str], skip: tuple[str, ...] = ()) -
         dirnames[:] = [d for d in dirnames if d not in skip]
         for name in [*filenames, *list(dirnames)]:
             m = TEMP_NAME.match(name)
-            if m is None or _alive(int(m["pid"])):
+            if m is None or not owned(int(m["pid"])):
                 continue
             p = Path(dirpath) / name
             _remove(p)

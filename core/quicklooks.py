@@ -23,6 +23,7 @@ import numpy as np
 
 from core.constants import AGB_UNITS, HLS_REFLECTANCE_SCALE, IMAGE_NODATA
 from core.contracts import Contract
+from core.files import temp_sibling
 
 MAX_PX = 512
 DPI = 80
@@ -91,7 +92,7 @@ def _render(image: np.ndarray, png: str, *, kind: str, title: str, units: str, c
     ax.axis("off")
     out = Path(png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
+    tmp = temp_sibling(out, ext=".png")
     try:
         fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
         os.replace(tmp, out)

@@ -11,12 +11,13 @@ files under ``output_dir`` itself and exits with 143 (128 + SIGTERM). A second S
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from core.files import remove_own_temps
 
 STOPPED_EXIT = 128 + signal.SIGTERM
 GRACE_S = 20.0
@@ -27,20 +28,11 @@ class RunStopped(BaseException):  # noqa: N818 (not an error: a request to stop)
 
 
 def remove_own_temp_files(output_dir: str | None, pid: int | None = None) -> list[Path]:
-    """Remove the temp files/folders this process left under ``output_dir`` (``.<name>.tmp-<pid>``,
-    ``.<name>.staged-<pid>``); returns them."""
+    """Remove the temp files/folders this process left under ``output_dir`` (every project temp name,
+    ``.<name>.tmp-<pid>[.<ext>...]`` and ``.<name>.staged-<pid>``: :data:`core.files.TEMP_NAME`); returns them."""
     if not output_dir or not Path(output_dir).is_dir():
         return []
-    pid = os.getpid() if pid is None else pid
-    removed = []
-    for pattern in (f".*.tmp-{pid}", f".*.staged-{pid}"):
-        for p in Path(output_dir).rglob(pattern):
-            try:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
-    return removed
+    return remove_own_temps(output_dir, pid)
 
 
 class StopOnSigterm:

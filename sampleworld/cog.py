@@ -16,6 +16,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
+from core.files import temp_sibling
 from core.grid import Grid
 
 
@@ -59,7 +60,7 @@ def write_cog(path: Path, array: np.ndarray, grid: Grid, *, nodata: float | None
     crs = CRS.from_wkt(crs_wkt) if crs_wkt else CRS.from_string(grid.crs)
     profile = dict(driver="GTiff", width=w, height=h, count=1, dtype=array.dtype.name, crs=crs,
                    transform=grid.affine, nodata=nodata)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(path)
     with MemoryFile() as mf:
         with mf.open(**profile) as mem:
             mem.write(array, 1)

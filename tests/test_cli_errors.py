@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from core.files import temp_sibling
 from flows.cli_errors import RunLog, explain
 from flows.cli_signals import remove_own_temp_files
 
@@ -167,15 +168,19 @@ def test_parameter_errors_name_the_parameter_and_show_an_example(tmp_path, flows
 
 
 def test_remove_own_temp_files_only_touches_this_process(tmp_path) -> None:
-    mine = tmp_path / "a" / f".x.tif.tmp-{os.getpid()}"
-    staged = tmp_path / f".d.staged-{os.getpid()}"
-    other = tmp_path / ".x.tif.tmp-1"
-    for p in (mine, other):
+    pid = os.getpid()
+    mine = tmp_path / "a" / f".x.tif.tmp-{pid}"
+    suffixed = [tmp_path / "a" / f".images.npy.tmp-{pid}.npy",  # every temp name of the project, suffixes
+                tmp_path / f".c.tif.tmp-{pid}.scratch.vrt",  # included (they were left on SIGTERM)
+                temp_sibling(tmp_path / "q" / "map.png", ext=".png")]
+    staged = tmp_path / f".d.staged-{pid}"
+    others = [tmp_path / ".x.tif.tmp-1", tmp_path / f".x.tif.tmp-{pid}1", tmp_path / f"x.tif.tmp-{pid}"]
+    for p in (mine, *suffixed, *others):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("x")
     (staged / "inner").mkdir(parents=True)
-    assert sorted(remove_own_temp_files(str(tmp_path))) == sorted([mine, staged])
-    assert other.exists() and not mine.exists() and not staged.exists()
+    assert sorted(remove_own_temp_files(str(tmp_path))) == sorted([mine, *suffixed, staged])
+    assert all(p.exists() for p in others) and not mine.exists() and not staged.exists()
 
 
 def test_sigterm_stops_a_run_within_30_s_cleanly(tmp_path) -> None:
