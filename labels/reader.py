@@ -1,14 +1,16 @@
 """Read the shots of one GEDI L4A granule that fall in an area, without reading the whole granule.
 
-Per beam: read ``lat_lowestmode``/``lon_lowestmode``, select the shots inside the area, group the
+Per beam: read ``lat_lowestmode``, then ``lon_lowestmode`` only where the latitude lies in the area's band
+(an orbit crosses the band once: a few chunks of the beam), select the shots inside the area, group the
 selected indices into contiguous runs (runs closer than one HDF5 chunk are merged), and read only those
 slices of the other datasets. Then the filters of :mod:`labels.filters` run on the selection.
 A source with a ``prefetch`` method (HTTP) is first told the byte ranges of the chunks those reads will
 touch (from the HDF5 chunk index), so it can fetch them in a few merged range requests. Over HTTP every
-request is a round trip, so the reader works on all beams at once, in three batches: the object headers
+request is a round trip, so the reader works on all beams at once, in four batches: the object headers
 of the datasets it will open (``prefetch_blocks``: their addresses come from the beams' symbol tables),
-then every beam's lat/lon chunks, then every beam's selected chunks. The lat/lon chunks are inflated here
-(:func:`decode_whole`: deflate and shuffle), not by h5py, which decodes under one lock for all files.
+then every beam's latitude chunks, then the longitude chunks of the band, then every beam's selected
+chunks. The lat/lon chunks are inflated here (:func:`decode_whole`, :func:`decode_at`: deflate and
+shuffle), not by h5py, which decodes under one lock for all files.
 """
 
 from __future__ import annotations
@@ -148,40 +150,75 @@ Prefetched = Callable[[int, int], "memoryview | None"]
 """Stored bytes ``(offset, length)`` a remote source already holds (None: not held)."""
 
 
-def decode_whole(ds: h5py.Dataset, stored: Prefetched) -> np.ndarray | None:
-    """A whole 1-D chunked dataset decoded here from its stored chunks, outside h5py, or None when it cannot
-    be (other filters than deflate and shuffle, a chunk not stored or not held, a non-numeric type).
-
-    h5py inflates chunks under one lock for every file; zlib here releases the GIL, so granules read in
-    threads decode their lat/lon at once. The result is the array ``ds[()]`` gives, bit for bit."""
+def _inflate_plan(ds: h5py.Dataset) -> list[int] | None:
+    """The filter ids of a 1-D chunked numeric dataset whose chunks :func:`_inflate_chunk` can decode
+    (deflate and shuffle only), else None."""
     if ds.ndim != 1 or ds.chunks is None or ds.dtype.kind not in "iuf":
         return None
     dcpl = ds.id.get_create_plist()
     filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
     if any(f not in (h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE) for f in filters):
         return None
+    return filters
+
+
+def _inflate_chunk(ds: h5py.Dataset, k: int, filters: list[int], stored: Prefetched) -> np.ndarray | None:
+    """Chunk ``k`` of ``ds`` (its first ``min(chunk, n - k * chunk)`` values) decoded from the stored bytes
+    the source holds, or None (not stored, not held, or not decodable here)."""
     n, c, item = ds.shape[0], ds.chunks[0], ds.dtype.itemsize
+    info = ds.id.get_chunk_info_by_coord((k * c,))
+    data = None if info.byte_offset is None else stored(int(info.byte_offset), int(info.size))
+    if data is None:
+        return None
+    buf: Any = data
+    try:
+        for i in reversed(range(len(filters))):  # undo the pipeline last filter first
+            if info.filter_mask & (1 << i):
+                continue  # this filter was skipped for this chunk
+            if filters[i] == h5py.h5z.FILTER_DEFLATE:
+                buf = zlib.decompress(buf)
+            else:
+                buf = np.frombuffer(buf, np.uint8).reshape(item, -1).T.tobytes()
+    except (zlib.error, ValueError):
+        return None  # h5py reads it and reports what is wrong
+    if len(buf) != c * item:
+        return None
+    return np.frombuffer(buf, dtype=ds.dtype, count=min(c, n - k * c))
+
+
+def decode_whole(ds: h5py.Dataset, stored: Prefetched) -> np.ndarray | None:
+    """A whole 1-D chunked dataset decoded here from its stored chunks, outside h5py, or None when it cannot
+    be (other filters than deflate and shuffle, a chunk not stored or not held, a non-numeric type).
+
+    h5py inflates chunks under one lock for every file; zlib here releases the GIL, so granules read in
+    threads decode their lat/lon at once. The result is the array ``ds[()]`` gives, bit for bit."""
+    filters = _inflate_plan(ds)
+    if filters is None:
+        return None
+    n, c = ds.shape[0], ds.chunks[0]
     out = np.empty(n, dtype=ds.dtype)
     for k in range(-(-n // c)):
-        info = ds.id.get_chunk_info_by_coord((k * c,))
-        data = None if info.byte_offset is None else stored(int(info.byte_offset), int(info.size))
-        if data is None:
+        chunk = _inflate_chunk(ds, k, filters, stored)
+        if chunk is None:
             return None
-        buf: Any = data
-        try:
-            for i in reversed(range(len(filters))):  # undo the pipeline last filter first
-                if info.filter_mask & (1 << i):
-                    continue  # this filter was skipped for this chunk
-                if filters[i] == h5py.h5z.FILTER_DEFLATE:
-                    buf = zlib.decompress(buf)
-                else:
-                    buf = np.frombuffer(buf, np.uint8).reshape(item, -1).T.tobytes()
-        except (zlib.error, ValueError):
-            return None  # h5py reads it and reports what is wrong
-        if len(buf) != c * item:
+        out[k * c:k * c + chunk.size] = chunk
+    return out
+
+
+def decode_at(ds: h5py.Dataset, idx: np.ndarray, stored: Prefetched) -> np.ndarray | None:
+    """``ds[idx]`` for sorted indices ``idx`` of a 1-D chunked dataset, decoded here from the stored chunks
+    that hold them (only those), or None when it cannot be (as :func:`decode_whole`)."""
+    filters = _inflate_plan(ds)
+    if filters is None:
+        return None
+    c = ds.chunks[0]
+    out = np.empty(idx.size, dtype=ds.dtype)
+    for k in np.unique(idx // c):
+        chunk = _inflate_chunk(ds, int(k), filters, stored)
+        if chunk is None:
             return None
-        m = min(c, n - k * c)
-        out[k * c:k * c + m] = np.frombuffer(buf, dtype=ds.dtype, count=m)
+        lo, hi = np.searchsorted(idx, (k * c, (k + 1) * c))
+        out[lo:hi] = chunk[idx[lo:hi] - k * c]
     return out
 
 
@@ -396,23 +433,40 @@ def _select_all(groups: dict[str, GroupLike], names: tuple[str, ...], name: str,
                 per_beam: dict[str, dict[str, int]], prefetch: Prefetch | None,
                 stored: Prefetched | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{beam: (lat, lon, indices)}`` of the shots in ``geom`` of every beam that has any; fills
-    ``per_beam`` with each beam's input/outside-area counts. With ``prefetch``: every beam's lat/lon
-    chunks in one batch, then every beam's selected chunks of the other datasets in one batch."""
+    ``per_beam`` with each beam's input/outside-area counts. Longitudes are read only for the shots in
+    the area's latitude band (a granule crosses an area's band once per beam: a few of its chunks). With
+    ``prefetch``: every beam's latitude chunks in one batch, then the band's longitude chunks in one
+    batch, then every beam's selected chunks of the other datasets in one batch."""
     selected: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     ranges: list[tuple[int, int]] = []
-    for beam, group in groups.items():  # 1. every beam's lat/lon in one prefetch
+    for beam, group in groups.items():  # 1. every beam's latitudes in one prefetch
         with _beam_errors(name, beam):
-            ranges += _latlon_ranges(group) if prefetch is not None else []
+            ranges += _lat_ranges(group) if prefetch is not None else []
     if prefetch is not None:
         prefetch(ranges)
+    bands: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ranges = []
-    for beam, group in groups.items():  # 2. the area's shots of every beam, their chunks in one prefetch
+    for beam, group in groups.items():  # 2. the shots in the latitude band; their longitude chunks
         with _beam_errors(name, beam):
-            bc, lat, lon, inside = _beam_selection(group, geom, stored)
+            lat, cand = _lat_band(group, geom, stored)
+            bands[beam] = (lat, cand)
+            if prefetch is not None and cand.size:
+                ranges += chunk_byte_ranges(group["lon_lowestmode"], index_runs(cand))
+    if prefetch is not None and ranges:
+        prefetch(ranges)
+    ranges = []
+    for beam, group in groups.items():  # 3. the area's shots of every beam, their chunks in one prefetch
+        lat, cand = bands[beam]
+        with _beam_errors(name, beam):
+            lon = _values_at(group["lon_lowestmode"], cand, stored)
+        inside = area_mask(geom, lon, lat[cand])
+        sel = cand[inside]
+        bc = empty_counts()
+        bc["input"] = int(lat.size)
+        bc["outside_area"] = int(lat.size - sel.size)
         per_beam[beam] = bc
-        if inside.any():
-            sel = np.flatnonzero(inside)
-            selected[beam] = (lat[sel], lon[sel], sel)  # not the whole lat/lon: 8 beams x 2.4 MB each
+        if sel.size:
+            selected[beam] = (lat[sel], lon[inside], sel)  # not the whole lat: 8 beams x 1.2 MB each
             if prefetch is not None:
                 with _beam_errors(name, beam):
                     ranges += _data_ranges(group, names, _beam_runs(group, sel))
@@ -434,11 +488,11 @@ def _header_offsets(group: GroupLike, names: list[str]) -> list[int]:
     return out
 
 
-def _latlon_ranges(group: GroupLike) -> list[tuple[int, int]]:
-    """Byte ranges of a beam's whole lat/lon datasets (empty for a beam without 1-D lat)."""
+def _lat_ranges(group: GroupLike) -> list[tuple[int, int]]:
+    """Byte ranges of a beam's whole latitude dataset (empty for a beam without 1-D lat)."""
     lat = group["lat_lowestmode"]
     n = lat.shape[0] if lat.ndim == 1 else 0
-    return chunk_byte_ranges(lat, [(0, n)]) + chunk_byte_ranges(group["lon_lowestmode"], [(0, n)]) if n else []
+    return chunk_byte_ranges(lat, [(0, n)]) if n else []
 
 
 def _data_ranges(group: GroupLike, names: tuple[str, ...], runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -452,18 +506,28 @@ def _whole(ds: h5py.Dataset, stored: Prefetched | None) -> np.ndarray:
     return ds[()] if got is None else got
 
 
-def _beam_selection(group: GroupLike, geom: BaseGeometry, stored: Prefetched | None = None
-                    ) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
-    """(counts with ``input`` and ``outside_area``, lat, lon, inside mask) of one beam."""
-    lat = _whole(group["lat_lowestmode"], stored)
-    lon = _whole(group["lon_lowestmode"], stored)
-    if lat.shape != lon.shape or lat.ndim != 1:
-        raise ValueError(f"lat/lon shapes differ or are not 1-D: {lat.shape} vs {lon.shape}")
-    counts = empty_counts()
-    counts["input"] = int(lat.size)
-    inside = area_mask(geom, lon, lat)
-    counts["outside_area"] = int(lat.size - inside.sum())
-    return counts, lat, lon, inside
+def _lat_band(group: GroupLike, geom: BaseGeometry, stored: Prefetched | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, indices of the shots whose latitude lies in ``geom``'s band, sorted) of one beam; raises
+    ValueError when lat/lon are not 1-D datasets of one length."""
+    lat_ds, lon_ds = group["lat_lowestmode"], group["lon_lowestmode"]
+    if lat_ds.shape != lon_ds.shape or lat_ds.ndim != 1:
+        raise ValueError(f"lat/lon shapes differ or are not 1-D: {lat_ds.shape} vs {lon_ds.shape}")
+    lat = _whole(lat_ds, stored)
+    _, miny, _, maxy = geom.bounds
+    return lat, np.flatnonzero((lat >= miny) & (lat <= maxy))  # NaN compares False
+
+
+def _values_at(ds: h5py.Dataset, idx: np.ndarray, stored: Prefetched | None) -> np.ndarray:
+    """``ds[idx]`` (sorted indices), decoded outside h5py from the prefetched chunks when it can be."""
+    if idx.size == 0:
+        return np.empty(0, dtype=ds.dtype)
+    got = decode_at(ds, idx, stored) if stored is not None else None
+    if got is not None:
+        return got
+    runs = index_runs(idx, merge_gap=int(ds.chunks[0]) if ds.chunks else 0)
+    covered = np.concatenate([np.arange(a, b) for a, b in runs])
+    return _read_runs(ds, runs, np.searchsorted(covered, idx))
 
 
 def _version_notes(h5: h5py.File, name: str, gname: GranuleName) -> list[str]:

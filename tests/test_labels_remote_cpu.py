@@ -173,7 +173,7 @@ def test_batches_share_one_pool_that_close_ends(served: EarthdataEmulator, folde
 ], ids=["gzip6", "partial", "shuffle", "big-endian", "uint8", "unfiltered", "fletcher32", "lzf", "contiguous"])
 def test_decode_whole_equals_h5py(tmp_path: Path, dtype: str, n: int, chunk: int | None, opts: dict[str, Any],
                                   decoded: bool) -> None:
-    from labels.reader import decode_whole
+    from labels.reader import decode_at, decode_whole
 
     values = (np.random.default_rng(n).normal(40.0, 5.0, n) * (100 if dtype[1] in "iu" else 1)).astype(dtype)
     path = tmp_path / "d.h5"
@@ -187,6 +187,20 @@ def test_decode_whole_equals_h5py(tmp_path: Path, dtype: str, n: int, chunk: int
         if got is not None:
             assert got.dtype == ds.dtype and got.tobytes() == ds[()].tobytes()
         assert decode_whole(ds, lambda off, size: None) is None  # bytes not held: h5py reads it
+        # a few scattered indices, a whole chunk's run, the last index: only their chunks are needed
+        idx = np.unique(np.concatenate([np.random.default_rng(1).integers(0, n, 25), np.arange(1200, 1900),
+                                        [n - 1]]))
+        c = chunk or n
+        needed = {int(k) for k in idx // c}
+        held = {int(ds.id.get_chunk_info_by_coord((k * c,)).byte_offset) for k in needed} if chunk else set()
+        only = lambda off, size: memoryview(raw)[off:off + size] if off in held else None  # noqa: E731
+        at = decode_at(ds, idx, only)
+        assert (at is not None) == decoded
+        if at is not None:
+            assert at.dtype == ds.dtype and at.tobytes() == ds[()][idx].tobytes()
+            assert decode_at(ds, idx[:0], only).size == 0
+        if decoded and len(needed) < -(-n // c):
+            assert decode_whole(ds, only) is None  # the chunks not held are not guessed
 
 
 def test_decode_whole_leaves_unwritten_and_corrupt_chunks_to_h5py(tmp_path: Path) -> None:
