@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -283,3 +284,28 @@ def test_area_without_any_shot(setup: dict, tmp_path: Path) -> None:
                         output_dir=str(tmp_path / "o"))
     assert not (tmp_path / "o" / "labels" / "10TEK").exists()  # no empty label raster
     assert not (tmp_path / "o" / "labels" / "gedi_shots.parquet").exists()
+
+
+@pytest.mark.parametrize(("crs", "columns"), [
+    ("EPSG:4326", None), ("EPSG:4326", ["lon", "lat"]),
+    ("EPSG:32610", None),  # not EPSG:4326: geopandas' own reader
+])
+def test_read_shots_gives_what_geopandas_reads(tmp_path: Path, crs: str, columns: list[str] | None) -> None:
+    from geopandas.testing import assert_geodataframe_equal
+
+    from labels.shots import COLUMNS, read_shots, shots_frame, write_shots
+
+    rng = np.random.default_rng(3)
+    cols: dict[str, Any] = {k: rng.integers(0, 5, 50) for k in COLUMNS}
+    cols.update(shot_number=np.arange(50), delta_time=rng.uniform(1.7e8, 1.8e8, 50), beam=np.full(50, "BEAM0101"),
+                lon=rng.uniform(-122.5, -122.0, 50), lat=rng.uniform(45.0, 45.5, 50), agbd=rng.gamma(2, 40, 50),
+                agbd_se=np.full(50, np.nan), sensitivity=rng.uniform(0.9, 1, 50))
+    gdf = shots_frame(cols, "GEDI04_A_X", "02")
+    if crs != "EPSG:4326":
+        gdf = gdf.to_crs(crs)
+    path = write_shots(gdf, tmp_path / "s.parquet")
+    want = gpd.read_parquet(path, columns=None if columns is None else [*columns, "geometry"])
+    got = read_shots(path, columns)
+    assert_geodataframe_equal(got, want, check_crs=True)
+    assert list(got.columns) == list(want.columns) and got.crs.to_json() == want.crs.to_json()
+    assert len(got) == 50 and got.crs.to_epsg() == int(crs.split(":")[1])
