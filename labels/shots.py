@@ -79,7 +79,8 @@ def read_shots(path: str | Path, columns: list[str] | None = None) -> Any:
     import shapely
 
     cols = None if columns is None else [*columns, "geometry"]
-    table = pq.read_table(path, columns=cols)
+    with pq.ParquetFile(path) as pf:  # (read_table would import pyarrow.dataset: ~0.5 s, once)
+        table = pf.read(columns=cols)
     geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
     meta = geo.get("columns", {}).get("geometry", {})
     if geo.get("primary_column") != "geometry" or meta.get("encoding", "").upper() != "WKB" or \
