@@ -249,8 +249,15 @@ def _fill_column(name: str, n: int) -> np.ndarray:
 
 def _beam_runs(group: GroupLike, sel: np.ndarray) -> list[tuple[int, int]]:
     """Index ranges covering the selected indices ``sel`` (runs closer than one chunk merged)."""
-    chunk = group["agbd"].chunks
-    return index_runs(sel, merge_gap=int(chunk[0]) if chunk else 0)
+    return _runs_and_positions(group["agbd"], sel)[0]
+
+
+def _runs_and_positions(ds: h5py.Dataset, idx: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """(index ranges covering the sorted indices ``idx``, runs closer than one chunk of ``ds`` merged; the
+    positions of ``idx`` in the ranges' concatenation): what :func:`_read_runs` takes."""
+    runs = index_runs(idx, merge_gap=int(ds.chunks[0]) if ds.chunks else 0)
+    covered = np.concatenate([np.arange(a, b) for a, b in runs])
+    return runs, np.searchsorted(covered, idx)
 
 
 def _read_beam(group: GroupLike, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: np.ndarray,
@@ -258,9 +265,7 @@ def _read_beam(group: GroupLike, lat_sel: np.ndarray, lon_sel: np.ndarray, sel: 
     """Columns ``names`` for the selected indices ``sel`` of one beam (missing optional -> fill);
     ``lat_sel``/``lon_sel``: lat/lon already read at ``sel``. With ``prefetch``, the chunks are
     prefetched first (else the caller has done so)."""
-    runs = _beam_runs(group, sel)
-    covered = np.concatenate([np.arange(a, b) for a, b in runs])
-    pos = np.searchsorted(covered, sel)
+    runs, pos = _runs_and_positions(group["agbd"], sel)
     cols: dict[str, np.ndarray] = {"lat_lowestmode": lat_sel, "lon_lowestmode": lon_sel}
     _prefetch(prefetch, _data_datasets(group, names), runs)
     for name in names:
@@ -525,9 +530,7 @@ def _values_at(ds: h5py.Dataset, idx: np.ndarray, stored: Prefetched | None) -> 
     got = decode_at(ds, idx, stored) if stored is not None else None
     if got is not None:
         return got
-    runs = index_runs(idx, merge_gap=int(ds.chunks[0]) if ds.chunks else 0)
-    covered = np.concatenate([np.arange(a, b) for a, b in runs])
-    return _read_runs(ds, runs, np.searchsorted(covered, idx))
+    return _read_runs(ds, *_runs_and_positions(ds, idx))
 
 
 def _version_notes(h5: h5py.File, name: str, gname: GranuleName) -> list[str]:
