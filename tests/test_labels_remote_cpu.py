@@ -173,7 +173,7 @@ def test_batches_share_one_pool_that_close_ends(served: EarthdataEmulator, folde
 ], ids=["gzip6", "partial", "shuffle", "big-endian", "uint8", "unfiltered", "fletcher32", "lzf", "contiguous"])
 def test_decode_whole_equals_h5py(tmp_path: Path, dtype: str, n: int, chunk: int | None, opts: dict[str, Any],
                                   decoded: bool) -> None:
-    from labels.reader import decode_at, decode_whole
+    from labels.h5chunks import decode_at, decode_whole
 
     values = (np.random.default_rng(n).normal(40.0, 5.0, n) * (100 if dtype[1] in "iu" else 1)).astype(dtype)
     path = tmp_path / "d.h5"
@@ -204,7 +204,7 @@ def test_decode_whole_equals_h5py(tmp_path: Path, dtype: str, n: int, chunk: int
 
 
 def test_decode_whole_leaves_unwritten_and_corrupt_chunks_to_h5py(tmp_path: Path) -> None:
-    from labels.reader import decode_whole
+    from labels.h5chunks import decode_whole
 
     path = tmp_path / "d.h5"
     with h5py.File(path, "w") as h5:
