@@ -155,13 +155,18 @@ def _fill_column(name: str, n: int) -> np.ndarray:
 
 def _beam_runs(group: GroupLike, sel: np.ndarray) -> list[tuple[int, int]]:
     """Index ranges covering the selected indices ``sel`` (runs closer than one chunk merged)."""
-    return _runs_and_positions(group["agbd"], sel)[0]
+    return _chunk_runs(group["agbd"], sel)
+
+
+def _chunk_runs(ds: h5py.Dataset, idx: np.ndarray) -> list[tuple[int, int]]:
+    """Index ranges covering the sorted indices ``idx``, runs closer than one chunk of ``ds`` merged."""
+    return index_runs(idx, merge_gap=int(ds.chunks[0]) if ds.chunks else 0)
 
 
 def _runs_and_positions(ds: h5py.Dataset, idx: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """(index ranges covering the sorted indices ``idx``, runs closer than one chunk of ``ds`` merged; the
-    positions of ``idx`` in the ranges' concatenation): what :func:`_read_runs` takes."""
-    runs = index_runs(idx, merge_gap=int(ds.chunks[0]) if ds.chunks else 0)
+    """(:func:`_chunk_runs` of ``idx``, the positions of ``idx`` in the ranges' concatenation): what
+    :func:`_read_runs` takes."""
+    runs = _chunk_runs(ds, idx)
     covered = np.concatenate([np.arange(a, b) for a, b in runs])
     return runs, np.searchsorted(covered, idx)
 

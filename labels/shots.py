@@ -80,13 +80,12 @@ def read_shots(path: str | Path, columns: list[str] | None = None) -> Any:
 
     cols = None if columns is None else [*columns, "geometry"]
     with pq.ParquetFile(path) as pf:  # (read_table would import pyarrow.dataset: ~0.5 s, once)
-        table = pf.read(columns=cols)
-    geo = json.loads((table.schema.metadata or {}).get(b"geo", b"{}"))
-    meta = geo.get("columns", {}).get("geometry", {})
-    if geo.get("primary_column") != "geometry" or meta.get("encoding", "").upper() != "WKB" or \
-            (meta.get("crs") or {}).get("id") != _EPSG_4326:
-        return gpd.read_parquet(path, columns=cols)
-    df = table.to_pandas()
+        geo = json.loads((pf.schema_arrow.metadata or {}).get(b"geo", b"{}"))
+        meta = geo.get("columns", {}).get("geometry", {})
+        if geo.get("primary_column") != "geometry" or meta.get("encoding", "").upper() != "WKB" or \
+                (meta.get("crs") or {}).get("id") != _EPSG_4326:
+            return gpd.read_parquet(path, columns=cols)
+        df = pf.read(columns=cols).to_pandas()
     df["geometry"] = shapely.from_wkb(df["geometry"].to_numpy())
     return gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
 
