@@ -78,11 +78,13 @@ def dask_cluster(tmp: Path, n_workers: int, memory_limit: str) -> Iterator[str]:
         spawn("scheduler", [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                             "--scheduler-file", str(sched_file)])
         t0 = time.monotonic()
-        while not sched_file.exists():
+        while True:  # the scheduler file appears before it is written: wait until it parses
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+                address = json.loads(sched_file.read_text())["address"]
+                break
             if procs[0].poll() is not None or time.monotonic() - t0 > 300:
                 raise SystemExit(f"dask scheduler did not start: {(tmp / 'scheduler.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
         for i in range(n_workers):
             spawn(f"worker{i}", [*dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host",
                                  "127.0.0.1", "--no-dashboard", "--name", f"w{i}", "--memory-limit", memory_limit,

@@ -43,6 +43,14 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else f"<no {path}>"
 
 
+def _scheduler_address(sched_file: Path) -> str | None:
+    """The scheduler's address from its scheduler file, or None while the file is absent or half-written."""
+    try:
+        return json.loads(sched_file.read_text())["address"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
 @pytest.fixture()
 def dask_cluster(tmp_path: Path) -> Iterator[str]:
     """Address of a loopback Dask scheduler with two single-threaded workers (separate processes)."""
@@ -65,11 +73,10 @@ def dask_cluster(tmp_path: Path) -> Iterator[str]:
         spawn("scheduler", [*DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                             "--scheduler-file", str(sched_file)])
         t0 = time.monotonic()
-        while not sched_file.exists():
+        while (address := _scheduler_address(sched_file)) is None:  # the file appears before it is written
             if procs[0].poll() is not None or time.monotonic() - t0 > START_TIMEOUT_S:
                 pytest.fail(f"dask scheduler did not start:\n{_tail(logs[0])}")
             time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:"), address
         for i in (1, 2):
             spawn(f"worker{i}", [*DASK, "worker", address, "--nthreads", "1", "--nworkers", "1",
