@@ -136,7 +136,13 @@ class PrefectStack:
         return r.json()
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        r = httpx.post(self.api + path, json=body, timeout=30)
+        """POST to the API; a 503 (the server's database busy on a loaded machine) is retried, up to 3
+        attempts, as Prefect's own client retries it."""
+        for attempt in range(3):
+            r = httpx.post(self.api + path, json=body, timeout=30)
+            if r.status_code != 503:
+                break
+            time.sleep(2.0 * (attempt + 1))
         if r.status_code >= 400:
             raise AssertionError(f"POST {path} -> {r.status_code}: {r.text[:2000]}")
         return r.json()
